@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): ratio tables against raw confluent-kafka and Kafka's perf tools."""

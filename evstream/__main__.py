@@ -1,0 +1,5 @@
+"""``python -m evstream`` runs the CLI."""
+
+from evstream.cli import main
+
+main()

@@ -1,0 +1,120 @@
+"""The one exception tree of evstream.
+
+Every error evstream raises on purpose derives from :class:`EvstreamError`, so callers can
+catch the whole family with one clause. Errors that are really bad input also inherit the
+matching built-in (``ValueError``, ``LookupError``...) so generic code keeps working.
+
+::
+
+    EvstreamError
+    ├── ConfigError (ValueError)              settings or passthrough keys are wrong
+    │   └── UnknownConfigKeyError             a librdkafka key that does not exist
+    ├── StackError                            the local Kafka/registry stack
+    │   ├── ToolNotFoundError                 java or mvn missing, or too old
+    │   ├── DependencyResolutionError         Maven could not resolve the pinned jars
+    │   ├── PortInUseError                    a requested port is taken
+    │   ├── StackStartError                   a process died while starting (log tail attached)
+    │   ├── StackTimeoutError (TimeoutError)  not ready before the deadline
+    │   └── StackNotRunningError              status/down with nothing started
+    └── TopicsError                           topics as code
+        ├── TopicsFileError (ValueError)      the declaration file is malformed
+        ├── PartitionDecreaseError            Kafka cannot remove partitions
+        ├── ReplicationChangeError            RF changes are not done by `topics apply`
+        └── TopicsAdminError                  the cluster refused an operation
+
+Control-flow signals (retry, dead-letter, stop) get their own branch when the consumer
+runner lands; they are not errors and are not caught by ``except EvstreamError``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "DependencyResolutionError",
+    "EvstreamError",
+    "PartitionDecreaseError",
+    "PortInUseError",
+    "ReplicationChangeError",
+    "StackError",
+    "StackNotRunningError",
+    "StackStartError",
+    "StackTimeoutError",
+    "ToolNotFoundError",
+    "TopicsAdminError",
+    "TopicsError",
+    "TopicsFileError",
+    "UnknownConfigKeyError",
+]
+
+
+class EvstreamError(Exception):
+    """Root of every error evstream raises on purpose."""
+
+
+class ConfigError(EvstreamError, ValueError):
+    """Settings are invalid or cannot be turned into client configuration."""
+
+
+class UnknownConfigKeyError(ConfigError):
+    """A passthrough client property that librdkafka does not know."""
+
+    def __init__(self, key: str, detail: str = "") -> None:
+        self.key = key
+        msg = f"unknown Kafka client property {key!r}"
+        super().__init__(f"{msg}: {detail}" if detail else msg)
+
+
+class StackError(EvstreamError):
+    """The local Kafka + schema registry stack could not do what was asked."""
+
+
+class ToolNotFoundError(StackError):
+    """A required executable (java, mvn) is missing or too old."""
+
+
+class DependencyResolutionError(StackError):
+    """Maven failed to resolve the pinned Kafka or registry artifacts."""
+
+
+class PortInUseError(StackError):
+    """A port the stack was asked to use is already bound."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        super().__init__(f"port {port} on 127.0.0.1 is already in use; pick another or omit it")
+
+
+class StackStartError(StackError):
+    """A stack process exited while starting; ``log_tail`` holds its last log lines."""
+
+    def __init__(self, message: str, log_tail: str = "") -> None:
+        self.log_tail = log_tail
+        super().__init__(message)
+
+
+class StackTimeoutError(StackError, TimeoutError):
+    """A stack process did not become ready before its deadline."""
+
+
+class StackNotRunningError(StackError):
+    """No stack is recorded in the data directory (or its processes are gone)."""
+
+
+class TopicsError(EvstreamError):
+    """Topics-as-code failed."""
+
+
+class TopicsFileError(TopicsError, ValueError):
+    """The topics declaration file is malformed (unknown key, bad value, duplicate)."""
+
+
+class PartitionDecreaseError(TopicsError):
+    """A declaration asks for fewer partitions than the topic has; Kafka cannot do that."""
+
+
+class ReplicationChangeError(TopicsError):
+    """A declaration changes the replication factor of an existing topic."""
+
+
+class TopicsAdminError(TopicsError):
+    """The cluster refused a create, alter or describe call."""

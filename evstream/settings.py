@@ -1,0 +1,173 @@
+"""Settings, one pydantic-settings model per concern, read from ``EVSTREAM_*`` variables.
+
+* :class:`KafkaSettings` — how to reach the cluster (``EVSTREAM_BOOTSTRAP_SERVERS``,
+  ``EVSTREAM_SECURITY_PROTOCOL``, ``EVSTREAM_SASL_*``, ``EVSTREAM_SSL_*``,
+  ``EVSTREAM_KAFKA_EXTRA`` as a JSON object of librdkafka passthrough properties).
+* :class:`RegistrySettings` — the schema registry (``EVSTREAM_REGISTRY_URL``, ...).
+
+:func:`librdkafka_config` is the one place that turns them into librdkafka keys.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import confluent_kafka
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from evstream.errors import ConfigError, UnknownConfigKeyError
+
+__all__ = ["KafkaSettings", "RegistrySettings", "librdkafka_config"]
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
+PassthroughValue = str | int | float | bool
+
+# librdkafka keys that typed fields own; passing them through `extra` would be ambiguous.
+_TYPED_KEYS = {
+    "bootstrap.servers": "bootstrap_servers (EVSTREAM_BOOTSTRAP_SERVERS)",
+    "client.id": "client_id (EVSTREAM_CLIENT_ID)",
+    "security.protocol": "security_protocol (EVSTREAM_SECURITY_PROTOCOL)",
+    "sasl.mechanism": "sasl_mechanism (EVSTREAM_SASL_MECHANISM)",
+    "sasl.mechanisms": "sasl_mechanism (EVSTREAM_SASL_MECHANISM)",
+    "sasl.username": "sasl_username (EVSTREAM_SASL_USERNAME)",
+    "sasl.password": "sasl_password (EVSTREAM_SASL_PASSWORD)",
+    "ssl.ca.location": "ssl_ca_location (EVSTREAM_SSL_CA_LOCATION)",
+    "ssl.certificate.location": "ssl_certificate_location (EVSTREAM_SSL_CERTIFICATE_LOCATION)",
+    "ssl.key.location": "ssl_key_location (EVSTREAM_SSL_KEY_LOCATION)",
+    "ssl.key.password": "ssl_key_password (EVSTREAM_SSL_KEY_PASSWORD)",
+}
+
+
+class KafkaSettings(BaseSettings):
+    """How evstream clients connect to Kafka. Every field reads ``EVSTREAM_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="EVSTREAM_", frozen=True, extra="ignore")
+
+    bootstrap_servers: str = Field(
+        default="127.0.0.1:9092",
+        description="Comma-separated host:port list. Env EVSTREAM_BOOTSTRAP_SERVERS; default 127.0.0.1:9092.",
+    )
+    client_id: str = Field(default="evstream", description="Env EVSTREAM_CLIENT_ID; default 'evstream'.")
+    security_protocol: SecurityProtocol = Field(
+        default="PLAINTEXT", description="Env EVSTREAM_SECURITY_PROTOCOL; default PLAINTEXT."
+    )
+    sasl_mechanism: SaslMechanism | None = Field(
+        default=None, description="Env EVSTREAM_SASL_MECHANISM; required with SASL_* protocols."
+    )
+    sasl_username: str | None = Field(default=None, description="Env EVSTREAM_SASL_USERNAME.")
+    sasl_password: SecretStr | None = Field(default=None, description="Env EVSTREAM_SASL_PASSWORD.")
+    ssl_ca_location: Path | None = Field(default=None, description="Env EVSTREAM_SSL_CA_LOCATION (PEM file).")
+    ssl_certificate_location: Path | None = Field(
+        default=None, description="Env EVSTREAM_SSL_CERTIFICATE_LOCATION (client cert, PEM)."
+    )
+    ssl_key_location: Path | None = Field(
+        default=None, description="Env EVSTREAM_SSL_KEY_LOCATION (client key, PEM)."
+    )
+    ssl_key_password: SecretStr | None = Field(default=None, description="Env EVSTREAM_SSL_KEY_PASSWORD.")
+    kafka_extra: dict[str, PassthroughValue] = Field(
+        default_factory=dict,
+        description="Extra librdkafka properties, checked against librdkafka itself. "
+        "Env EVSTREAM_KAFKA_EXTRA as JSON, e.g. '{\"socket.timeout.ms\": 10000}'; default {}.",
+    )
+
+    @model_validator(mode="after")
+    def _check_security(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL_"):
+            if self.sasl_mechanism is None:
+                raise ValueError(
+                    f"sasl_mechanism is required with security_protocol={self.security_protocol}"
+                )
+            if self.sasl_mechanism != "OAUTHBEARER" and (
+                self.sasl_username is None or self.sasl_password is None
+            ):
+                raise ValueError(f"sasl_username and sasl_password are required with {self.sasl_mechanism}")
+        return self
+
+
+class RegistrySettings(BaseSettings):
+    """How evstream reaches the schema registry (Confluent-compatible API)."""
+
+    model_config = SettingsConfigDict(env_prefix="EVSTREAM_REGISTRY_", frozen=True, extra="ignore")
+
+    url: str = Field(
+        default="http://127.0.0.1:8081",
+        description="Base URL of a Confluent-compatible API; for Apicurio end it with /apis/ccompat/v7. "
+        "Env EVSTREAM_REGISTRY_URL; default http://127.0.0.1:8081.",
+    )
+    basic_auth_user: str | None = Field(default=None, description="Env EVSTREAM_REGISTRY_BASIC_AUTH_USER.")
+    basic_auth_password: SecretStr | None = Field(
+        default=None, description="Env EVSTREAM_REGISTRY_BASIC_AUTH_PASSWORD."
+    )
+
+    def client_config(self) -> dict[str, str]:
+        """Configuration for confluent-kafka's ``SchemaRegistryClient``."""
+        conf = {"url": self.url}
+        if self.basic_auth_user is not None:
+            password = self.basic_auth_password.get_secret_value() if self.basic_auth_password else ""
+            conf["basic.auth.user.info"] = f"{self.basic_auth_user}:{password}"
+        return conf
+
+
+def librdkafka_config(settings: KafkaSettings, **overrides: PassthroughValue) -> dict[str, Any]:
+    """Turn ``settings`` (plus per-client ``overrides``, in librdkafka spelling) into a config dict.
+
+    Passthrough keys (``kafka_extra`` and ``overrides``) are checked by librdkafka itself, so a
+    misspelt key fails here with :class:`UnknownConfigKeyError` naming it, not later in a client.
+    """
+    conf: dict[str, Any] = {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "client.id": settings.client_id,
+        "security.protocol": settings.security_protocol,
+    }
+    if settings.sasl_mechanism is not None:
+        conf["sasl.mechanism"] = settings.sasl_mechanism
+    if settings.sasl_username is not None:
+        conf["sasl.username"] = settings.sasl_username
+    if settings.sasl_password is not None:
+        conf["sasl.password"] = settings.sasl_password.get_secret_value()
+    for key, path in (
+        ("ssl.ca.location", settings.ssl_ca_location),
+        ("ssl.certificate.location", settings.ssl_certificate_location),
+        ("ssl.key.location", settings.ssl_key_location),
+    ):
+        if path is not None:
+            conf[key] = str(path)
+    if settings.ssl_key_password is not None:
+        conf["ssl.key.password"] = settings.ssl_key_password.get_secret_value()
+    passthrough = {**settings.kafka_extra, **overrides}
+    for key, value in passthrough.items():
+        if key in _TYPED_KEYS and key in settings.kafka_extra:
+            raise ConfigError(f"{key!r} in EVSTREAM_KAFKA_EXTRA: set it as {_TYPED_KEYS[key]} instead")
+        _check_property(key, value)
+    conf.update(passthrough)
+    return conf
+
+
+def _check_property(key: str, value: PassthroughValue) -> None:
+    """Ask librdkafka whether ``key=value`` is a valid client property (no network I/O)."""
+    if _property_error(key, str(value)) is not None:
+        # Distinguish a bad name from a bad value by retrying with the property's name only.
+        raise (
+            UnknownConfigKeyError(key)
+            if _property_unknown(key)
+            else ConfigError(f"invalid value {value!r} for Kafka client property {key!r}")
+        )
+
+
+@lru_cache(maxsize=256)
+def _property_error(key: str, value: str) -> str | None:
+    try:
+        # No bootstrap.servers: librdkafka builds its config and starts no connection.
+        confluent_kafka.Producer({key: value, "log_level": 0})
+    except confluent_kafka.KafkaException as exc:
+        return str(exc)
+    return None
+
+
+def _property_unknown(key: str) -> bool:
+    err = _property_error(key, "")
+    return err is not None and "No such configuration property" in err

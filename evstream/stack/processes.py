@@ -1,0 +1,137 @@
+"""Small process and port helpers for the local stack (Linux/macOS, loopback only)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from evstream.errors import PortInUseError
+
+__all__ = ["free_ports", "is_alive", "log_tail", "owns", "require_free", "spawn", "terminate"]
+
+LOOPBACK = "127.0.0.1"
+
+
+def require_free(port: int) -> None:
+    """Raise :class:`PortInUseError` unless ``port`` can be bound on loopback now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError as exc:
+            raise PortInUseError(port) from exc
+
+
+def free_ports(count: int, *, exclude: Iterable[int] = ()) -> list[int]:
+    """``count`` distinct loopback ports that were free a moment ago (the OS picks them)."""
+    taken = set(exclude)
+    ports: list[int] = []
+    socks: list[socket.socket] = []
+    try:
+        while len(ports) < count:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(sock)
+            sock.bind((LOOPBACK, 0))
+            port = int(sock.getsockname()[1])
+            if port not in taken:
+                taken.add(port)
+                ports.append(port)
+    finally:
+        for sock in socks:
+            sock.close()
+    return ports
+
+
+def spawn(cmd: list[str], *, env: dict[str, str], output: Path) -> int:
+    """Start ``cmd`` detached in its own session (it outlives the caller); stdout+stderr to ``output``.
+
+    ``os.posix_spawn`` rather than ``subprocess.Popen``: the stack's processes are meant to
+    outlive this Python process, and a Popen object would warn when garbage-collected.
+    """
+    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        return os.posix_spawn(
+            cmd[0],
+            cmd,
+            env,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, fd, 1),
+                (os.POSIX_SPAWN_DUP2, fd, 2),
+            ],
+            setsid=True,
+        )
+    finally:
+        os.close(fd)
+
+
+def is_alive(pid: int) -> bool:
+    """True if ``pid`` exists and is not a zombie (reaps it when it is our own child)."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = Path(f"/proc/{pid}/stat")
+    if stat.exists():
+        try:
+            return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (OSError, IndexError):
+            return False
+    return True
+
+
+def owns(pid: int, marker: str) -> bool:
+    """True if ``pid`` is alive and its command line mentions ``marker`` (guards recycled pids)."""
+    if not is_alive(pid):
+        return False
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if not cmdline.exists():  # no procfs (macOS): trust the recorded pid
+        return True
+    try:
+        return marker in cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+
+
+def terminate(pid: int, *, timeout: float, sig: signal.Signals = signal.SIGTERM) -> bool:
+    """Send ``sig``; after ``timeout`` seconds send SIGKILL. True if it needed the SIGKILL."""
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not is_alive(pid):
+            return False
+        time.sleep(0.1)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + 10
+    while is_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return True
+
+
+def log_tail(*paths: Path, lines: int = 15) -> str:
+    """The last ``lines`` lines of the first of ``paths`` that has any content."""
+    for path in paths:
+        try:
+            text = path.read_text(errors="replace").strip()
+        except OSError:
+            continue
+        if text:
+            return "\n".join(text.splitlines()[-lines:])
+    return ""

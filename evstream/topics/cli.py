@@ -1,0 +1,130 @@
+"""``evstream topics``: plan, apply and list topics declared in a YAML file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from confluent_kafka.admin import AdminClient
+
+from evstream.endpoints import kafka_settings
+from evstream.output import OutputFormat, console, print_json, table
+from evstream.settings import librdkafka_config
+from evstream.topics.admin import apply_changes, describe_topics, list_topics
+from evstream.topics.plan import TopicChange, plan_changes
+from evstream.topics.spec import load_topics_file
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    help="Topics as code: declare topics (partitions, replication, retention, cleanup, configs) in YAML; "
+    "`plan` shows the diff against the cluster, `apply` makes it so (idempotent).",
+    no_args_is_help=True,
+)
+
+TopicsPath = Annotated[
+    Path, typer.Option("--file", "-f", help="The topics declaration (YAML).", show_default=True)
+]
+Bootstrap = Annotated[
+    str | None,
+    typer.Option(
+        "--bootstrap-servers",
+        "-b",
+        help="Kafka to talk to [default: EVSTREAM_BOOTSTRAP_SERVERS, else the running local stack].",
+        show_default=False,
+    ),
+]
+Output = Annotated[OutputFormat, typer.Option("--output", "-o", help="table for people, json for scripts.")]
+DEFAULT_FILE = Path("deploy/topics.yaml")
+
+
+def _admin(bootstrap: str | None) -> AdminClient:
+    # librdkafka's own connection logs would bury the one-line error we print on failure.
+    return AdminClient(librdkafka_config(kafka_settings(bootstrap), log_level=2))
+
+
+def _plan(path: Path, bootstrap: str | None) -> tuple[AdminClient, list[TopicChange]]:
+    declared = load_topics_file(path)
+    admin = _admin(bootstrap)
+    current = describe_topics(admin, [t.name for t in declared.topics])
+    return admin, plan_changes(declared.topics, current)
+
+
+def _show(changes: list[TopicChange], output: OutputFormat) -> None:
+    if output is OutputFormat.json:
+        print_json(
+            [
+                {
+                    "topic": c.name,
+                    "action": c.action,
+                    "partitions": {"current": c.current_partitions, "desired": c.spec.partitions},
+                    "configs": [
+                        {"key": cc.key, "current": cc.current, "desired": cc.desired}
+                        for cc in c.config_changes
+                    ],
+                }
+                for c in changes
+            ]
+        )
+        return
+    rows = []
+    for c in changes:
+        parts = (
+            str(c.spec.partitions)
+            if c.current_partitions in (None, c.spec.partitions)
+            else (f"{c.current_partitions} -> {c.spec.partitions}")
+        )
+        configs = ", ".join(
+            f"{cc.key}={cc.desired}" if cc.current is None else f"{cc.key}: {cc.current} -> {cc.desired}"
+            for cc in c.config_changes
+        )
+        rows.append([c.name, c.action, parts, configs])
+    table(None, ["topic", "action", "partitions", "configs"], rows)
+
+
+@app.command()
+def plan(
+    file: TopicsPath = DEFAULT_FILE, bootstrap_servers: Bootstrap = None, output: Output = OutputFormat.table
+) -> None:
+    """Show what `apply` would change. Partition decreases fail here, before anything is applied."""
+    _, changes = _plan(file, bootstrap_servers)
+    _show(changes, output)
+
+
+@app.command()
+def apply(
+    file: TopicsPath = DEFAULT_FILE, bootstrap_servers: Bootstrap = None, output: Output = OutputFormat.table
+) -> None:
+    """Create missing topics, add partitions, set configs. Running it twice changes nothing."""
+    admin, changes = _plan(file, bootstrap_servers)
+    apply_changes(admin, changes)
+    _show(changes, output)
+    if output is OutputFormat.table:
+        done = sum(c.action != "unchanged" for c in changes)
+        console.print(f"applied {done} change(s); {len(changes) - done} topic(s) already as declared")
+
+
+@app.command("list")
+def list_(
+    bootstrap_servers: Bootstrap = None,
+    internal: Annotated[
+        bool, typer.Option("--internal", help="Include __consumer_offsets and friends.")
+    ] = False,
+    output: Output = OutputFormat.table,
+) -> None:
+    """List the cluster's topics with partitions and replication factor."""
+    topics = list_topics(_admin(bootstrap_servers), include_internal=internal)
+    if output is OutputFormat.json:
+        print_json(
+            [
+                {"topic": t.name, "partitions": t.partitions, "replication_factor": t.replication_factor}
+                for t in topics
+            ]
+        )
+    else:
+        table(
+            None,
+            ["topic", "partitions", "replication"],
+            [[t.name, t.partitions, t.replication_factor] for t in topics],
+        )
