@@ -1,6 +1,6 @@
 """evstream core: settings, the exception tree, the local stack and topics as code."""
 
-from importlib.metadata import PackageNotFoundError, version
+from importlib import metadata as _metadata
 
 from evstream.errors import (
     ConfigError,
@@ -22,8 +22,8 @@ from evstream.errors import (
 from evstream.settings import KafkaSettings, RegistrySettings, librdkafka_config
 
 try:
-    __version__ = version("evstream")
-except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = _metadata.version("evstream")
+except _metadata.PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
 __all__ = [

@@ -102,9 +102,6 @@ def run_demo(topics_file: Path, *, count: int = 5) -> list[tuple[Message, dict[s
     )
 
     registry_conf = registry_settings()
-    registry = SchemaRegistryClient(registry_conf.client_config())
-    serializer = AvroSerializer(registry, ORDER_SCHEMA)
-    deserializer = AvroDeserializer(registry)
     producer = Producer({**conf, "enable.idempotence": True, "acks": "all", "linger.ms": 5})
     events = [
         {
@@ -115,9 +112,10 @@ def run_demo(topics_file: Path, *, count: int = 5) -> list[tuple[Message, dict[s
         }
         for i in range(count)
     ]
-    delivered = _produce(producer, serializer, events)
-    console.print(f"produced {len(delivered)} events to {TOPIC!r} at {settings.bootstrap_servers}")
-    consumed = _consume_back(conf, deserializer, delivered)
+    with SchemaRegistryClient(registry_conf.client_config()) as registry:
+        delivered = _produce(producer, AvroSerializer(registry, ORDER_SCHEMA), events)
+        console.print(f"produced {len(delivered)} events to {TOPIC!r} at {settings.bootstrap_servers}")
+        consumed = _consume_back(conf, AvroDeserializer(registry), delivered)
     table(
         f"consumed {len(consumed)} events back (Avro, schema from {registry_conf.url})",
         ["partition", "offset", "key", "customer", "amount", "currency"],

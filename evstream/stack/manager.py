@@ -160,13 +160,13 @@ class LocalStack:
 
     def stop_node(self, node_id: int, *, sig: signal.Signals = signal.SIGTERM) -> None:
         """Stop one broker (SIGKILL for a hard crash, SIGTERM for a clean shutdown) and wait for it."""
-        node = self.state().node(node_id)
+        node = self._load_or_raise().node(node_id)
         if node.pid is not None and self._owns(node.pid):
             processes.terminate(node.pid, timeout=self.stop_timeout, sig=sig)
 
     def start_node(self, node_id: int) -> None:
         """Start a stopped broker again with its existing data and wait until the cluster sees it."""
-        state = self.state()
+        state = self._load_or_raise()
         node = state.node(node_id)
         if node.pid is not None and self._owns(node.pid):
             raise StackError(f"kafka-{node_id} is already running (pid {node.pid})")

@@ -22,6 +22,7 @@ from evstream.topics.plan import ClusterTopic, TopicChange
 __all__ = ["apply_changes", "describe_topics", "list_topics"]
 
 _TIMEOUT = 30.0
+_METADATA_TIMEOUT = 10.0  # the first call: an unreachable cluster should fail fast
 
 
 def _wait(futures: Mapping[Any, Future[Any]], what: str) -> None:
@@ -38,7 +39,7 @@ def _wait(futures: Mapping[Any, Future[Any]], what: str) -> None:
 
 def _metadata(admin: AdminClient) -> Any:
     try:
-        return admin.list_topics(timeout=_TIMEOUT)
+        return admin.list_topics(timeout=_METADATA_TIMEOUT)
     except KafkaException as exc:
         raise TopicsAdminError(
             f"cannot read cluster metadata: {exc.args[0].str() if exc.args else exc}"

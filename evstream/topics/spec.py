@@ -81,7 +81,9 @@ class TopicsFile(BaseModel):
 
 
 def _describe(error: ValidationError, topics: list[object]) -> str:
-    first = error.errors()[0]
+    errors = error.errors()
+    # A misspelt key usually also leaves a required one missing: the misspelling is the news.
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = list(first["loc"])
     where = ""
     if len(loc) >= 2 and loc[0] == "topics" and isinstance(loc[1], int):

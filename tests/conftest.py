@@ -1,0 +1,147 @@
+"""Shared fixtures: a real broker + registry for the session, a fresh topic per test.
+
+The broker is chosen as DESIGN.md §2 says:
+1. ``EVSTREAM_BOOTSTRAP_SERVERS`` (and ``EVSTREAM_REGISTRY_URL``) when set;
+2. else testcontainers (Kafka + Apicurio images) when a Docker engine answers;
+3. else the local JVM stack: the one running in ``EVSTREAM_STACK_DIR`` (``make test`` starts it),
+   or a private one started for this session and stopped at its end.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from evstream.errors import StackError
+from evstream.stack import LocalStack
+from tests.helpers import wait_until
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the session's broker and registry listen."""
+
+    bootstrap_servers: str
+    registry_url: str
+    source: str
+
+
+def _docker_answers() -> bool:
+    if not os.environ.get("DOCKER_HOST") and not Path("/var/run/docker.sock").exists():
+        return False
+    try:
+        import docker  # noqa: PLC0415 - optional, only when no broker was given
+
+        client = docker.from_env(timeout=2)
+    except Exception:
+        return False
+    try:
+        return bool(client.ping())
+    except Exception:
+        return False
+    finally:
+        client.close()
+
+
+def _testcontainers() -> Iterator[Endpoints]:
+    from testcontainers.community.kafka import KafkaContainer  # noqa: PLC0415
+    from testcontainers.core.container import DockerContainer  # noqa: PLC0415
+
+    # cp-kafka 8.1 is Apache Kafka 4.1 in KRaft mode, the same broker the local stack runs.
+    with (
+        KafkaContainer("confluentinc/cp-kafka:8.1.0").with_kraft() as kafka,
+        DockerContainer("apicurio/apicurio-registry:3.3.3").with_exposed_ports(8080) as registry,
+    ):
+        host, port = registry.get_container_host_ip(), registry.get_exposed_port(8080)
+        yield Endpoints(
+            kafka.get_bootstrap_server(), f"http://{host}:{port}/apis/ccompat/v7", "testcontainers"
+        )
+
+
+@pytest.fixture(scope="session")
+def endpoints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
+    """The session's real broker and registry (see the module docstring for the order)."""
+    if os.environ.get("EVSTREAM_BOOTSTRAP_SERVERS"):
+        registry = os.environ.get("EVSTREAM_REGISTRY_URL", "")
+        yield Endpoints(os.environ["EVSTREAM_BOOTSTRAP_SERVERS"], registry, "environment")
+        return
+    if _docker_answers():
+        yield from _testcontainers()
+        return
+    shared = LocalStack()
+    try:
+        state = shared.state()
+    except StackError:
+        private = LocalStack(tmp_path_factory.mktemp("stack"))
+        state = private.up(nodes=1)
+        try:
+            yield Endpoints(state.bootstrap_servers, state.registry_url or "", "private local stack")
+        finally:
+            private.down()
+        return
+    yield Endpoints(state.bootstrap_servers, state.registry_url or "", f"local stack in {shared.data_dir}")
+
+
+@pytest.fixture
+def admin(endpoints: Endpoints) -> AdminClient:
+    return AdminClient({"bootstrap.servers": endpoints.bootstrap_servers})
+
+
+TopicFactory = Callable[..., str]
+
+
+@pytest.fixture
+def new_topic(admin: AdminClient, request: pytest.FixtureRequest) -> Iterator[TopicFactory]:
+    """Create fresh, uniquely named topics for this test; delete them afterwards."""
+    created: list[str] = []
+
+    def make(partitions: int = 3, replication_factor: int = -1, config: dict[str, str] | None = None) -> str:
+        name = f"t-{request.node.name[:40].strip('_')}-{uuid.uuid4().hex[:8]}".replace("[", "-").replace(
+            "]", ""
+        )
+        futures = admin.create_topics(
+            [
+                NewTopic(
+                    name,
+                    num_partitions=partitions,
+                    replication_factor=replication_factor,
+                    config=config or {},
+                )
+            ]
+        )
+        futures[name].result(timeout=30)
+        wait_until(
+            lambda: name in admin.list_topics(timeout=5).topics, timeout=30, what=f"topic {name} visible"
+        )
+        created.append(name)
+        return name
+
+    yield make
+    if created:
+        for future in admin.delete_topics(created, request_timeout=30).values():
+            future.result(timeout=30)
+
+
+@pytest.fixture
+def topic(new_topic: TopicFactory) -> str:
+    """One fresh 3-partition topic."""
+    return new_topic()
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[1]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test by its folder: tests/unit -> unit, tests/integration -> integration, ..."""
+    for item in items:
+        for kind in ("unit", "integration", "reliability"):
+            if f"/tests/{kind}/" in str(item.path):
+                item.add_marker(getattr(pytest.mark, kind))

@@ -1,0 +1,97 @@
+"""A 3-node KRaft cluster on loopback: RF=3, min ISR 2, a broker killed and brought back."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from evstream.stack import LocalStack
+from tests.helpers import wait_until
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    stack = LocalStack(tmp_path_factory.mktemp("cluster"), start_timeout=180)
+    stack.up(nodes=3, registry=False)
+    try:
+        yield stack
+    finally:
+        stack.down()
+
+
+def isr(admin: AdminClient, topic: str) -> list[int]:
+    return sorted(admin.list_topics(topic, timeout=10).topics[topic].partitions[0].isrs)
+
+
+def leader(admin: AdminClient, topic: str) -> int:
+    return int(admin.list_topics(topic, timeout=10).topics[topic].partitions[0].leader)
+
+
+def produce(bootstrap: str, topic: str, values: list[bytes]) -> list[Message]:
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True})
+    acked: list[Message] = []
+    errors: list[KafkaError] = []
+
+    def on_delivery(err: KafkaError | None, msg: Message) -> None:
+        (errors.append(err) if err is not None else acked.append(msg))
+
+    for value in values:
+        producer.produce(topic, value=value, on_delivery=on_delivery)
+    assert producer.flush(60) == 0
+    assert errors == []
+    return acked
+
+
+def test_cluster_metadata(cluster: LocalStack) -> None:
+    state = cluster.state()
+    admin = AdminClient({"bootstrap.servers": state.bootstrap_servers})
+    assert sorted(admin.list_topics(timeout=10).brokers) == [1, 2, 3]
+    assert len(state.bootstrap_servers.split(",")) == 3
+
+
+def test_acks_all_survives_a_killed_broker_which_rejoins_the_isr(cluster: LocalStack, tmp_path: Path) -> None:
+    state = cluster.state()
+    bootstrap = state.bootstrap_servers
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    topic = "rf3-min-isr2"
+    admin.create_topics(
+        [NewTopic(topic, num_partitions=1, replication_factor=3, config={"min.insync.replicas": "2"})]
+    )[topic].result(timeout=30)
+    wait_until(lambda: isr(admin, topic) == [1, 2, 3], timeout=60, what="full ISR")
+
+    before = produce(bootstrap, topic, [f"before-{i}".encode() for i in range(100)])
+
+    victim = leader(admin, topic)  # kill the partition leader: the hardest single failure
+    cluster.stop_node(victim, sig=signal.SIGKILL)
+    wait_until(lambda: victim not in isr(admin, topic), timeout=60, what=f"node {victim} dropped from ISR")
+    assert len(isr(admin, topic)) == 2
+
+    during = produce(bootstrap, topic, [f"during-{i}".encode() for i in range(100)])
+    assert len(during) == 100
+    assert leader(admin, topic) != victim
+
+    cluster.start_node(victim)
+    wait_until(lambda: isr(admin, topic) == [1, 2, 3], timeout=90, what=f"node {victim} back in ISR")
+
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "rf3-check", "enable.auto.commit": False}
+    )
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    got: list[bytes] = []
+
+    def drain() -> bool:
+        got.extend(m.value() or b"" for m in consumer.consume(200, timeout=0.5) if m.error() is None)
+        return len(got) >= 200
+
+    try:
+        wait_until(drain, timeout=60, what="200 records")
+    finally:
+        consumer.close()
+    assert got == [m.value() for m in before + during]

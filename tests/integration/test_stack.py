@@ -1,0 +1,117 @@
+"""The local stack manager against real JVM processes: lifecycle, idempotent up, warm cache, demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from evstream import StackNotRunningError
+from evstream.stack import LocalStack, StackState, default_data_dir
+from evstream.stack.processes import is_alive
+from tests.conftest import Endpoints
+from tests.helpers import one_line_error, run_cli
+
+
+@pytest.fixture
+def local_stack(endpoints: Endpoints) -> LocalStack:
+    if not endpoints.source.startswith("local stack"):
+        pytest.skip(f"the session broker is not the shared local stack ({endpoints.source})")
+    return LocalStack(default_data_dir())
+
+
+def test_status_and_repeated_up_reuse_the_running_stack(local_stack: LocalStack) -> None:
+    before = local_stack.state()
+    status = run_cli("stack", "status", "--data-dir", str(local_stack.data_dir), "-o", "json")
+    assert status.returncode == 0, status.stderr
+    rows = {row["name"]: row for row in json.loads(status.stdout)}
+    assert rows["kafka-1"]["alive"] is True
+    assert rows["kafka-1"]["endpoint"] == before.bootstrap_servers
+    assert rows["registry"]["endpoint"] == before.registry_url
+
+    again = run_cli("stack", "up", "--data-dir", str(local_stack.data_dir), "-o", "json")
+    assert again.returncode == 0, again.stderr
+    info = json.loads(again.stdout)
+    assert info["bootstrap_servers"] == before.bootstrap_servers
+    assert info["pids"] == {
+        "kafka-1": before.nodes[0].pid,
+        "registry": before.registry and before.registry.pid,
+    }
+
+
+def test_warm_cache_needs_no_maven(local_stack: LocalStack, tmp_path: Path) -> None:
+    # PATH without mvn (or anything else): resolving the jars again must not run Maven.
+    cache = local_stack.state().kafka_libs.parents[1]
+    proc = run_cli("stack", "fetch", env={"PATH": str(tmp_path), "EVSTREAM_CACHE_DIR": str(cache)})
+    assert proc.returncode == 0, proc.stderr
+    assert "kafka jars:" in proc.stdout
+    assert "registry:" in proc.stdout
+
+
+def test_demo_publishes_and_consumes(endpoints: Endpoints, repo_root: Path) -> None:
+    env = {
+        "EVSTREAM_BOOTSTRAP_SERVERS": endpoints.bootstrap_servers,
+        "EVSTREAM_REGISTRY_URL": endpoints.registry_url,
+    }
+    proc = run_cli("demo", "-f", str(repo_root / "deploy" / "topics.yaml"), "--count", "7", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "produced 7 events to 'orders'" in proc.stdout
+    assert "consumed 7 events back" in proc.stdout
+    assert proc.stdout.count("EUR") == 7
+
+
+def test_private_stack_lifecycle_without_registry(tmp_path: Path) -> None:
+    stack = LocalStack(tmp_path / "stack", start_timeout=120)
+    state = stack.up(registry=False)
+    try:
+        assert state.registry is None
+        assert len(state.nodes) == 1
+        assert StackState.load(tmp_path / "stack") == state
+        [row] = stack.status()
+        assert row.alive
+        assert row.endpoint == state.bootstrap_servers
+        assert (state.nodes[0].config_file.parent / "logs" / "server.log").stat().st_size > 0
+    finally:
+        stopped = stack.down()
+    assert [row.name for row in stopped] == ["kafka-1"]
+    assert state.nodes[0].pid is not None
+    assert not is_alive(state.nodes[0].pid)
+    with pytest.raises(StackNotRunningError):
+        stack.status()
+
+
+def test_down_never_signals_a_process_it_did_not_start(tmp_path: Path) -> None:
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        data_dir = tmp_path / "stack"
+        data_dir.mkdir()
+        node_dir = data_dir / "node-1"
+        forged = {
+            "data_dir": str(data_dir),
+            "cluster_id": "x",
+            "kafka_libs": str(tmp_path),
+            "nodes": [
+                {
+                    "node_id": 1,
+                    "port": 1,
+                    "controller_port": 2,
+                    "pid": stranger.pid,  # a recycled pid: alive, but not ours
+                    "config_file": str(node_dir / "server.properties"),
+                    "log_dir": str(node_dir / "data"),
+                    "stdout_file": str(node_dir / "node.out"),
+                }
+            ],
+        }
+        (data_dir / "stack.json").write_text(json.dumps(forged))
+        proc = run_cli("stack", "down", "--data-dir", str(data_dir))
+        assert proc.returncode == 1
+        assert "is not running (its processes are gone)" in one_line_error(proc)
+        assert stranger.poll() is None
+        os.kill(stranger.pid, 0)
+    finally:
+        stranger.kill()
+        stranger.wait()

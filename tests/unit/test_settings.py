@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import pytest
+from pydantic import SecretStr, ValidationError
+
+from evstream import ConfigError, KafkaSettings, RegistrySettings, UnknownConfigKeyError, librdkafka_config
+
+
+def test_settings_read_evstream_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EVSTREAM_BOOTSTRAP_SERVERS", "k1:9092,k2:9092")
+    monkeypatch.setenv("EVSTREAM_KAFKA_EXTRA", '{"socket.timeout.ms": 12345}')
+    monkeypatch.setenv("EVSTREAM_REGISTRY_URL", "http://reg:8080/apis/ccompat/v7")
+    conf = librdkafka_config(KafkaSettings())
+    assert conf["bootstrap.servers"] == "k1:9092,k2:9092"
+    assert conf["socket.timeout.ms"] == 12345
+    assert conf["security.protocol"] == "PLAINTEXT"
+    assert RegistrySettings().client_config() == {"url": "http://reg:8080/apis/ccompat/v7"}
+
+
+def test_sasl_ssl_fields_map_to_librdkafka_and_hide_secrets() -> None:
+    settings = KafkaSettings(
+        bootstrap_servers="b:9093",
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username="svc",
+        sasl_password=SecretStr("s3cret"),
+        ssl_ca_location="/etc/ca.pem",
+    )
+    assert "s3cret" not in repr(settings)
+    conf = librdkafka_config(settings)
+    assert conf["sasl.mechanism"] == "SCRAM-SHA-512"
+    assert conf["sasl.username"] == "svc"
+    assert conf["sasl.password"] == "s3cret"
+    assert conf["ssl.ca.location"] == "/etc/ca.pem"
+    assert conf["security.protocol"] == "SASL_SSL"
+
+
+def test_sasl_without_credentials_is_rejected() -> None:
+    with pytest.raises(ValidationError, match="sasl_mechanism is required"):
+        KafkaSettings(security_protocol="SASL_SSL")
+    with pytest.raises(ValidationError, match="sasl_username and sasl_password are required"):
+        KafkaSettings(security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN")
+
+
+def test_unknown_passthrough_key_is_named() -> None:
+    settings = KafkaSettings(kafka_extra={"lingr.ms": 5})
+    with pytest.raises(UnknownConfigKeyError, match=r"'lingr\.ms'") as info:
+        librdkafka_config(settings)
+    assert info.value.key == "lingr.ms"
+    assert isinstance(info.value, ValueError)
+
+
+def test_unknown_override_key_is_named() -> None:
+    with pytest.raises(UnknownConfigKeyError, match="'acks_all'"):
+        librdkafka_config(KafkaSettings(), acks_all=True)
+
+
+def test_bad_passthrough_value_names_key_and_value() -> None:
+    with pytest.raises(
+        ConfigError, match=r"invalid value 'soon' for Kafka client property 'linger\.ms'"
+    ) as info:
+        librdkafka_config(KafkaSettings(kafka_extra={"linger.ms": "soon"}))
+    assert not isinstance(info.value, UnknownConfigKeyError)
+
+
+def test_typed_keys_cannot_be_smuggled_through_extra() -> None:
+    with pytest.raises(ConfigError, match="set it as bootstrap_servers"):
+        librdkafka_config(KafkaSettings(kafka_extra={"bootstrap.servers": "x:1"}))
+
+
+def test_valid_passthrough_and_overrides_are_kept() -> None:
+    conf = librdkafka_config(KafkaSettings(kafka_extra={"linger.ms": 7}), **{"compression.type": "zstd"})
+    assert conf["linger.ms"] == 7
+    assert conf["compression.type"] == "zstd"
+
+
+def test_settings_are_frozen() -> None:
+    settings = KafkaSettings()
+    with pytest.raises(ValidationError):
+        settings.bootstrap_servers = "elsewhere:9092"  # type: ignore[misc]
+
+
+def test_registry_basic_auth() -> None:
+    settings = RegistrySettings(url="http://r", basic_auth_user="u", basic_auth_password=SecretStr("p"))
+    assert settings.client_config() == {"url": "http://r", "basic.auth.user.info": "u:p"}

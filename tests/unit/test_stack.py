@@ -1,0 +1,198 @@
+"""Stack manager paths that need no broker: tool discovery, jar cache, bad input, start failures.
+
+Fake ``java``/``mvn`` scripts stand in for the tools here to exercise *our* error handling
+(a JVM that dies or hangs, Maven that fails); the real stack is covered by the integration tests.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from evstream import (
+    DependencyResolutionError,
+    StackNotRunningError,
+    StackStartError,
+    StackTimeoutError,
+    ToolNotFoundError,
+)
+from evstream.stack import LocalStack, find_java, java_version, resolve_kafka
+from tests.helpers import one_line_error, run_cli
+
+JAVA_HEADER = """#!/bin/sh
+case "$*" in
+  *-version*) echo 'openjdk version "{version}" 2023-10-17' >&2; exit 0;;
+  *StorageTool*) exit 0;;
+esac
+"""
+FAKE_MVN = """#!/bin/sh
+echo run >> "{count}"
+for a in "$@"; do
+  case "$a" in
+    -DoutputDirectory=*) d="${{a#-DoutputDirectory=}}"; /bin/mkdir -p "$d"; : > "$d/fake.jar";;
+  esac
+done
+"""
+
+
+def script(folder: Path, name: str, body: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(body)
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return path
+
+
+@pytest.fixture
+def bare_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """PATH with only an empty bin dir; no JAVA_HOME; a private cache. Returns that bin dir."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.setenv("EVSTREAM_CACHE_DIR", str(tmp_path / "cache"))
+    for var in ("JAVA_HOME", "EVSTREAM_JAVA_HOME", "EVSTREAM_REGISTRY_JAVA_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    java_version.cache_clear()
+    return bin_dir
+
+
+@pytest.mark.parametrize(
+    ("printed", "major"), [("17.0.15", 17), ("1.8.0_292", 8), ("25.0.3", 25), ("21", 21)]
+)
+def test_java_version_parsing(bare_env: Path, printed: str, major: int) -> None:
+    java = script(bare_env, "java", JAVA_HEADER.format(version=printed))
+    assert java_version(java) == major
+
+
+def test_old_java_is_refused_with_the_version_found(bare_env: Path) -> None:
+    script(bare_env, "java", JAVA_HEADER.format(version="17.0.2"))
+    with pytest.raises(ToolNotFoundError, match=r"Registry needs Java 21\+ but only found .*java is 17"):
+        find_java(21, env_var="X_JAVA_HOME", purpose="Registry")
+
+
+def test_env_var_home_wins(bare_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    script(bare_env, "java", JAVA_HEADER.format(version="17.0.2"))
+    newer = script(tmp_path / "jdk25" / "bin", "java", JAVA_HEADER.format(version="25.0.1"))
+    monkeypatch.setenv("X_JAVA_HOME", str(tmp_path / "jdk25"))
+    assert find_java(21, env_var="X_JAVA_HOME", purpose="Registry") == newer
+
+
+def test_cli_without_java_exits_with_one_line(bare_env: Path, tmp_path: Path) -> None:
+    proc = run_cli("stack", "up", "--data-dir", str(tmp_path / "stack"), "--no-registry")
+    assert proc.returncode == 1
+    line = one_line_error(proc)
+    assert line.startswith("error: java not found: Kafka 4.1 needs Java 17+")
+    assert not (tmp_path / "stack" / "stack.json").exists()
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield int(sock.getsockname()[1])
+
+
+def test_cli_port_in_use_exits_with_one_line(tmp_path: Path, taken_port: int) -> None:
+    for flag in ("--port", "--registry-port"):
+        proc = run_cli("stack", "up", "--data-dir", str(tmp_path / "stack"), flag, str(taken_port))
+        assert proc.returncode == 1
+        assert one_line_error(proc) == (
+            f"error: port {taken_port} on 127.0.0.1 is already in use; pick another or omit it"
+        )
+    assert not (tmp_path / "stack" / "stack.json").exists()
+
+
+@pytest.mark.parametrize("command", ["down", "status"])
+def test_cli_down_and_status_with_nothing_running(tmp_path: Path, command: str) -> None:
+    proc = run_cli("stack", command, "--data-dir", str(tmp_path / "empty"))
+    assert proc.returncode == 1
+    assert one_line_error(proc) == (
+        f"error: no stack is running in {tmp_path / 'empty'} (nothing recorded); "
+        "start one with `evstream stack up`"
+    )
+
+
+def test_warm_cache_runs_no_maven(bare_env: Path, tmp_path: Path) -> None:
+    count = tmp_path / "mvn-runs"
+    script(bare_env, "mvn", FAKE_MVN.format(count=count))
+    first = resolve_kafka()
+    assert (first / "fake.jar").is_file()
+    assert count.read_text().count("run") == 1
+    (bare_env / "mvn").unlink()  # a second resolution must not need Maven at all
+    assert resolve_kafka() == first
+    assert count.read_text().count("run") == 1
+
+
+def test_cold_cache_without_maven(bare_env: Path) -> None:
+    with pytest.raises(ToolNotFoundError, match="mvn not found on PATH"):
+        resolve_kafka()
+
+
+def test_maven_failure_is_reported_and_leaves_no_partial_cache(bare_env: Path, tmp_path: Path) -> None:
+    script(
+        bare_env, "mvn", "#!/bin/sh\necho '[ERROR] Failed to execute goal: Could not resolve kafka'\nexit 1\n"
+    )
+    with pytest.raises(
+        DependencyResolutionError, match=r"\[ERROR\] Failed to execute goal: Could not resolve kafka"
+    ):
+        resolve_kafka()
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == []
+
+
+def fake_stack(bare_env: Path, tmp_path: Path, body: str) -> LocalStack:
+    script(bare_env, "mvn", FAKE_MVN.format(count=tmp_path / "mvn-runs"))
+    script(bare_env, "java", JAVA_HEADER.format(version="17.0.9") + body)
+    return LocalStack(tmp_path / "stack", start_timeout=3, stop_timeout=5)
+
+
+def ours(marker: Path) -> list[int]:
+    """Pids whose command line mentions ``marker``."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if str(marker) in (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode():
+                    pids.append(int(proc.name))
+            except OSError:
+                continue
+    return pids
+
+
+def test_broker_dying_at_start_reports_its_last_log_lines(bare_env: Path, tmp_path: Path) -> None:
+    stack = fake_stack(
+        bare_env, tmp_path, "echo 'ERROR Exiting Kafka due to fatal exception: boom'\nexit 1\n"
+    )
+    with pytest.raises(StackStartError, match=r"kafka-1 \(port \d+\) exited while starting") as info:
+        stack.up(registry=False)
+    assert "Exiting Kafka due to fatal exception: boom" in info.value.log_tail
+    assert not (tmp_path / "stack" / "stack.json").exists()
+
+
+def test_cli_broker_dying_prints_one_error_line_then_the_log(bare_env: Path, tmp_path: Path) -> None:
+    fake_stack(bare_env, tmp_path, "echo 'ERROR fatal: boom'\nexit 1\n")
+    proc = run_cli("stack", "up", "--data-dir", str(tmp_path / "stack"), "--no-registry", "--timeout", "20")
+    assert proc.returncode == 1
+    assert "exited while starting; last log lines:" in one_line_error(proc)
+    assert "ERROR fatal: boom" in proc.stderr
+
+
+def test_start_timeout_kills_what_it_started(bare_env: Path, tmp_path: Path) -> None:
+    stack = fake_stack(bare_env, tmp_path, "while true; do /bin/sleep 0.1; done\n")
+    with pytest.raises(StackTimeoutError, match="kafka not ready after 3s"):
+        stack.up(registry=False)
+    assert ours(tmp_path / "stack") == []
+    with pytest.raises(StackNotRunningError):
+        stack.status()
+
+
+def test_nodes_must_be_1_or_3(tmp_path: Path) -> None:
+    proc = run_cli("stack", "up", "--data-dir", str(tmp_path), "--nodes", "2")
+    assert proc.returncode == 1
+    assert one_line_error(proc) == "error: --nodes must be 1 or 3, not 2"
+    assert os.listdir(tmp_path) == []
