@@ -51,7 +51,8 @@ def _print_endpoints(state: StackState, output: OutputFormat) -> None:
     console.print(f"data dir:          {info['data_dir']}")
     console.print(
         f"export EVSTREAM_BOOTSTRAP_SERVERS={state.bootstrap_servers}"
-        + (f" EVSTREAM_REGISTRY_URL={state.registry_url}" if state.registry_url else "")
+        + (f" EVSTREAM_REGISTRY_URL={state.registry_url}" if state.registry_url else ""),
+        soft_wrap=True,
     )
 
 
