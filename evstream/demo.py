@@ -12,12 +12,14 @@ import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
-from confluent_kafka.serialization import MessageField, SerializationContext
+from confluent_kafka.schema_registry.error import SchemaRegistryError
+from confluent_kafka.serialization import MessageField, SerializationContext, SerializationError
 
 from evstream.endpoints import kafka_settings, registry_settings
 from evstream.errors import EvstreamError
@@ -94,6 +96,7 @@ def _consume_back(
 def run_demo(topics_file: Path, *, count: int = 5) -> list[tuple[Message, dict[str, Any]]]:
     """Apply the demo topics, produce ``count`` events through the registry, read them back."""
     settings = kafka_settings()
+    registry_conf = registry_settings()
     conf = librdkafka_config(settings)
     admin = AdminClient(conf)
     declared = load_topics_file(topics_file)
@@ -101,7 +104,6 @@ def run_demo(topics_file: Path, *, count: int = 5) -> list[tuple[Message, dict[s
         admin, plan_changes(declared.topics, describe_topics(admin, [t.name for t in declared.topics]))
     )
 
-    registry_conf = registry_settings()
     producer = Producer({**conf, "enable.idempotence": True, "acks": "all", "linger.ms": 5})
     events = [
         {
@@ -113,9 +115,12 @@ def run_demo(topics_file: Path, *, count: int = 5) -> list[tuple[Message, dict[s
         for i in range(count)
     ]
     with SchemaRegistryClient(registry_conf.client_config()) as registry:
-        delivered = _produce(producer, AvroSerializer(registry, ORDER_SCHEMA), events)
-        console.print(f"produced {len(delivered)} events to {TOPIC!r} at {settings.bootstrap_servers}")
-        consumed = _consume_back(conf, AvroDeserializer(registry), delivered)
+        try:
+            delivered = _produce(producer, AvroSerializer(registry, ORDER_SCHEMA), events)
+            console.print(f"produced {len(delivered)} events to {TOPIC!r} at {settings.bootstrap_servers}")
+            consumed = _consume_back(conf, AvroDeserializer(registry), delivered)
+        except (SchemaRegistryError, SerializationError, httpx.HTTPError) as exc:
+            raise EvstreamError(f"schema registry at {registry_conf.url}: {exc}") from exc
     table(
         f"consumed {len(consumed)} events back (Avro, schema from {registry_conf.url})",
         ["partition", "offset", "key", "customer", "amount", "currency"],

@@ -30,6 +30,8 @@ def java_version(java: Path) -> int:
         )
     except OSError as exc:
         raise ToolNotFoundError(f"cannot run {java}: {exc.strerror}") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise ToolNotFoundError(f"{java} -version did not answer within 30s") from exc
     match = _VERSION_RE.search(proc.stderr + proc.stdout)
     if match is None:
         raise ToolNotFoundError(f"cannot tell the version of {java}: {proc.stderr.strip()[:200]}")

@@ -9,6 +9,8 @@ that the caller owns. ``stack.json`` in that dir records what was started, so a 
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import os
 import shutil
 import signal
@@ -16,20 +18,22 @@ import string
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 from confluent_kafka.admin import AdminClient
 
-from evstream.errors import StackError, StackNotRunningError, StackStartError, StackTimeoutError
+from evstream.errors import ConfigError, StackError, StackNotRunningError, StackStartError, StackTimeoutError
 from evstream.stack import jars, processes
 from evstream.stack.java import KAFKA_MIN_JAVA, REGISTRY_MIN_JAVA, find_java
 from evstream.stack.state import STATE_FILE, NodeState, RegistryState, StackState
 
 __all__ = ["LocalStack", "ProcessStatus", "default_data_dir"]
 
+_LOCK = ".lock"
+_MARKER = ".evstream-stack"
 _KAFKA_HEAP = ["-Xms256m", "-Xmx512m"]
 _REGISTRY_HEAP = ["-Xms128m", "-Xmx512m"]
 
@@ -64,7 +68,8 @@ class LocalStack:
     def __init__(
         self, data_dir: Path | None = None, *, start_timeout: float = 120.0, stop_timeout: float = 30.0
     ) -> None:
-        self.data_dir = (data_dir or default_data_dir()).absolute()
+        # resolve(): `up` and `down` must agree on the path that marks our processes.
+        self.data_dir = (data_dir or default_data_dir()).resolve()
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
 
@@ -79,16 +84,22 @@ class LocalStack:
         registry_port: int | None = None,
     ) -> StackState:
         """Start the stack (or return the one already running here) and wait until it is ready."""
-        if nodes not in (1, 3):
-            raise StackError(f"--nodes must be 1 or 3, not {nodes}")
-        running = self._running_state()
-        if running is not None:
-            if len(running.nodes) != nodes or (registry and running.registry is None):
-                raise StackError(
-                    f"a {len(running.nodes)}-node stack is already running in {self.data_dir}; "
-                    "run `evstream stack down` first"
-                )
-            return running
+        _check_options(nodes=nodes, port=port, registry=registry, registry_port=registry_port)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with self._lock():
+            running = self._running_state()
+            if running is not None:
+                if len(running.nodes) != nodes or (registry and running.registry is None):
+                    raise StackError(
+                        f"a {len(running.nodes)}-node stack is already running in {self.data_dir}; "
+                        "run `evstream stack down` first"
+                    )
+                return running
+            return self._start(nodes=nodes, port=port, registry=registry, registry_port=registry_port)
+
+    def _start(
+        self, *, nodes: int, port: int | None, registry: bool, registry_port: int | None
+    ) -> StackState:
         for wanted in (port, registry_port):
             if wanted is not None:
                 processes.require_free(wanted)
@@ -107,6 +118,7 @@ class LocalStack:
         registry_home = jars.resolve_registry() if registry else None
 
         self._clear_previous()
+        (self.data_dir / _MARKER).write_text("made by `evstream stack up`; `stack up` may wipe this folder\n")
         state = self._plan(nodes, port, registry_home, registry_port, libs)
         try:
             for node in state.nodes:
@@ -153,16 +165,16 @@ class LocalStack:
     def down(self) -> list[ProcessStatus]:
         """Stop every process this stack started (SIGTERM, then SIGKILL after ``stop_timeout``)."""
         rows = self.status()
-        state = self._load_or_raise()
-        self._stop_all(state)
-        (self.data_dir / STATE_FILE).unlink(missing_ok=True)
+        with self._lock():
+            self._stop_all(self._load_or_raise())
+            (self.data_dir / STATE_FILE).unlink(missing_ok=True)
         return [row for row in rows if row.alive]
 
     def stop_node(self, node_id: int, *, sig: signal.Signals = signal.SIGTERM) -> None:
         """Stop one broker (SIGKILL for a hard crash, SIGTERM for a clean shutdown) and wait for it."""
         node = self._load_or_raise().node(node_id)
         if node.pid is not None and self._owns(node.pid):
-            processes.terminate(node.pid, timeout=self.stop_timeout, sig=sig)
+            processes.terminate(node.pid, marker=self._marker_arg, timeout=self.stop_timeout, sig=sig)
 
     def start_node(self, node_id: int) -> None:
         """Start a stopped broker again with its existing data and wait until the cluster sees it."""
@@ -204,7 +216,7 @@ class LocalStack:
                 home=registry_home,
                 stdout_file=self.data_dir / "registry" / "registry.out",
             )
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cluster_id = _cluster_id()
         return StackState(
             data_dir=self.data_dir,
             cluster_id=cluster_id,
@@ -214,8 +226,15 @@ class LocalStack:
         )
 
     def _clear_previous(self) -> None:
-        """Remove what an earlier, no longer running stack left here (only our own entries)."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        """Stop leftovers of an earlier stack here, then remove its files (only in a folder we made)."""
+        previous = self._load_state()
+        if previous is not None:  # some of its processes may still run: never orphan them
+            self._stop_all(previous)
+        foreign = [p.name for p in self.data_dir.iterdir() if p.name not in (_LOCK, _MARKER)]
+        if foreign and not (self.data_dir / _MARKER).exists():
+            raise StackError(
+                f"{self.data_dir} is not empty and holds no evstream stack; choose an empty or new --data-dir"
+            )
         for entry in self.data_dir.glob("node-*"):
             shutil.rmtree(entry, ignore_errors=True)
         shutil.rmtree(self.data_dir / "registry", ignore_errors=True)
@@ -236,8 +255,11 @@ class LocalStack:
             )
         )
         cmd = [str(java), "-Xmx256m", "-cp", f"{state.kafka_libs}/*", "kafka.tools.StorageTool", "format"]
-        cmd += ["-t", state.cluster_id, "-c", str(node.config_file)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+        cmd += [f"--cluster-id={state.cluster_id}", "-c", str(node.config_file)]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise StackStartError(f"formatting kafka-{node.node_id} storage took over 120s") from exc
         if proc.returncode != 0:
             raise StackStartError(
                 f"formatting kafka-{node.node_id} storage failed (exit {proc.returncode})",
@@ -249,7 +271,7 @@ class LocalStack:
             processes.require_free(port)
         logs = node.config_file.parent / "logs"
         logs.mkdir(exist_ok=True)
-        cmd = [str(java), *_KAFKA_HEAP, "-XX:+UseG1GC", "-Djava.awt.headless=true"]
+        cmd = [str(java), *_KAFKA_HEAP, self._marker_arg, "-XX:+UseG1GC", "-Djava.awt.headless=true"]
         cmd += [
             f"-Dkafka.logs.dir={logs}",
             f"-Dlog4j2.configurationFile={jars.deploy_dir() / 'kafka' / 'log4j2.properties'}",
@@ -268,11 +290,10 @@ class LocalStack:
                 env[key.strip()] = value.strip()
         env["QUARKUS_HTTP_PORT"] = str(reg.port)
         env["QUARKUS_MANAGEMENT_PORT"] = str(reg.management_port)
-        # The data-dir marker in the command line lets `down` recognise this pid as ours.
         cmd = [
             str(java),
             *_REGISTRY_HEAP,
-            f"-Devstream.stack={self.data_dir}",
+            self._marker_arg,
             "-jar",
             str(reg.home / "quarkus-run.jar"),
         ]
@@ -324,20 +345,46 @@ class LocalStack:
         pids = [n.pid for n in state.nodes]
         if state.registry is not None:
             pids.append(state.registry.pid)
-        for pid in pids:  # signal all first so the nodes shut down in parallel
-            if pid is not None and self._owns(pid):
+        ours = [pid for pid in pids if pid is not None and self._owns(pid)]
+        for pid in ours:  # signal all first so the nodes shut down in parallel
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-        for pid in pids:
-            if pid is not None and self._owns(pid):
-                processes.terminate(pid, timeout=self.stop_timeout)
+        for pid in ours:
+            processes.terminate(pid, marker=self._marker_arg, timeout=self.stop_timeout)
 
     # ------------------------------------------------------------------ helpers
 
+    @property
+    def _marker_arg(self) -> str:
+        """A JVM system property on every process we start; `down` signals only pids that carry it."""
+        return f"-Devstream.stack={self.data_dir}"
+
     def _owns(self, pid: int | None) -> bool:
-        return pid is not None and processes.owns(pid, str(self.data_dir))
+        return pid is not None and processes.owns(pid, self._marker_arg)
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        """Serialise `up` and `down` on one data dir across processes."""
+        if not self.data_dir.is_dir():
+            yield
+            return
+        with (self.data_dir / _LOCK).open("w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _load_state(self) -> StackState | None:
+        try:
+            return StackState.load(self.data_dir)
+        except ValueError as exc:  # pydantic ValidationError and JSON errors are ValueErrors
+            raise StackError(
+                f"{self.data_dir / STATE_FILE} is unreadable; remove it ({exc.__class__.__name__})"
+            ) from exc
 
     def _load_or_raise(self) -> StackState:
-        state = StackState.load(self.data_dir)
+        state = self._load_state()
         if state is None:
             raise StackNotRunningError(
                 f"no stack is running in {self.data_dir} (nothing recorded); "
@@ -346,7 +393,7 @@ class LocalStack:
         return state
 
     def _running_state(self) -> StackState | None:
-        state = StackState.load(self.data_dir)
+        state = self._load_state()
         if state is None:
             return None
         if all(self._owns(n.pid) for n in state.nodes) and (
@@ -359,6 +406,23 @@ class LocalStack:
     def _replace_node(state: StackState, node: NodeState) -> StackState:
         nodes = tuple(node if n.node_id == node.node_id else n for n in state.nodes)
         return state.model_copy(update={"nodes": nodes})
+
+
+def _check_options(*, nodes: int, port: int | None, registry: bool, registry_port: int | None) -> None:
+    if nodes not in (1, 3):
+        raise ConfigError(f"--nodes must be 1 or 3, not {nodes}")
+    if registry_port is not None and not registry:
+        raise ConfigError("--registry-port makes no sense with --no-registry")
+    if port is not None and port == registry_port:
+        raise ConfigError(f"--port and --registry-port are both {port}")
+
+
+def _cluster_id() -> str:
+    """A KRaft cluster id (base64url of a UUID) that does not start with '-' (Kafka's own rule)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _brokers_up(bootstrap: str) -> int:

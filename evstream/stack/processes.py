@@ -92,27 +92,30 @@ def is_alive(pid: int) -> bool:
 
 
 def owns(pid: int, marker: str) -> bool:
-    """True if ``pid`` is alive and its command line mentions ``marker`` (guards recycled pids)."""
+    """True if ``pid`` is alive and ``marker`` is one of its arguments (guards recycled pids)."""
     if not is_alive(pid):
         return False
     cmdline = Path(f"/proc/{pid}/cmdline")
     if not cmdline.exists():  # no procfs (macOS): trust the recorded pid
         return True
     try:
-        return marker in cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        return marker.encode() in cmdline.read_bytes().split(b"\0")
     except OSError:
         return False
 
 
-def terminate(pid: int, *, timeout: float, sig: signal.Signals = signal.SIGTERM) -> bool:
-    """Send ``sig``; after ``timeout`` seconds send SIGKILL. True if it needed the SIGKILL."""
+def terminate(pid: int, *, marker: str, timeout: float, sig: signal.Signals = signal.SIGTERM) -> bool:
+    """Send ``sig``; after ``timeout`` seconds send SIGKILL if the pid still carries ``marker``.
+
+    True if it needed the SIGKILL.
+    """
     try:
         os.kill(pid, sig)
     except ProcessLookupError:
         return False
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not is_alive(pid):
+        if not owns(pid, marker):
             return False
         time.sleep(0.1)
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from confluent_kafka import KafkaException
@@ -28,11 +29,13 @@ _METADATA_TIMEOUT = 10.0  # the first call: an unreachable cluster should fail f
 def _wait(futures: Mapping[Any, Future[Any]], what: str) -> None:
     failures = []
     for key, future in futures.items():
+        name = getattr(key, "name", key)
         try:
             future.result(timeout=_TIMEOUT)
         except KafkaException as exc:
-            name = getattr(key, "name", key)
             failures.append(f"{what} {name}: {exc.args[0].str() if exc.args else exc}")
+        except FutureTimeout:
+            failures.append(f"{what} {name}: no answer from the cluster within {_TIMEOUT:.0f}s")
     if failures:
         raise TopicsAdminError("; ".join(failures))
 
@@ -56,8 +59,8 @@ def describe_topics(admin: AdminClient, names: Iterable[str]) -> dict[str, Clust
         for resource, future in admin.describe_configs(resources, request_timeout=_TIMEOUT).items():
             try:
                 entries = future.result(timeout=_TIMEOUT)
-            except KafkaException as exc:
-                raise TopicsAdminError(f"describe configs of {resource.name}: {exc}") from exc
+            except (KafkaException, FutureTimeout) as exc:
+                raise TopicsAdminError(f"describe configs of {resource.name}: {exc or 'timed out'}") from exc
             configs[resource.name] = {
                 key: entry.value for key, entry in entries.items() if entry.value is not None
             }

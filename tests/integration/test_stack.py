@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 
 from evstream import StackNotRunningError
 from evstream.stack import LocalStack, StackState, default_data_dir
@@ -37,10 +38,10 @@ def test_status_and_repeated_up_reuse_the_running_stack(local_stack: LocalStack)
     assert again.returncode == 0, again.stderr
     info = json.loads(again.stdout)
     assert info["bootstrap_servers"] == before.bootstrap_servers
-    assert info["pids"] == {
-        "kafka-1": before.nodes[0].pid,
-        "registry": before.registry and before.registry.pid,
-    }
+    expected = {f"kafka-{n.node_id}": n.pid for n in before.nodes}
+    if before.registry is not None:
+        expected["registry"] = before.registry.pid
+    assert info["pids"] == expected
 
 
 def test_warm_cache_needs_no_maven(local_stack: LocalStack, tmp_path: Path) -> None:
@@ -62,6 +63,31 @@ def test_demo_publishes_and_consumes(endpoints: Endpoints, repo_root: Path) -> N
     assert "produced 7 events to 'orders'" in proc.stdout
     assert "consumed 7 events back" in proc.stdout
     assert proc.stdout.count("EUR") == 7
+
+
+def test_demo_with_unreachable_registry_writes_nothing(endpoints: Endpoints, repo_root: Path) -> None:
+    topics = repo_root / "deploy" / "topics.yaml"
+    env = {
+        "EVSTREAM_BOOTSTRAP_SERVERS": endpoints.bootstrap_servers,
+        "EVSTREAM_REGISTRY_URL": "http://127.0.0.1:1",
+    }
+    assert run_cli("topics", "apply", "-f", str(topics), env=env).returncode == 0
+    before = end_offsets(endpoints, "orders")
+    proc = run_cli("demo", "-f", str(topics), env=env)
+    assert proc.returncode == 1
+    assert one_line_error(proc).startswith("error: schema registry at http://127.0.0.1:1:")
+    assert end_offsets(endpoints, "orders") == before
+
+
+def end_offsets(endpoints: Endpoints, topic: str) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": endpoints.bootstrap_servers, "group.id": "offsets-probe"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions
+        }
+    finally:
+        consumer.close()
 
 
 def test_private_stack_lifecycle_without_registry(tmp_path: Path) -> None:

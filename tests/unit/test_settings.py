@@ -4,6 +4,7 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from evstream import ConfigError, KafkaSettings, RegistrySettings, UnknownConfigKeyError, librdkafka_config
+from tests.helpers import one_line_error, run_cli
 
 
 def test_settings_read_evstream_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -83,3 +84,20 @@ def test_settings_are_frozen() -> None:
 def test_registry_basic_auth() -> None:
     settings = RegistrySettings(url="http://r", basic_auth_user="u", basic_auth_password=SecretStr("p"))
     assert settings.client_config() == {"url": "http://r", "basic.auth.user.info": "u:p"}
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"EVSTREAM_SECURITY_PROTOCOL": "bogus"},
+            "error: invalid EVSTREAM_SECURITY_PROTOCOL: Input should be",
+        ),
+        ({"EVSTREAM_KAFKA_EXTRA": "not json"}, 'error: error parsing value for field "kafka_extra"'),
+        ({"EVSTREAM_KAFKA_EXTRA": '{"lingr.ms": 1}'}, "error: unknown Kafka client property 'lingr.ms'"),
+    ],
+)
+def test_cli_reports_bad_settings_in_one_line(env: dict[str, str], message: str) -> None:
+    proc = run_cli("topics", "list", env={**env, "EVSTREAM_BOOTSTRAP_SERVERS": "127.0.0.1:1"}, timeout=60)
+    assert proc.returncode == 2
+    assert one_line_error(proc).startswith(message)

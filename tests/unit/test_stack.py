@@ -16,12 +16,14 @@ import pytest
 
 from evstream import (
     DependencyResolutionError,
+    StackError,
     StackNotRunningError,
     StackStartError,
     StackTimeoutError,
     ToolNotFoundError,
 )
 from evstream.stack import LocalStack, find_java, java_version, resolve_kafka
+from evstream.stack.manager import _cluster_id
 from tests.helpers import one_line_error, run_cli
 
 JAVA_HEADER = """#!/bin/sh
@@ -191,8 +193,33 @@ def test_start_timeout_kills_what_it_started(bare_env: Path, tmp_path: Path) -> 
         stack.status()
 
 
-def test_nodes_must_be_1_or_3(tmp_path: Path) -> None:
-    proc = run_cli("stack", "up", "--data-dir", str(tmp_path), "--nodes", "2")
-    assert proc.returncode == 1
-    assert one_line_error(proc) == "error: --nodes must be 1 or 3, not 2"
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--nodes", "2"], "--nodes must be 1 or 3, not 2"),
+        (["--no-registry", "--registry-port", "8081"], "--registry-port makes no sense with --no-registry"),
+        (["--port", "9092", "--registry-port", "9092"], "--port and --registry-port are both 9092"),
+    ],
+)
+def test_bad_up_options_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    proc = run_cli("stack", "up", "--data-dir", str(tmp_path), *args)
+    assert proc.returncode == 2
+    assert one_line_error(proc) == f"error: {message}"
     assert os.listdir(tmp_path) == []
+
+
+def test_up_refuses_a_folder_it_did_not_make(bare_env: Path, tmp_path: Path) -> None:
+    stack = fake_stack(bare_env, tmp_path, "exit 1\n")
+    precious = tmp_path / "stack" / "registry" / "precious.txt"
+    precious.parent.mkdir(parents=True)
+    precious.write_text("keep me")
+    with pytest.raises(StackError, match="is not empty and holds no evstream stack"):
+        stack.up(registry=False)
+    assert precious.read_text() == "keep me"
+
+
+def test_cluster_ids_never_start_with_a_dash() -> None:
+    ids = {_cluster_id() for _ in range(3000)}
+    assert len(ids) == 3000
+    assert not any(i.startswith("-") for i in ids)
+    assert all(len(i) == 22 for i in ids)
