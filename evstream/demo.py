@@ -93,6 +93,16 @@ def _consume_back(
     return got
 
 
+def _check_registry(url: str) -> None:
+    """Fail with one clear line before producing anything if the registry does not answer."""
+    try:
+        response = httpx.get(f"{url.rstrip('/')}/subjects", timeout=10)
+    except httpx.HTTPError as exc:
+        raise EvstreamError(f"schema registry at {url}: unreachable ({exc})") from exc
+    if response.status_code != 200:
+        raise EvstreamError(f"schema registry at {url}: GET /subjects answered {response.status_code}")
+
+
 def run_demo(topics_file: Path, *, count: int = 5) -> list[tuple[Message, dict[str, Any]]]:
     """Apply the demo topics, produce ``count`` events through the registry, read them back."""
     settings = kafka_settings()
@@ -104,6 +114,7 @@ def run_demo(topics_file: Path, *, count: int = 5) -> list[tuple[Message, dict[s
         admin, plan_changes(declared.topics, describe_topics(admin, [t.name for t in declared.topics]))
     )
 
+    _check_registry(registry_conf.url)
     producer = Producer({**conf, "enable.idempotence": True, "acks": "all", "linger.ms": 5})
     events = [
         {
@@ -119,7 +130,7 @@ def run_demo(topics_file: Path, *, count: int = 5) -> list[tuple[Message, dict[s
             delivered = _produce(producer, AvroSerializer(registry, ORDER_SCHEMA), events)
             console.print(f"produced {len(delivered)} events to {TOPIC!r} at {settings.bootstrap_servers}")
             consumed = _consume_back(conf, AvroDeserializer(registry), delivered)
-        except (SchemaRegistryError, SerializationError, httpx.HTTPError) as exc:
+        except (SchemaRegistryError, SerializationError) as exc:
             raise EvstreamError(f"schema registry at {registry_conf.url}: {exc}") from exc
     table(
         f"consumed {len(consumed)} events back (Avro, schema from {registry_conf.url})",

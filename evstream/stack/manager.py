@@ -231,7 +231,7 @@ class LocalStack:
         if previous is not None:  # some of its processes may still run: never orphan them
             self._stop_all(previous)
         foreign = [p.name for p in self.data_dir.iterdir() if p.name not in (_LOCK, _MARKER)]
-        if foreign and not (self.data_dir / _MARKER).exists():
+        if foreign and previous is None and not (self.data_dir / _MARKER).exists():
             raise StackError(
                 f"{self.data_dir} is not empty and holds no evstream stack; choose an empty or new --data-dir"
             )
