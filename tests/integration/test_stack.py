@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -108,36 +105,3 @@ def test_private_stack_lifecycle_without_registry(tmp_path: Path) -> None:
     assert not is_alive(state.nodes[0].pid)
     with pytest.raises(StackNotRunningError):
         stack.status()
-
-
-def test_down_never_signals_a_process_it_did_not_start(tmp_path: Path) -> None:
-    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-    try:
-        data_dir = tmp_path / "stack"
-        data_dir.mkdir()
-        node_dir = data_dir / "node-1"
-        forged = {
-            "data_dir": str(data_dir),
-            "cluster_id": "x",
-            "kafka_libs": str(tmp_path),
-            "nodes": [
-                {
-                    "node_id": 1,
-                    "port": 1,
-                    "controller_port": 2,
-                    "pid": stranger.pid,  # a recycled pid: alive, but not ours
-                    "config_file": str(node_dir / "server.properties"),
-                    "log_dir": str(node_dir / "data"),
-                    "stdout_file": str(node_dir / "node.out"),
-                }
-            ],
-        }
-        (data_dir / "stack.json").write_text(json.dumps(forged))
-        proc = run_cli("stack", "down", "--data-dir", str(data_dir))
-        assert proc.returncode == 1
-        assert "is not running (its processes are gone)" in one_line_error(proc)
-        assert stranger.poll() is None
-        os.kill(stranger.pid, 0)
-    finally:
-        stranger.kill()
-        stranger.wait()

@@ -6,9 +6,12 @@ Fake ``java``/``mvn`` scripts stand in for the tools here to exercise *our* erro
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -223,3 +226,50 @@ def test_cluster_ids_never_start_with_a_dash() -> None:
     assert len(ids) == 3000
     assert not any(i.startswith("-") for i in ids)
     assert all(len(i) == 22 for i in ids)
+
+
+def node_entry(data_dir: Path, node_id: int, pid: int) -> dict[str, object]:
+    node_dir = data_dir / f"node-{node_id}"
+    return {
+        "node_id": node_id,
+        "port": 1000 + node_id,
+        "controller_port": 2000 + node_id,
+        "pid": pid,
+        "config_file": str(node_dir / "server.properties"),
+        "log_dir": str(node_dir / "data"),
+        "stdout_file": str(node_dir / "node.out"),
+    }
+
+
+def test_down_signals_only_processes_carrying_its_marker(tmp_path: Path) -> None:
+    data_dir = (tmp_path / "stack").resolve()
+    data_dir.mkdir()
+    sleeper = "import time; time.sleep(120)"
+    # One process we "started" (it carries the stack's marker argument) and one stranger whose
+    # pid got recorded (a recycled pid), plus one that merely mentions the path in a longer argument.
+    ours = subprocess.Popen([sys.executable, "-c", sleeper, f"-Devstream.stack={data_dir}"])
+    stranger = subprocess.Popen([sys.executable, "-c", sleeper])
+    lookalike = subprocess.Popen([sys.executable, "-c", sleeper, f"-Devstream.stack={data_dir}2"])
+    try:
+        state = {
+            "data_dir": str(data_dir),
+            "cluster_id": "x",
+            "kafka_libs": str(tmp_path),
+            "nodes": [
+                node_entry(data_dir, 1, ours.pid),
+                node_entry(data_dir, 2, stranger.pid),
+                node_entry(data_dir, 3, lookalike.pid),
+            ],
+        }
+        (data_dir / "stack.json").write_text(json.dumps(state))
+        proc = run_cli("stack", "down", "--data-dir", str(data_dir), "--timeout", "10")
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip() == "stopped kafka-1"
+        assert ours.wait(timeout=10) is not None
+        assert stranger.poll() is None
+        assert lookalike.poll() is None
+        assert not (data_dir / "stack.json").exists()
+    finally:
+        for child in (ours, stranger, lookalike):
+            child.kill()
+            child.wait()
