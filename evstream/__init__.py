@@ -4,11 +4,16 @@ from importlib import metadata as _metadata
 
 from evstream.errors import (
     ConfigError,
+    CorruptPayloadError,
+    DecodeError,
     DependencyResolutionError,
+    EncodeError,
     EvstreamError,
     PartitionDecreaseError,
     PortInUseError,
+    RegistryError,
     ReplicationChangeError,
+    SerdeError,
     StackError,
     StackNotRunningError,
     StackStartError,
@@ -18,6 +23,8 @@ from evstream.errors import (
     TopicsError,
     TopicsFileError,
     UnknownConfigKeyError,
+    UnknownMagicByteError,
+    UnknownSchemaIdError,
 )
 from evstream.settings import KafkaSettings, RegistrySettings, librdkafka_config
 
@@ -28,13 +35,18 @@ except _metadata.PackageNotFoundError:  # running from a source tree that is not
 
 __all__ = [
     "ConfigError",
+    "CorruptPayloadError",
+    "DecodeError",
     "DependencyResolutionError",
+    "EncodeError",
     "EvstreamError",
     "KafkaSettings",
     "PartitionDecreaseError",
     "PortInUseError",
+    "RegistryError",
     "RegistrySettings",
     "ReplicationChangeError",
+    "SerdeError",
     "StackError",
     "StackNotRunningError",
     "StackStartError",
@@ -44,6 +56,8 @@ __all__ = [
     "TopicsError",
     "TopicsFileError",
     "UnknownConfigKeyError",
+    "UnknownMagicByteError",
+    "UnknownSchemaIdError",
     "__version__",
     "librdkafka_config",
 ]

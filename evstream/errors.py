@@ -16,11 +16,18 @@ matching built-in (``ValueError``, ``LookupError``...) so generic code keeps wor
     │   ├── StackStartError                   a process died while starting (log tail attached)
     │   ├── StackTimeoutError (TimeoutError)  not ready before the deadline
     │   └── StackNotRunningError              status/down with nothing started
-    └── TopicsError                           topics as code
-        ├── TopicsFileError (ValueError)      the declaration file is malformed
-        ├── PartitionDecreaseError            Kafka cannot remove partitions
-        ├── ReplicationChangeError            RF changes are not done by `topics apply`
-        └── TopicsAdminError                  the cluster refused an operation
+    ├── TopicsError                           topics as code
+    │   ├── TopicsFileError (ValueError)      the declaration file is malformed
+    │   ├── PartitionDecreaseError            Kafka cannot remove partitions
+    │   ├── ReplicationChangeError            RF changes are not done by `topics apply`
+    │   └── TopicsAdminError                  the cluster refused an operation
+    └── SerdeError                            the Avro codec (Confluent wire format)
+        ├── EncodeError (ValueError)          a record does not fit its schema
+        ├── RegistryError                     the schema registry failed or refused
+        └── DecodeError                       a payload cannot be read (names topic/partition/offset)
+            ├── UnknownMagicByteError         not Confluent-framed (first byte is not 0x00)
+            ├── UnknownSchemaIdError          the registry has no schema with that id
+            └── CorruptPayloadError           truncated, garbage or trailing bytes
 
 Control-flow signals (retry, dead-letter, stop) get their own branch when the consumer
 runner lands; they are not errors and are not caught by ``except EvstreamError``.
@@ -30,11 +37,16 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "CorruptPayloadError",
+    "DecodeError",
     "DependencyResolutionError",
+    "EncodeError",
     "EvstreamError",
     "PartitionDecreaseError",
     "PortInUseError",
+    "RegistryError",
     "ReplicationChangeError",
+    "SerdeError",
     "StackError",
     "StackNotRunningError",
     "StackStartError",
@@ -44,6 +56,8 @@ __all__ = [
     "TopicsError",
     "TopicsFileError",
     "UnknownConfigKeyError",
+    "UnknownMagicByteError",
+    "UnknownSchemaIdError",
 ]
 
 
@@ -118,3 +132,36 @@ class ReplicationChangeError(TopicsError):
 
 class TopicsAdminError(TopicsError):
     """The cluster refused a create, alter or describe call."""
+
+
+class SerdeError(EvstreamError):
+    """Encoding or decoding an event failed."""
+
+
+class EncodeError(SerdeError, ValueError):
+    """A record does not match its Avro schema; nothing was produced."""
+
+
+class RegistryError(SerdeError):
+    """The schema registry failed, was unreachable, or refused a schema."""
+
+
+class DecodeError(SerdeError):
+    """A payload could not be decoded; ``where`` names the record (``topic[partition]@offset``)."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        self.where = where
+        self.reason = reason
+        super().__init__(f"{where}: {reason}" if where else reason)
+
+
+class UnknownMagicByteError(DecodeError):
+    """The payload does not start with the Confluent magic byte 0x00."""
+
+
+class UnknownSchemaIdError(DecodeError):
+    """The payload names a schema id the registry does not have."""
+
+
+class CorruptPayloadError(DecodeError):
+    """The Avro body is truncated, garbage, or followed by extra bytes."""

@@ -1,6 +1,9 @@
 """Event models (pydantic), their Avro history, the codec and compatibility checks.
 
-Empty until the schemas issue lands; the package exists so the layout and imports are fixed.
+So far: the Confluent wire-format Avro codec. Event models, the committed schema history and the
+compatibility gate follow (schemas issue).
 """
 
-__all__: list[str] = []
+from schemas.codec import AvroCodec, RecordCoordinates, RegistrySchemaStore, SchemaStore
+
+__all__ = ["AvroCodec", "RecordCoordinates", "RegistrySchemaStore", "SchemaStore"]
