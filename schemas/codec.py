@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -118,19 +119,31 @@ class AvroCodec:
             self._writers.setdefault(found, parsed)
         return found
 
+    def encoder(self, subject: str, schema: str | dict[str, Any]) -> Callable[[dict[str, Any]], bytes]:
+        """A callable that frames records under ``schema``: parsed and registered once, up front.
+
+        This is the hot path. Records are validated strictly: a missing or extra field, or a
+        value of the wrong type, raises :class:`EncodeError` and nothing is returned.
+        """
+        _, parsed = self._parse(schema)
+        header = _HEADER.pack(MAGIC, self.schema_id(subject, schema))
+        name = parsed.get("name", "?") if isinstance(parsed, dict) else "?"
+        write = fastavro.schemaless_writer
+
+        def encode(record: dict[str, Any]) -> bytes:
+            out = io.BytesIO()
+            out.write(header)
+            try:
+                write(out, parsed, record, strict=True)
+            except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+                raise EncodeError(f"{subject}: record does not match schema {name}: {exc}") from exc
+            return out.getvalue()
+
+        return encode
+
     def encode(self, subject: str, schema: str | dict[str, Any], record: dict[str, Any]) -> bytes:
-        """Frame ``record`` as Avro under ``schema`` (validated strictly: a missing field is an error)."""
-        key, parsed = self._parse(schema)
-        schema_id = self.schema_id(subject, schema)
-        out = io.BytesIO()
-        out.write(_HEADER.pack(MAGIC, schema_id))
-        try:
-            fastavro.schemaless_writer(out, parsed, record, strict=True)
-        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
-            raise EncodeError(
-                f"{subject}: record does not match schema {parsed.get('name', key[:40])}: {exc}"
-            ) from exc
-        return out.getvalue()
+        """Frame one ``record``; in loops prefer :meth:`encoder` (this re-canonicalises ``schema``)."""
+        return self.encoder(subject, schema)(record)
 
     def decode(
         self,

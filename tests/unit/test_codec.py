@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import struct
 import uuid
 from collections.abc import Iterator
@@ -118,3 +119,13 @@ def test_corrupt_payloads(store: CountingStore, mangle: object, reason: str) -> 
     with pytest.raises(CorruptPayloadError, match=reason) as info:
         AvroCodec(store).decode(mangle(payload), where=AT)  # type: ignore[operator]
     assert str(info.value).startswith("orders[3]@42: ")
+
+
+def test_encoder_is_bound_once_and_matches_encode(store: CountingStore) -> None:
+    codec = AvroCodec(store)
+    encode = codec.encoder("orders-value", json.dumps(V1))
+    payloads = [encode({**RECORD, "amount_minor": i}) for i in range(10)]
+    assert payloads[3] == codec.encode("orders-value", V1, {**RECORD, "amount_minor": 3})
+    assert store.registers == 1
+    with pytest.raises(EncodeError, match=r"record does not match schema evstream\.tests\.OrderPlaced"):
+        encode({"order_id": 1})
