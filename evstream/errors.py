@@ -21,8 +21,17 @@ matching built-in (``ValueError``, ``LookupError``...) so generic code keeps wor
     │   ├── PartitionDecreaseError            Kafka cannot remove partitions
     │   ├── ReplicationChangeError            RF changes are not done by `topics apply`
     │   └── TopicsAdminError                  the cluster refused an operation
+    ├── SchemaError                           the schema catalog and its history
+    │   ├── UnknownEventTypeError (LookupError, ValueError)  no model for that type name
+    │   ├── EventValidationError (ValueError) an event fails its model (names the field)
+    │   ├── SchemaHistoryError (ValueError)   a model differs from its committed history
+    │   └── IncompatibleSchemaError (ValueError)  a change breaks the subject's mode
+    ├── PublishError                          a publish did not succeed
+    │   ├── DeliveryFailedError               the broker refused it: not written
+    │   └── DeliveryIndeterminateError        timed out in flight: possibly written
     └── SerdeError                            the Avro codec (Confluent wire format)
         ├── EncodeError (ValueError)          a record does not fit its schema
+        ├── EnvelopeError (ValueError)        envelope headers missing or malformed
         ├── RegistryError                     the schema registry failed or refused
         └── DecodeError                       a payload cannot be read (names topic/partition/offset)
             ├── UnknownMagicByteError         not Confluent-framed (first byte is not 0x00)
@@ -39,13 +48,21 @@ __all__ = [
     "ConfigError",
     "CorruptPayloadError",
     "DecodeError",
+    "DeliveryFailedError",
+    "DeliveryIndeterminateError",
     "DependencyResolutionError",
     "EncodeError",
+    "EnvelopeError",
+    "EventValidationError",
     "EvstreamError",
+    "IncompatibleSchemaError",
     "PartitionDecreaseError",
     "PortInUseError",
+    "PublishError",
     "RegistryError",
     "ReplicationChangeError",
+    "SchemaError",
+    "SchemaHistoryError",
     "SerdeError",
     "StackError",
     "StackNotRunningError",
@@ -56,6 +73,7 @@ __all__ = [
     "TopicsError",
     "TopicsFileError",
     "UnknownConfigKeyError",
+    "UnknownEventTypeError",
     "UnknownMagicByteError",
     "UnknownSchemaIdError",
 ]
@@ -165,3 +183,44 @@ class UnknownSchemaIdError(DecodeError):
 
 class CorruptPayloadError(DecodeError):
     """The Avro body is truncated, garbage, or followed by extra bytes."""
+
+
+class EnvelopeError(SerdeError, ValueError):
+    """Envelope headers are missing or malformed."""
+
+
+class SchemaError(EvstreamError):
+    """The schema catalog or its committed history is wrong."""
+
+
+class UnknownEventTypeError(SchemaError, LookupError, ValueError):
+    """No event model is registered under that type name."""
+
+
+class EventValidationError(SchemaError, ValueError):
+    """An event does not validate against its model; the message names the field."""
+
+    def __init__(self, event_type: str, field: str, message: str) -> None:
+        self.event_type = event_type
+        self.field = field
+        super().__init__(f"{event_type}: field {field!r}: {message}")
+
+
+class SchemaHistoryError(SchemaError, ValueError):
+    """A model's schema differs from its latest committed version, or the history is missing."""
+
+
+class IncompatibleSchemaError(SchemaError, ValueError):
+    """A schema change breaks the subject's compatibility mode; the message names the field."""
+
+
+class PublishError(EvstreamError):
+    """A publish did not succeed."""
+
+
+class DeliveryFailedError(PublishError):
+    """The broker refused the event: it was not written."""
+
+
+class DeliveryIndeterminateError(PublishError):
+    """The delivery timed out in flight: the event may or may not have been written."""

@@ -19,19 +19,13 @@ import fastavro
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-from evstream.errors import (
-    CorruptPayloadError,
-    EncodeError,
-    RegistryError,
-    UnknownMagicByteError,
-    UnknownSchemaIdError,
-)
+from evstream.errors import CorruptPayloadError, EncodeError, UnknownMagicByteError, UnknownSchemaIdError
+from schemas._registry import is_not_found, registry_errors
 
 __all__ = ["AvroCodec", "RecordCoordinates", "RegistrySchemaStore", "SchemaStore"]
 
 MAGIC = 0
 _HEADER = struct.Struct(">bI")
-_SCHEMA_NOT_FOUND = (40403, 40401)  # Confluent error codes: schema / subject not found
 
 
 class SchemaStore(Protocol):
@@ -51,23 +45,17 @@ class RegistrySchemaStore:
         self._client = client
 
     def register(self, subject: str, schema: str) -> int:
-        try:
+        with registry_errors(f"registering {subject}"):
             return int(self._client.register_schema(subject, Schema(schema, "AVRO")))
-        except SchemaRegistryError as exc:
-            raise RegistryError(f"registering {subject}: {exc}") from exc
-        except Exception as exc:  # transport errors come from the client's private HTTP stack
-            raise RegistryError(f"registering {subject}: {exc.__class__.__name__}: {exc}") from exc
 
     def schema(self, schema_id: int) -> str | None:
-        try:
-            found = self._client.get_schema(schema_id)
-        except SchemaRegistryError as exc:
-            if exc.error_code in _SCHEMA_NOT_FOUND or exc.http_status_code == 404:
-                return None
-            raise RegistryError(f"fetching schema id {schema_id}: {exc}") from exc
-        except Exception as exc:  # transport errors, as in register()
-            raise RegistryError(f"fetching schema id {schema_id}: {exc.__class__.__name__}: {exc}") from exc
-        return str(found.schema_str)
+        with registry_errors(f"fetching schema id {schema_id}"):
+            try:
+                return str(self._client.get_schema(schema_id).schema_str)
+            except SchemaRegistryError as exc:
+                if is_not_found(exc):
+                    return None
+                raise
 
 
 @dataclass(frozen=True)

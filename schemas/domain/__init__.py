@@ -1,0 +1,37 @@
+"""The demo domain: orders and customers, and the catalog of their event types."""
+
+from schemas.catalog import Catalog
+from schemas.domain.common import Currency, Money
+from schemas.domain.customers import CustomerEvent, CustomerRegistered, CustomerUpdated
+from schemas.domain.orders import (
+    CancellationReason,
+    OrderCancelled,
+    OrderEvent,
+    OrderLine,
+    OrderPlaced,
+    OrderShipped,
+    PaymentCaptured,
+    PaymentMethod,
+)
+
+CATALOG = Catalog(
+    [OrderPlaced, PaymentCaptured, OrderShipped, OrderCancelled, CustomerRegistered, CustomerUpdated]
+)
+"""Every demo event type; the default catalog of ``evstream schemas`` and ``evstream publish``."""
+
+__all__ = [
+    "CATALOG",
+    "CancellationReason",
+    "Currency",
+    "CustomerEvent",
+    "CustomerRegistered",
+    "CustomerUpdated",
+    "Money",
+    "OrderCancelled",
+    "OrderEvent",
+    "OrderLine",
+    "OrderPlaced",
+    "OrderShipped",
+    "PaymentCaptured",
+    "PaymentMethod",
+]
