@@ -1,6 +1,7 @@
-"""EventProducer (sync and async), transactional publish, the publish CLI and the HTTP gateway.
+"""Publishing: EventProducer (sync and async), transactions, delivery results, settings."""
 
-Empty until the producers issue lands; the package exists so the layout and imports are fixed.
-"""
+from producers.delivery import Delivery, DeliveryFuture
+from producers.producer import AsyncEventProducer, EventProducer
+from producers.settings import ProducerSettings
 
-__all__: list[str] = []
+__all__ = ["AsyncEventProducer", "Delivery", "DeliveryFuture", "EventProducer", "ProducerSettings"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 from uuid import UUID
@@ -106,9 +107,9 @@ class Envelope(BaseModel):
             raise ValueError("occurred_at must carry a timezone")
         return value
 
-    def to_headers(self) -> list[tuple[str, bytes]]:
+    def to_headers(self) -> list[tuple[str, str | bytes | None]]:
         """CloudEvents binary-mode headers (``ce_*``) plus ``traceparent``."""
-        headers = [
+        headers: list[tuple[str, str | bytes | None]] = [
             ("ce_specversion", SPEC_VERSION.encode()),
             ("ce_id", str(self.event_id).encode()),
             ("ce_type", self.event_type.encode()),
@@ -125,9 +126,15 @@ class Envelope(BaseModel):
         return headers
 
     @classmethod
-    def from_headers(cls, headers: list[tuple[str, bytes | None]] | None) -> Envelope:
+    def from_headers(
+        cls, headers: Mapping[str, str | bytes | None] | Iterable[tuple[str, str | bytes | None]] | None
+    ) -> Envelope:
         """Read an envelope back; raises :class:`EnvelopeError` if required headers are missing."""
-        found = {key: (value or b"").decode(errors="replace") for key, value in headers or []}
+        pairs = headers.items() if isinstance(headers, Mapping) else headers or []
+        found = {
+            key: value.decode(errors="replace") if isinstance(value, bytes) else (value or "")
+            for key, value in pairs
+        }
         missing = [h for h in ("ce_id", "ce_type", "ce_time") if h not in found]
         if missing:
             raise EnvelopeError(f"missing envelope header(s): {', '.join(missing)}")

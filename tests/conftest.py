@@ -116,9 +116,17 @@ def new_topic(admin: AdminClient, request: pytest.FixtureRequest) -> Iterator[To
             ]
         )
         futures[name].result(timeout=30)
-        wait_until(
-            lambda: name in admin.list_topics(timeout=5).topics, timeout=30, what=f"topic {name} visible"
-        )
+
+        def ready() -> bool:
+            meta = admin.list_topics(name, timeout=5).topics.get(name)
+            return (
+                meta is not None
+                and meta.error is None
+                and len(meta.partitions) == partitions
+                and all(p.leader >= 0 for p in meta.partitions.values())
+            )
+
+        wait_until(ready, timeout=30, what=f"topic {name} with a leader for every partition")
         created.append(name)
         return name
 

@@ -1,0 +1,266 @@
+"""EventProducer: validate -> encode (Avro, registry ids) -> produce with key and envelope headers.
+
+One librdkafka producer underneath, driven by a background poll thread that resolves each
+publish's future when the broker acknowledges it. :class:`AsyncEventProducer` awaits the same
+futures, so the sync and async APIs share one implementation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import Future
+from functools import partial
+from types import TracebackType
+from typing import Any, Self
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka.schema_registry import SchemaRegistryClient
+
+from evstream.errors import EvstreamError, PublishError
+from evstream.settings import KafkaSettings, RegistrySettings, librdkafka_config
+from producers.delivery import Delivery, DeliveryFuture, classify
+from producers.metrics import PUBLISH_LATENCY, PUBLISHED
+from producers.settings import ProducerSettings
+from schemas import AvroCodec, Catalog, Envelope, Event, RegistrySchemaStore, SchemaStore
+from schemas.domain import CATALOG
+
+__all__ = ["AsyncEventProducer", "EventProducer"]
+
+_Encoder = Any  # Callable[[dict[str, Any]], bytes]
+
+
+class EventProducer:
+    """Publish schema-validated events. Constructing it does no I/O; :meth:`start` connects.
+
+    Use as a context manager, or call :meth:`start` and :meth:`close`. Each publish returns a
+    ``concurrent.futures.Future`` resolving to a :class:`Delivery` (topic, partition, offset) or
+    raising :class:`DeliveryFailedError` (not written) / :class:`DeliveryIndeterminateError`
+    (timed out in flight: possibly written).
+    """
+
+    def __init__(
+        self,
+        *,
+        kafka: KafkaSettings | None = None,
+        registry: RegistrySettings | None = None,
+        settings: ProducerSettings | None = None,
+        schema_store: SchemaStore | None = None,
+        catalog: Catalog = CATALOG,
+    ) -> None:
+        self._kafka = kafka
+        self._registry_settings = registry
+        self.settings = settings or ProducerSettings()
+        self._store = schema_store
+        self.catalog = catalog
+        self._producer: Producer | None = None
+        self._registry_client: SchemaRegistryClient | None = None
+        self._codec: AvroCodec | None = None
+        self._encoders: dict[tuple[str, type[Event]], _Encoder] = {}
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
+        self._in_transaction = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> Self:
+        """Create the Kafka producer and registry client; init transactions if configured."""
+        if self._producer is not None:
+            return self
+        kafka = self._kafka or KafkaSettings()
+        conf = librdkafka_config(kafka, **self.settings.librdkafka())
+        store = self._store
+        if store is None:
+            self._registry_client = SchemaRegistryClient(
+                (self._registry_settings or RegistrySettings()).client_config()
+            )
+            store = RegistrySchemaStore(self._registry_client)
+        self._codec = AvroCodec(store)
+        self._producer = Producer(conf)
+        if self.settings.transactional_id is not None:
+            self._producer.init_transactions(30)
+        self._stop.clear()
+        self._poller = threading.Thread(target=self._poll_loop, name="evstream-producer-poll", daemon=True)
+        self._poller.start()
+        return self
+
+    def _poll_loop(self) -> None:
+        producer = self._producer
+        assert producer is not None
+        while not self._stop.is_set():
+            producer.poll(0.05)
+
+    def flush(self, timeout: float = 30.0) -> int:
+        """Wait for in-flight events; returns how many are still not acknowledged."""
+        return int(self._require().flush(timeout))
+
+    def close(self, timeout: float | None = None) -> int:
+        """Flush (up to ``timeout``, default ``close_timeout_s``), stop polling, release clients."""
+        if self._producer is None:
+            return 0
+        remaining = self.flush(self.settings.close_timeout_s if timeout is None else timeout)
+        self._stop.set()
+        if self._poller is not None:
+            self._poller.join(timeout=5)
+        self._producer.poll(0)
+        self._producer = None
+        if self._registry_client is not None:
+            self._registry_client.close()
+            self._registry_client = None
+        return remaining
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _require(self) -> Producer:
+        if self._producer is None:
+            raise EvstreamError("the producer is not started; use `with EventProducer(...)` or call start()")
+        return self._producer
+
+    # ------------------------------------------------------------------ publishing
+
+    def _encoder(self, topic: str, model: type[Event]) -> _Encoder:
+        encoder = self._encoders.get((topic, model))
+        if encoder is None:
+            assert self._codec is not None
+            subject = f"{topic}-{model.record_name()}"
+            encoder = self._encoders[(topic, model)] = self._codec.encoder(subject, model.avro_schema_dict())
+        return encoder
+
+    def publish(
+        self,
+        event: Event,
+        *,
+        topic: str | None = None,
+        key: str | None = None,
+        source: str | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        traceparent: str | None = None,
+        envelope: Envelope | None = None,
+    ) -> DeliveryFuture:
+        """Encode ``event`` and hand it to Kafka; the key is its aggregate id unless given."""
+        producer = self._require()
+        model = type(event)
+        target = topic or model.topic
+        env = envelope or Envelope(
+            event_type=model.event_type(),
+            source=source or self.settings.source,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+            traceparent=traceparent,
+        )
+        value = self._encoder(target, model)(event.model_dump())
+        future: DeliveryFuture = Future()
+        callback = partial(self._delivered, future, env, time.perf_counter())
+        record_key = key if key is not None else event.aggregate_id()
+        while True:
+            try:
+                producer.produce(
+                    target, value=value, key=record_key, headers=env.to_headers(), on_delivery=callback
+                )
+                break
+            except BufferError:  # the local queue is full: let deliveries drain, then retry
+                producer.poll(0.05)
+            except KafkaException as exc:
+                PUBLISHED.labels(target, env.event_type, "failed").inc()
+                raise PublishError(f"{target}: cannot produce event {env.event_id}: {exc}") from exc
+        return future
+
+    def publish_dict(self, event_type: str, data: Mapping[str, Any], **options: Any) -> DeliveryFuture:
+        """Validate ``data`` as ``event_type`` from the catalog, then publish it."""
+        try:
+            event = self.catalog.validate(event_type, data)
+        except EvstreamError:
+            PUBLISHED.labels(options.get("topic") or "", event_type, "invalid").inc()
+            raise
+        return self.publish(event, **options)
+
+    def publish_many(self, events: Iterable[Event], **options: Any) -> list[DeliveryFuture]:
+        """Publish each event (batched by librdkafka); one future per event, in order."""
+        return [self.publish(event, **options) for event in events]
+
+    @staticmethod
+    def _delivered(
+        future: DeliveryFuture, env: Envelope, started: float, err: KafkaError | None, msg: Message
+    ) -> None:
+        topic = msg.topic() or ""
+        if err is None:
+            PUBLISHED.labels(topic, env.event_type, "acked").inc()
+            PUBLISH_LATENCY.labels(topic).observe(time.perf_counter() - started)
+            future.set_result(
+                Delivery(topic, msg.partition() or 0, msg.offset() or 0, env.event_id, env.event_type)
+            )
+            return
+        error = classify(err, topic=topic, event_id=env.event_id)
+        PUBLISHED.labels(topic, env.event_type, type(error).__name__.removesuffix("Error").lower()).inc()
+        future.set_exception(error)
+
+    # ------------------------------------------------------------------ transactions
+
+    @contextlib.contextmanager
+    def transaction(self, timeout: float = 30.0) -> Iterator[Self]:
+        """Publish atomically across topics: commit on success, abort if the block raises.
+
+        Needs ``transactional_id`` in the settings. Read-committed consumers see all of the
+        block's events or none of them.
+        """
+        producer = self._require()
+        if self.settings.transactional_id is None:
+            raise EvstreamError("transactions need ProducerSettings(transactional_id=...)")
+        if self._in_transaction:
+            raise EvstreamError("transactions do not nest")
+        producer.begin_transaction()
+        self._in_transaction = True
+        try:
+            yield self
+        except BaseException:
+            producer.abort_transaction(timeout)
+            raise
+        else:
+            try:
+                producer.commit_transaction(timeout)
+            except KafkaException as exc:
+                with contextlib.suppress(KafkaException):
+                    producer.abort_transaction(timeout)
+                raise PublishError(f"transaction commit failed and was aborted: {exc}") from exc
+        finally:
+            self._in_transaction = False
+
+
+class AsyncEventProducer:
+    """The asyncio face of :class:`EventProducer`: ``await publish(...)`` returns the :class:`Delivery`."""
+
+    def __init__(self, **options: Any) -> None:
+        self.sync = EventProducer(**options)
+
+    async def start(self) -> Self:
+        await asyncio.to_thread(self.sync.start)
+        return self
+
+    async def publish(self, event: Event, **options: Any) -> Delivery:
+        return await asyncio.wrap_future(self.sync.publish(event, **options))
+
+    async def publish_dict(self, event_type: str, data: Mapping[str, Any], **options: Any) -> Delivery:
+        return await asyncio.wrap_future(self.sync.publish_dict(event_type, data, **options))
+
+    async def publish_many(self, events: Iterable[Event], **options: Any) -> list[Delivery]:
+        futures = [asyncio.wrap_future(f) for f in self.sync.publish_many(events, **options)]
+        return list(await asyncio.gather(*futures))
+
+    async def close(self, timeout: float | None = None) -> int:
+        return await asyncio.to_thread(self.sync.close, timeout)
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()

@@ -1,0 +1,61 @@
+"""Producer settings: delivery defaults that never lose an acknowledged event."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["ProducerSettings"]
+
+
+class ProducerSettings(BaseSettings):
+    """How :class:`producers.EventProducer` produces. Every field reads ``EVSTREAM_PRODUCER_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="EVSTREAM_PRODUCER_", frozen=True, extra="ignore")
+
+    acks: Literal["all", "1", "0"] = Field(
+        default="all", description="Env EVSTREAM_PRODUCER_ACKS; default all."
+    )
+    enable_idempotence: bool = Field(
+        default=True, description="No duplicates or reordering on retry (librdkafka's default is off!)."
+    )
+    compression: Literal["lz4", "zstd", "snappy", "gzip", "none"] = Field(
+        default="lz4", description="Env EVSTREAM_PRODUCER_COMPRESSION; default lz4."
+    )
+    linger_ms: int = Field(default=10, ge=0, le=1000, description="Batching delay; default 10 ms.")
+    batch_size: int = Field(default=1_000_000, ge=1, description="Max bytes per partition batch.")
+    queue_max_messages: int = Field(
+        default=500_000, ge=1, description="Local queue bound (BufferError past it)."
+    )
+    delivery_timeout_ms: int = Field(
+        default=120_000, ge=1000, description="After this a delivery is reported indeterminate, not lost."
+    )
+    transactional_id: str | None = Field(
+        default=None, description="Set to enable transactions (atomic multi-topic publish)."
+    )
+    source: str = Field(
+        default="evstream", description="The envelope's source (ce_source) unless a call sets it."
+    )
+    close_timeout_s: float = Field(
+        default=30.0, ge=0, description="How long close() waits for in-flight events."
+    )
+
+    def librdkafka(self) -> dict[str, Any]:
+        """These settings in librdkafka's spelling (merged over the connection config)."""
+        conf: dict[str, Any] = {
+            "acks": self.acks,
+            "enable.idempotence": self.enable_idempotence,
+            "compression.type": self.compression,
+            "linger.ms": self.linger_ms,
+            "batch.size": self.batch_size,
+            "queue.buffering.max.messages": self.queue_max_messages,
+            "delivery.timeout.ms": self.delivery_timeout_ms,
+            "partitioner": "murmur2_random",  # the Java client's partitioning for the same keys
+        }
+        if self.transactional_id is not None:
+            conf["transactional.id"] = self.transactional_id
+            # librdkafka requires message.timeout.ms <= transaction.timeout.ms (broker max: 15 min).
+            conf["transaction.timeout.ms"] = max(60_000, self.delivery_timeout_ms)
+        return conf

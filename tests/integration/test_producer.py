@@ -1,0 +1,160 @@
+"""EventProducer against the real broker and registry, read back by plain confluent-kafka clients."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroDeserializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+from evstream import EventValidationError, KafkaSettings, RegistrySettings
+from producers import EventProducer, ProducerSettings
+from schemas import Envelope
+from tests.conftest import Endpoints, TopicFactory
+from tests.factories import mixed_events
+from tests.helpers import wait_until
+
+
+def producer_for(endpoints: Endpoints, **settings: Any) -> EventProducer:
+    return EventProducer(
+        kafka=KafkaSettings(bootstrap_servers=endpoints.bootstrap_servers),
+        registry=RegistrySettings(url=endpoints.registry_url),
+        settings=ProducerSettings(**settings),
+    )
+
+
+def read_all(endpoints: Endpoints, topics: list[str], count: int, **conf: Any) -> list[Message]:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": endpoints.bootstrap_servers,
+            "group.id": f"read-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            **conf,
+        }
+    )
+    consumer.subscribe(topics)
+    got: list[Message] = []
+
+    def drain() -> bool:
+        got.extend(m for m in consumer.consume(1000, timeout=0.5) if m.error() is None)
+        return len(got) >= count
+
+    try:
+        wait_until(drain, timeout=90, what=f"{count} records")
+    finally:
+        consumer.close()
+    return got
+
+
+def end_offsets(admin: AdminClient, endpoints: Endpoints, topic: str) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": endpoints.bootstrap_servers, "group.id": "probe"})
+    try:
+        parts = admin.list_topics(topic, timeout=10).topics[topic].partitions
+        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+    finally:
+        consumer.close()
+
+
+@pytest.fixture
+def registry(endpoints: Endpoints) -> Iterator[SchemaRegistryClient]:
+    with SchemaRegistryClient({"url": endpoints.registry_url}) as client:
+        yield client
+
+
+def test_10k_mixed_events_read_back_by_confluent_deserializer(
+    endpoints: Endpoints, new_topic: TopicFactory, registry: SchemaRegistryClient
+) -> None:
+    orders, customers = new_topic(partitions=6), new_topic(partitions=3)
+    events = mixed_events(10_000)
+    topic_of = {"orders": orders, "customers": customers}
+    with producer_for(endpoints, linger_ms=5) as producer:
+        futures = [
+            producer.publish(e, topic=topic_of[e.topic], correlation_id=f"corr-{i}")
+            for i, e in enumerate(events)
+        ]
+        assert producer.flush(60) == 0
+        deliveries = [f.result(timeout=60) for f in futures]
+    assert len({(d.topic, d.partition, d.offset) for d in deliveries}) == 10_000
+
+    deserializer = AvroDeserializer(registry)
+    records = read_all(endpoints, [orders, customers], 10_000)
+    assert len(records) == 10_000
+    by_id = {d.event_id: (e, i) for i, (d, e) in enumerate(zip(deliveries, events, strict=True))}
+    keys_seen: dict[tuple[str, bytes], list[int]] = defaultdict(list)
+    for msg in records:
+        env = Envelope.from_headers(msg.headers())
+        event, index = by_id[env.event_id]
+        assert env.event_type == event.event_type()
+        assert env.correlation_id == f"corr-{index}"
+        assert msg.key() == event.aggregate_id().encode()
+        value = deserializer(msg.value(), SerializationContext(msg.topic() or "", MessageField.VALUE))
+        assert type(event).model_validate(value) == event  # every field equal
+        keys_seen[(msg.topic() or "", msg.key() or b"")].append(index)
+    # Per-key order: each aggregate's events are read in the order they were published.
+    assert all(seq == sorted(seq) for seq in keys_seen.values())
+    assert len(keys_seen) > 300
+
+
+def test_invalid_event_names_the_field_and_writes_nothing(
+    endpoints: Endpoints, admin: AdminClient, topic: str
+) -> None:
+    before = end_offsets(admin, endpoints, topic)
+    with producer_for(endpoints) as producer:
+        with pytest.raises(EventValidationError, match=r"OrderPlaced: field 'total\.amount_minor'"):
+            producer.publish_dict(
+                "OrderPlaced",
+                {
+                    "order_id": "o",
+                    "customer_id": "c",
+                    "lines": [
+                        {"sku": "S", "quantity": 1, "unit_price": {"amount_minor": 5, "currency": "EUR"}}
+                    ],
+                    "total": {"amount_minor": -5, "currency": "EUR"},
+                    "placed_at": "2026-11-27T10:00:00Z",
+                    "shipping_country": "DE",
+                },
+                topic=topic,
+            )
+        assert producer.flush(10) == 0
+    assert end_offsets(admin, endpoints, topic) == before
+
+
+def test_transaction_that_raises_leaves_nothing_visible(
+    endpoints: Endpoints, new_topic: TopicFactory
+) -> None:
+    orders, customers = new_topic(partitions=3), new_topic(partitions=3)
+    events = mixed_events(12)
+    topic_of = {"orders": orders, "customers": customers}
+    settings = {"transactional_id": f"tx-{uuid.uuid4().hex[:8]}"}
+
+    def publish_then_fail(producer: EventProducer) -> None:
+        with producer.transaction():
+            for event in events[:6]:
+                producer.publish(event, topic=topic_of[event.topic])
+            raise RuntimeError("boom")
+
+    with producer_for(endpoints, **settings) as producer:
+        with pytest.raises(RuntimeError, match="boom"):
+            publish_then_fail(producer)
+        with producer.transaction():
+            committed = [producer.publish(e, topic=topic_of[e.topic]) for e in events[6:]]
+        ids = {f.result(timeout=30).event_id for f in committed}
+    got = read_all(endpoints, [orders, customers], 6, **{"isolation.level": "read_committed"})
+    assert {Envelope.from_headers(m.headers()).event_id for m in got} == ids
+    # Nothing else shows up behind the committed six (the aborted six stay invisible).
+    extra = read_all(endpoints, [orders, customers], 6, **{"isolation.level": "read_committed"})
+    assert len(extra) == 6
+
+
+def test_publish_needs_start() -> None:
+    producer = EventProducer()
+    with pytest.raises(Exception, match="not started"):
+        producer.publish(mixed_events(1)[0])
