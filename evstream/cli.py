@@ -17,6 +17,7 @@ from evstream.errors import EvstreamError, StackStartError
 from evstream.output import err_console
 from evstream.stack.cli import app as stack_app
 from evstream.topics.cli import app as topics_app
+from producers.cli import publish
 from schemas.cli import app as schemas_app
 
 __all__ = ["app", "main"]
@@ -27,6 +28,7 @@ app = typer.Typer(
     "stack   run a local Kafka + schema registry (no Docker)\n\n"
     "topics  declare topics as code: plan, apply, list\n\n"
     "schemas check, bump and register the Avro schemas of the event catalog\n\n"
+    "publish validate events (JSON or JSONL) and publish them\n\n"
     "demo    publish and consume a few demo events end to end\n\n"
     "Connection settings come from EVSTREAM_* variables (EVSTREAM_BOOTSTRAP_SERVERS, "
     "EVSTREAM_REGISTRY_URL, ...); see the README.",
@@ -37,6 +39,7 @@ app = typer.Typer(
 app.add_typer(stack_app, name="stack")
 app.add_typer(topics_app, name="topics")
 app.add_typer(schemas_app, name="schemas")
+app.command("publish")(publish)
 app.add_typer(demo_app, name="demo")
 
 
