@@ -1,21 +1,20 @@
 """EventProducer: validate -> encode (Avro, registry ids) -> produce with key and envelope headers.
 
 One librdkafka producer underneath, driven by a background poll thread that resolves each
-publish's future when the broker acknowledges it. :class:`AsyncEventProducer` awaits the same
-futures, so the sync and async APIs share one implementation.
+publish's :class:`DeliveryFuture` when the broker acknowledges it. :class:`AsyncEventProducer`
+awaits the same futures, so the sync and async APIs share one implementation.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import Future
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import partial
 from types import TracebackType
 from typing import Any, Self
+from uuid import UUID
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
@@ -27,19 +26,21 @@ from producers.metrics import PUBLISH_LATENCY, PUBLISHED
 from producers.settings import ProducerSettings
 from schemas import AvroCodec, Catalog, Envelope, Event, RegistrySchemaStore, SchemaStore
 from schemas.domain import CATALOG
+from schemas.events import check_traceparent, envelope_headers
+from schemas.ids import new_event_id
 
 __all__ = ["AsyncEventProducer", "EventProducer"]
 
-_Encoder = Any  # Callable[[dict[str, Any]], bytes]
+Encoder = Callable[[dict[str, Any]], bytes]
 
 
 class EventProducer:
     """Publish schema-validated events. Constructing it does no I/O; :meth:`start` connects.
 
     Use as a context manager, or call :meth:`start` and :meth:`close`. Each publish returns a
-    ``concurrent.futures.Future`` resolving to a :class:`Delivery` (topic, partition, offset) or
-    raising :class:`DeliveryFailedError` (not written) / :class:`DeliveryIndeterminateError`
-    (timed out in flight: possibly written).
+    :class:`DeliveryFuture` resolving to a :class:`Delivery` (topic, partition, offset) or raising
+    :class:`DeliveryFailedError` (not written) / :class:`DeliveryIndeterminateError` (timed out
+    in flight: possibly written).
     """
 
     def __init__(
@@ -59,10 +60,13 @@ class EventProducer:
         self._producer: Producer | None = None
         self._registry_client: SchemaRegistryClient | None = None
         self._codec: AvroCodec | None = None
-        self._encoders: dict[tuple[str, type[Event]], _Encoder] = {}
+        self._encoders: dict[tuple[str, type[Event]], Encoder] = {}
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
         self._in_transaction = False
+        self._cond = threading.Condition()  # shared by every DeliveryFuture of this producer
+        self._metric_children: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._last_publish = 0.0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -70,13 +74,11 @@ class EventProducer:
         """Create the Kafka producer and registry client; init transactions if configured."""
         if self._producer is not None:
             return self
-        kafka = self._kafka or KafkaSettings()
-        conf = librdkafka_config(kafka, **self.settings.librdkafka())
+        conf = librdkafka_config(self._kafka or KafkaSettings(), **self.settings.librdkafka())
         store = self._store
         if store is None:
-            self._registry_client = SchemaRegistryClient(
-                (self._registry_settings or RegistrySettings()).client_config()
-            )
+            registry = self._registry_settings or RegistrySettings()
+            self._registry_client = SchemaRegistryClient(registry.client_config())
             store = RegistrySchemaStore(self._registry_client)
         self._codec = AvroCodec(store)
         self._producer = Producer(conf)
@@ -88,10 +90,18 @@ class EventProducer:
         return self
 
     def _poll_loop(self) -> None:
+        """Serve delivery reports while the application is not publishing.
+
+        While it publishes, ``publish`` serves them inline (``poll(0)``); polling from both
+        threads at once would only hand the GIL back and forth.
+        """
         producer = self._producer
         assert producer is not None
         while not self._stop.is_set():
-            producer.poll(0.05)
+            if time.monotonic() - self._last_publish > 0.05:
+                producer.poll(0.05)
+            else:
+                self._stop.wait(0.05)
 
     def flush(self, timeout: float = 30.0) -> int:
         """Wait for in-flight events; returns how many are still not acknowledged."""
@@ -125,12 +135,17 @@ class EventProducer:
 
     # ------------------------------------------------------------------ publishing
 
-    def _encoder(self, topic: str, model: type[Event]) -> _Encoder:
+    def encoder(self, topic: str, model: type[Event]) -> Encoder:
+        """The Avro encoder for ``model`` on ``topic`` (subject ``<topic>-<record name>``), cached."""
         encoder = self._encoders.get((topic, model))
         if encoder is None:
-            assert self._codec is not None
+            if self._codec is None:
+                raise EvstreamError("the producer is not started")
             subject = f"{topic}-{model.record_name()}"
-            encoder = self._encoders[(topic, model)] = self._codec.encoder(subject, model.avro_schema_dict())
+            # The model validated the event and generated the schema: skip fastavro's field-set check.
+            encoder = self._encoders[(topic, model)] = self._codec.encoder(
+                subject, model.avro_schema_dict(), strict=False
+            )
         return encoder
 
     def publish(
@@ -149,28 +164,35 @@ class EventProducer:
         producer = self._require()
         model = type(event)
         target = topic or model.topic
-        env = envelope or Envelope(
-            event_type=model.event_type(),
-            source=source or self.settings.source,
-            correlation_id=correlation_id,
-            causation_id=causation_id,
-            traceparent=traceparent,
-        )
-        value = self._encoder(target, model)(event.model_dump())
-        future: DeliveryFuture = Future()
-        callback = partial(self._delivered, future, env, time.perf_counter())
+        event_type = model.event_type()
+        if envelope is not None:
+            event_id, headers = envelope.event_id, envelope.to_headers()
+        else:
+            event_id = new_event_id()
+            headers = envelope_headers(
+                event_id,
+                event_type,
+                None,
+                source or self.settings.source,
+                correlation_id,
+                causation_id,
+                check_traceparent(traceparent),
+            )
+        value = self.encoder(target, model)(event.model_dump())
+        future = DeliveryFuture(self._cond)
+        callback = partial(self._delivered, future, event_id, event_type, time.perf_counter())
         record_key = key if key is not None else event.aggregate_id()
         while True:
             try:
-                producer.produce(
-                    target, value=value, key=record_key, headers=env.to_headers(), on_delivery=callback
-                )
+                producer.produce(target, value=value, key=record_key, headers=headers, on_delivery=callback)
+                producer.poll(0)  # serve ready delivery reports here: cheaper than a GIL hand-off
+                self._last_publish = time.monotonic()
                 break
             except BufferError:  # the local queue is full: let deliveries drain, then retry
                 producer.poll(0.05)
             except KafkaException as exc:
-                PUBLISHED.labels(target, env.event_type, "failed").inc()
-                raise PublishError(f"{target}: cannot produce event {env.event_id}: {exc}") from exc
+                PUBLISHED.labels(target, event_type, "failed").inc()
+                raise PublishError(f"{target}: cannot produce event {event_id}: {exc}") from exc
         return future
 
     def publish_dict(self, event_type: str, data: Mapping[str, Any], **options: Any) -> DeliveryFuture:
@@ -186,21 +208,37 @@ class EventProducer:
         """Publish each event (batched by librdkafka); one future per event, in order."""
         return [self.publish(event, **options) for event in events]
 
-    @staticmethod
     def _delivered(
-        future: DeliveryFuture, env: Envelope, started: float, err: KafkaError | None, msg: Message
+        self,
+        future: DeliveryFuture,
+        event_id: UUID,
+        event_type: str,
+        started: float,
+        err: KafkaError | None,
+        msg: Message,
     ) -> None:
         topic = msg.topic() or ""
         if err is None:
-            PUBLISHED.labels(topic, env.event_type, "acked").inc()
-            PUBLISH_LATENCY.labels(topic).observe(time.perf_counter() - started)
-            future.set_result(
-                Delivery(topic, msg.partition() or 0, msg.offset() or 0, env.event_id, env.event_type)
+            acked, latency = self._metrics(topic, event_type)
+            acked.inc()
+            latency.observe(time.perf_counter() - started)
+            future._resolve(
+                Delivery(topic, msg.partition() or 0, msg.offset() or 0, event_id, event_type), None
             )
             return
-        error = classify(err, topic=topic, event_id=env.event_id)
-        PUBLISHED.labels(topic, env.event_type, type(error).__name__.removesuffix("Error").lower()).inc()
-        future.set_exception(error)
+        error = classify(err, topic=topic, event_id=event_id)
+        PUBLISHED.labels(topic, event_type, type(error).__name__.removesuffix("Error").lower()).inc()
+        future._resolve(None, error)
+
+    def _metrics(self, topic: str, event_type: str) -> tuple[Any, Any]:
+        """Labelled metric children, cached: ``labels()`` is too slow to call per event."""
+        found = self._metric_children.get((topic, event_type))
+        if found is None:
+            found = self._metric_children[(topic, event_type)] = (
+                PUBLISHED.labels(topic, event_type, "acked"),
+                PUBLISH_LATENCY.labels(topic),
+            )
+        return found
 
     # ------------------------------------------------------------------ transactions
 
@@ -241,20 +279,24 @@ class AsyncEventProducer:
         self.sync = EventProducer(**options)
 
     async def start(self) -> Self:
+        import asyncio  # noqa: PLC0415 - only the async face needs it
+
         await asyncio.to_thread(self.sync.start)
         return self
 
     async def publish(self, event: Event, **options: Any) -> Delivery:
-        return await asyncio.wrap_future(self.sync.publish(event, **options))
+        return await self.sync.publish(event, **options)
 
     async def publish_dict(self, event_type: str, data: Mapping[str, Any], **options: Any) -> Delivery:
-        return await asyncio.wrap_future(self.sync.publish_dict(event_type, data, **options))
+        return await self.sync.publish_dict(event_type, data, **options)
 
     async def publish_many(self, events: Iterable[Event], **options: Any) -> list[Delivery]:
-        futures = [asyncio.wrap_future(f) for f in self.sync.publish_many(events, **options)]
-        return list(await asyncio.gather(*futures))
+        futures = self.sync.publish_many(events, **options)
+        return [await future for future in futures]
 
     async def close(self, timeout: float | None = None) -> int:
+        import asyncio  # noqa: PLC0415
+
         return await asyncio.to_thread(self.sync.close, timeout)
 
     async def __aenter__(self) -> Self:

@@ -107,11 +107,15 @@ class AvroCodec:
             self._writers.setdefault(found, parsed)
         return found
 
-    def encoder(self, subject: str, schema: str | dict[str, Any]) -> Callable[[dict[str, Any]], bytes]:
+    def encoder(
+        self, subject: str, schema: str | dict[str, Any], *, strict: bool = True
+    ) -> Callable[[dict[str, Any]], bytes]:
         """A callable that frames records under ``schema``: parsed and registered once, up front.
 
         This is the hot path. Records are validated strictly: a missing or extra field, or a
-        value of the wrong type, raises :class:`EncodeError` and nothing is returned.
+        value of the wrong type, raises :class:`EncodeError` and nothing is returned. Callers
+        whose records come from a validated model generated from the same schema may pass
+        ``strict=False`` (wrong types still fail; the field-set check is skipped).
         """
         _, parsed = self._parse(schema)
         header = _HEADER.pack(MAGIC, self.schema_id(subject, schema))
@@ -122,7 +126,7 @@ class AvroCodec:
             out = io.BytesIO()
             out.write(header)
             try:
-                write(out, parsed, record, strict=True)
+                write(out, parsed, record, strict=strict)
             except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
                 raise EncodeError(f"{subject}: record does not match schema {name}: {exc}") from exc
             return out.getvalue()

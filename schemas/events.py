@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 from uuid import UUID
 
-import uuid6
 from dataclasses_avroschema.pydantic import AvroBaseModel
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from evstream.errors import EnvelopeError
+from schemas.ids import new_event_id
 
-__all__ = ["Compatibility", "Envelope", "Event"]
+__all__ = ["Compatibility", "Envelope", "Event", "check_traceparent", "envelope_headers"]
 
 Compatibility = Literal[
     "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE", "FULL", "FULL_TRANSITIVE", "NONE"
@@ -85,7 +86,7 @@ class Envelope(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    event_id: UUID = Field(default_factory=uuid6.uuid7, description="Time-ordered (UUIDv7) unless given.")
+    event_id: UUID = Field(default_factory=new_event_id, description="Time-ordered (UUIDv7) unless given.")
     event_type: str
     occurred_at: datetime = Field(default_factory=_utcnow)
     source: str = "evstream"
@@ -96,9 +97,7 @@ class Envelope(BaseModel):
     @field_validator("traceparent")
     @classmethod
     def _w3c(cls, value: str | None) -> str | None:
-        if value is not None and not _TRACEPARENT.match(value):
-            raise ValueError("traceparent must be W3C trace context: 00-<32 hex>-<16 hex>-<2 hex>")
-        return value
+        return check_traceparent(value)
 
     @field_validator("occurred_at")
     @classmethod
@@ -109,21 +108,15 @@ class Envelope(BaseModel):
 
     def to_headers(self) -> list[tuple[str, str | bytes | None]]:
         """CloudEvents binary-mode headers (``ce_*``) plus ``traceparent``."""
-        headers: list[tuple[str, str | bytes | None]] = [
-            ("ce_specversion", SPEC_VERSION.encode()),
-            ("ce_id", str(self.event_id).encode()),
-            ("ce_type", self.event_type.encode()),
-            ("ce_source", self.source.encode()),
-            ("ce_time", self.occurred_at.isoformat().encode()),
-            ("content-type", CONTENT_TYPE.encode()),
-        ]
-        if self.correlation_id is not None:
-            headers.append(("ce_correlationid", self.correlation_id.encode()))
-        if self.causation_id is not None:
-            headers.append(("ce_causationid", self.causation_id.encode()))
-        if self.traceparent is not None:
-            headers.append(("traceparent", self.traceparent.encode()))
-        return headers
+        return envelope_headers(
+            self.event_id,
+            self.event_type,
+            self.occurred_at,
+            self.source,
+            self.correlation_id,
+            self.causation_id,
+            self.traceparent,
+        )
 
     @classmethod
     def from_headers(
@@ -150,3 +143,56 @@ class Envelope(BaseModel):
             )
         except (ValueError, ValidationError) as exc:
             raise EnvelopeError(f"malformed envelope headers: {exc}") from exc
+
+
+def check_traceparent(value: str | None) -> str | None:
+    """``value`` if it is W3C trace context (or None); ValueError otherwise."""
+    if value is not None and not _TRACEPARENT.match(value):
+        raise ValueError("traceparent must be W3C trace context: 00-<32 hex>-<16 hex>-<2 hex>")
+    return value
+
+
+_SPEC = SPEC_VERSION.encode()
+_clock: tuple[int, bytes] = (0, b"")
+
+
+def _now_iso() -> bytes:
+    """The current UTC time as ISO-8601 bytes, cached for the current millisecond."""
+    global _clock  # noqa: PLW0603 - a one-entry cache; a race only recomputes it
+    ms = time.time_ns() // 1_000_000
+    if _clock[0] != ms:
+        _clock = (ms, datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").encode())
+    return _clock[1]
+
+
+_CONTENT = CONTENT_TYPE.encode()
+
+
+def envelope_headers(
+    event_id: UUID,
+    event_type: str,
+    occurred_at: datetime | None,
+    source: str,
+    correlation_id: str | None = None,
+    causation_id: str | None = None,
+    traceparent: str | None = None,
+) -> list[tuple[str, str | bytes | None]]:
+    """The header list of an envelope, built without a model (the publish hot path uses this).
+
+    ``occurred_at=None`` means now, formatted once per millisecond.
+    """
+    headers: list[tuple[str, str | bytes | None]] = [
+        ("ce_specversion", _SPEC),
+        ("ce_id", str(event_id).encode()),
+        ("ce_type", event_type.encode()),
+        ("ce_source", source.encode()),
+        ("ce_time", _now_iso() if occurred_at is None else occurred_at.isoformat().encode()),
+        ("content-type", _CONTENT),
+    ]
+    if correlation_id is not None:
+        headers.append(("ce_correlationid", correlation_id.encode()))
+    if causation_id is not None:
+        headers.append(("ce_causationid", causation_id.encode()))
+    if traceparent is not None:
+        headers.append(("traceparent", traceparent.encode()))
+    return headers
