@@ -12,12 +12,12 @@ from typing import Annotated
 import typer
 
 from evstream import __version__
-from evstream.demo import app as demo_app
 from evstream.errors import EvstreamError, StackStartError
 from evstream.output import err_console
 from evstream.stack.cli import app as stack_app
 from evstream.topics.cli import app as topics_app
 from producers.cli import publish
+from producers.demo import demo
 from schemas.cli import app as schemas_app
 
 __all__ = ["app", "main"]
@@ -40,7 +40,7 @@ app.add_typer(stack_app, name="stack")
 app.add_typer(topics_app, name="topics")
 app.add_typer(schemas_app, name="schemas")
 app.command("publish")(publish)
-app.add_typer(demo_app, name="demo")
+app.command("demo")(demo)
 
 
 def _version(value: bool) -> None:

@@ -15,7 +15,7 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from evstream import EventValidationError, KafkaSettings, RegistrySettings
-from producers import EventProducer, ProducerSettings
+from producers import Delivery, EventProducer, ProducerSettings
 from schemas import Envelope
 from tests.conftest import Endpoints, TopicFactory
 from tests.factories import mixed_events
@@ -158,3 +158,26 @@ def test_publish_needs_start() -> None:
     producer = EventProducer()
     with pytest.raises(Exception, match="not started"):
         producer.publish(mixed_events(1)[0])
+
+
+def test_async_producer_round_trip(endpoints: Endpoints, topic: str) -> None:
+    import asyncio  # noqa: PLC0415
+
+    from producers import AsyncEventProducer  # noqa: PLC0415
+
+    events = mixed_events(30)
+
+    async def scenario() -> list[Delivery]:
+        async with AsyncEventProducer(
+            kafka=KafkaSettings(bootstrap_servers=endpoints.bootstrap_servers),
+            registry=RegistrySettings(url=endpoints.registry_url),
+        ) as producer:
+            first = await producer.publish(events[0], topic=topic)
+            rest = await producer.publish_many(events[1:], topic=topic)
+            return [first, *rest]
+
+    deliveries = asyncio.run(scenario())
+    assert len(deliveries) == 30
+    assert [d.event_type for d in deliveries] == [e.event_type() for e in events]
+    got = read_all(endpoints, [topic], 30)
+    assert {(m.partition(), m.offset()) for m in got} == {(d.partition, d.offset) for d in deliveries}

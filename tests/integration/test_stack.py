@@ -55,11 +55,21 @@ def test_demo_publishes_and_consumes(endpoints: Endpoints, repo_root: Path) -> N
         "EVSTREAM_BOOTSTRAP_SERVERS": endpoints.bootstrap_servers,
         "EVSTREAM_REGISTRY_URL": endpoints.registry_url,
     }
-    proc = run_cli("demo", "-f", str(repo_root / "deploy" / "topics.yaml"), "--count", "7", env=env)
+    proc = run_cli(
+        "demo", "-f", str(repo_root / "deploy" / "topics.yaml"), "--orders", "3", env=env | {"COLUMNS": "250"}
+    )
     assert proc.returncode == 0, proc.stderr
-    assert "produced 7 events to 'orders'" in proc.stdout
-    assert "consumed 7 events back" in proc.stdout
-    assert proc.stdout.count("EUR") == 7
+    # 2 customers register; orders 1 and 2 are placed, paid and shipped; order 3 is placed and cancelled.
+    assert f"published 10 events to {endpoints.bootstrap_servers}" in proc.stdout
+    assert "read back 10 events" in proc.stdout
+    for event_type, times in [
+        ("CustomerRegistered", 2),
+        ("OrderPlaced", 3),
+        ("PaymentCaptured", 2),
+        ("OrderShipped", 2),
+        ("OrderCancelled", 1),
+    ]:
+        assert proc.stdout.count(event_type) == times, event_type
 
 
 def test_demo_with_unreachable_registry_writes_nothing(endpoints: Endpoints, repo_root: Path) -> None:
