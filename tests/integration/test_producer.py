@@ -13,6 +13,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
+from prometheus_client import REGISTRY
 
 from evstream import EventValidationError, KafkaSettings, RegistrySettings
 from producers import Delivery, EventProducer, ProducerSettings
@@ -107,6 +108,9 @@ def test_invalid_event_names_the_field_and_writes_nothing(
     endpoints: Endpoints, admin: AdminClient, topic: str
 ) -> None:
     before = end_offsets(admin, endpoints, topic)
+    invalid_before = REGISTRY.get_sample_value(
+        "evstream_events_published_total", {"topic": topic, "event_type": "OrderPlaced", "outcome": "invalid"}
+    )
     with producer_for(endpoints) as producer:
         with pytest.raises(EventValidationError, match=r"OrderPlaced: field 'total\.amount_minor'"):
             producer.publish_dict(
@@ -125,6 +129,10 @@ def test_invalid_event_names_the_field_and_writes_nothing(
             )
         assert producer.flush(10) == 0
     assert end_offsets(admin, endpoints, topic) == before
+    invalid_after = REGISTRY.get_sample_value(
+        "evstream_events_published_total", {"topic": topic, "event_type": "OrderPlaced", "outcome": "invalid"}
+    )
+    assert (invalid_before or 0) + 1 == invalid_after
 
 
 def test_transaction_that_raises_leaves_nothing_visible(
@@ -178,6 +186,15 @@ def test_async_producer_round_trip(endpoints: Endpoints, topic: str) -> None:
 
     deliveries = asyncio.run(scenario())
     assert len(deliveries) == 30
+    acked = sum(
+        REGISTRY.get_sample_value(
+            "evstream_events_published_total", {"topic": topic, "event_type": t, "outcome": "acked"}
+        )
+        or 0
+        for t in {e.event_type() for e in events}
+    )
+    assert acked == 30
+    assert (REGISTRY.get_sample_value("evstream_publish_latency_seconds_count", {"topic": topic}) or 0) == 30
     assert [d.event_type for d in deliveries] == [e.event_type() for e in events]
     got = read_all(endpoints, [topic], 30)
     assert {(m.partition(), m.offset()) for m in got} == {(d.partition, d.offset) for d in deliveries}
