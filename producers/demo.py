@@ -27,7 +27,15 @@ from producers.delivery import Delivery
 from producers.producer import EventProducer
 from schemas import AvroCodec, Envelope, Event, RecordCoordinates, RegistrySchemaStore, SchemaHistory
 from schemas import register_catalog as register
-from schemas.domain import CATALOG
+from schemas.domain import (
+    CATALOG,
+    CustomerRegistered,
+    Money,
+    OrderCancelled,
+    OrderPlaced,
+    OrderShipped,
+    PaymentCaptured,
+)
 from schemas.story import demo_story
 
 __all__ = ["demo", "run_demo"]
@@ -94,7 +102,7 @@ def run_demo(topics_file: Path, *, orders: int = 3) -> list[tuple[Delivery, Even
         consumed = _read_back(conf, AvroCodec(RegistrySchemaStore(client)), deliveries)
     table(
         f"read back {len(consumed)} events, decoded with the registry's schemas",
-        ["topic", "partition", "offset", "type", "key", "details"],
+        ["topic", "part", "offset", "type", "key", "what happened"],
         [
             [d.topic, d.partition, d.offset, d.event_type, e.aggregate_id(), _details(e)]
             for d, e in sorted(consumed, key=lambda de: (de[0].topic, de[0].partition, de[0].offset))
@@ -103,10 +111,25 @@ def run_demo(topics_file: Path, *, orders: int = 3) -> list[tuple[Delivery, Even
     return consumed
 
 
+def _money(money: Money) -> str:
+    return f"{money.amount_minor / 100:.2f} {money.currency}"
+
+
 def _details(event: Event) -> str:
-    data = event.model_dump(mode="json", exclude={"order_id", "customer_id"})
-    text = ", ".join(f"{k}={v}" for k, v in data.items() if v is not None and k not in ("lines",))
-    return text if len(text) <= 70 else text[:67] + "..."
+    """One short line per event, for people."""
+    match event:
+        case CustomerRegistered():
+            return f"{event.name} <{event.email}>, {event.country}"
+        case OrderPlaced():
+            items = ", ".join(f"{line.quantity} x {line.sku}" for line in event.lines)
+            return f"{items}; total {_money(event.total)}"
+        case PaymentCaptured():
+            return f"{_money(event.amount)} by {event.method}"
+        case OrderShipped():
+            return f"{event.carrier} {event.tracking_number}"
+        case OrderCancelled():
+            return str(event.reason)
+    return ""
 
 
 def demo(
