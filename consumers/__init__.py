@@ -1,6 +1,18 @@
-"""Consumer-group runner, dispatch, retries and dead letters, dedupe, request-reply, replay, lag.
+"""Consumer groups: typed handlers, at-least-once runner, retries, dead letters, dedupe."""
 
-Empty until the consumer groups issue lands; the package exists so the layout and imports are fixed.
-"""
+from consumers.dedupe import DedupeStore, InMemoryDedupeStore, SQLiteDedupeStore
+from consumers.handlers import Handler, Handlers, MessageContext
+from consumers.runner import ConsumerRunner, RunStats
+from consumers.settings import ConsumerSettings
 
-__all__: list[str] = []
+__all__ = [
+    "ConsumerRunner",
+    "ConsumerSettings",
+    "DedupeStore",
+    "Handler",
+    "Handlers",
+    "InMemoryDedupeStore",
+    "MessageContext",
+    "RunStats",
+    "SQLiteDedupeStore",
+]

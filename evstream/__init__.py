@@ -5,6 +5,7 @@ from importlib import metadata as _metadata
 from evstream.errors import (
     ConfigError,
     CorruptPayloadError,
+    DeadLetter,
     DecodeError,
     DeliveryFailedError,
     DeliveryIndeterminateError,
@@ -13,6 +14,7 @@ from evstream.errors import (
     EnvelopeError,
     EventValidationError,
     EvstreamError,
+    EvstreamSignal,
     IncompatibleSchemaError,
     PartitionDecreaseError,
     PortInUseError,
@@ -45,6 +47,7 @@ except _metadata.PackageNotFoundError:  # running from a source tree that is not
 __all__ = [
     "ConfigError",
     "CorruptPayloadError",
+    "DeadLetter",
     "DecodeError",
     "DeliveryFailedError",
     "DeliveryIndeterminateError",
@@ -53,6 +56,7 @@ __all__ = [
     "EnvelopeError",
     "EventValidationError",
     "EvstreamError",
+    "EvstreamSignal",
     "IncompatibleSchemaError",
     "KafkaSettings",
     "PartitionDecreaseError",

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from consumers.cli import consume
 from evstream import __version__
 from evstream.errors import EvstreamError, StackStartError
 from evstream.output import err_console
@@ -29,6 +30,7 @@ app = typer.Typer(
     "topics  declare topics as code: plan, apply, list\n\n"
     "schemas check, bump and register the Avro schemas of the event catalog\n\n"
     "publish validate events (JSON or JSONL) and publish them\n\n"
+    "consume run a consumer group from a module's handlers\n\n"
     "demo    publish and consume a few demo events end to end\n\n"
     "Connection settings come from EVSTREAM_* variables (EVSTREAM_BOOTSTRAP_SERVERS, "
     "EVSTREAM_REGISTRY_URL, ...); see the README.",
@@ -41,6 +43,7 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(schemas_app, name="schemas")
 app.command("publish")(publish)
 app.command("demo")(demo)
+app.command("consume")(consume)
 
 
 def _version(value: bool) -> None:

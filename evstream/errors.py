@@ -38,8 +38,11 @@ matching built-in (``ValueError``, ``LookupError``...) so generic code keeps wor
             ├── UnknownSchemaIdError          the registry has no schema with that id
             └── CorruptPayloadError           truncated, garbage or trailing bytes
 
-Control-flow signals (retry, dead-letter, stop) get their own branch when the consumer
-runner lands; they are not errors and are not caught by ``except EvstreamError``.
+Control-flow signals are a separate branch, raised by handlers to steer the consumer runner;
+they are not errors and are not caught by ``except EvstreamError``::
+
+    EvstreamSignal
+    └── DeadLetter                            send this record to the dead-letter topic now
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "CorruptPayloadError",
+    "DeadLetter",
     "DecodeError",
     "DeliveryFailedError",
     "DeliveryIndeterminateError",
@@ -55,6 +59,7 @@ __all__ = [
     "EnvelopeError",
     "EventValidationError",
     "EvstreamError",
+    "EvstreamSignal",
     "IncompatibleSchemaError",
     "PartitionDecreaseError",
     "PortInUseError",
@@ -224,3 +229,11 @@ class DeliveryFailedError(PublishError):
 
 class DeliveryIndeterminateError(PublishError):
     """The delivery timed out in flight: the event may or may not have been written."""
+
+
+class EvstreamSignal(Exception):
+    """Root of control-flow signals a handler raises to steer the consumer runner."""
+
+
+class DeadLetter(EvstreamSignal):
+    """Raised by a handler: do not retry, send the record to the dead-letter topic with this reason."""

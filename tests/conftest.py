@@ -101,10 +101,14 @@ def new_topic(admin: AdminClient, request: pytest.FixtureRequest) -> Iterator[To
     """Create fresh, uniquely named topics for this test; delete them afterwards."""
     created: list[str] = []
 
-    def make(partitions: int = 3, replication_factor: int = -1, config: dict[str, str] | None = None) -> str:
-        name = f"t-{request.node.name[:40].strip('_')}-{uuid.uuid4().hex[:8]}".replace("[", "-").replace(
-            "]", ""
-        )
+    def make(
+        partitions: int = 3,
+        replication_factor: int = -1,
+        config: dict[str, str] | None = None,
+        name: str = "",
+    ) -> str:
+        test_name = request.node.name[:40].strip("_").replace("[", "-").replace("]", "")
+        name = name or f"t-{test_name}-{uuid.uuid4().hex[:8]}"
         futures = admin.create_topics(
             [
                 NewTopic(

@@ -1,0 +1,52 @@
+"""Consumer settings: at-least-once defaults (offsets stored after handling, committed periodically)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["ConsumerSettings"]
+
+
+class ConsumerSettings(BaseSettings):
+    """How :class:`consumers.ConsumerRunner` consumes. Every field reads ``EVSTREAM_CONSUMER_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="EVSTREAM_CONSUMER_", frozen=True, extra="ignore")
+
+    auto_offset_reset: Literal["earliest", "latest"] = Field(
+        default="earliest", description="Where a new group starts; default earliest."
+    )
+    batch_size: int = Field(default=500, ge=1, le=100_000, description="Records per consume() call.")
+    poll_timeout_s: float = Field(default=0.5, gt=0, description="How long one consume() waits.")
+    commit_interval_s: float = Field(default=5.0, gt=0, description="Commit stored offsets this often.")
+    session_timeout_ms: int = Field(default=45_000, ge=6000)
+    max_poll_interval_ms: int = Field(default=300_000, ge=1000)
+    retry_attempts: int = Field(
+        default=3, ge=1, le=100, description="In-place attempts per record, first included."
+    )
+    retry_wait_initial_s: float = Field(default=0.1, ge=0, description="First backoff between attempts.")
+    retry_wait_max_s: float = Field(default=2.0, ge=0, description="Backoff cap between attempts.")
+    dead_letter_suffix: str = Field(
+        default=".dlq",
+        min_length=1,
+        description="Dead-letter topic = source topic + this suffix (never empty).",
+    )
+    unknown_event_policy: Literal["skip", "dead_letter", "fail"] = Field(
+        default="skip", description="What to do with an event type no handler is registered for."
+    )
+    shutdown_timeout_s: float = Field(default=30.0, gt=0, description="Deadline for a graceful stop.")
+
+    def librdkafka(self, group_id: str) -> dict[str, Any]:
+        """These settings in librdkafka's spelling (merged over the connection config)."""
+        return {
+            "group.id": group_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,  # offsets are stored only after the handler succeeded
+            "auto.offset.reset": self.auto_offset_reset,
+            "isolation.level": "read_committed",
+            "partition.assignment.strategy": "cooperative-sticky",
+            "session.timeout.ms": self.session_timeout_ms,
+            "max.poll.interval.ms": self.max_poll_interval_ms,
+        }

@@ -1,0 +1,26 @@
+"""Handlers used by the `evstream consume` subprocess tests: append each handled event id to a file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from consumers import Handlers, MessageContext
+from schemas.domain import (
+    CustomerRegistered,
+    CustomerUpdated,
+    OrderCancelled,
+    OrderPlaced,
+    OrderShipped,
+    PaymentCaptured,
+)
+from schemas.events import Event
+
+handlers = Handlers()
+
+
+@handlers.on(OrderPlaced, PaymentCaptured, OrderShipped, OrderCancelled, CustomerRegistered, CustomerUpdated)
+def record(event: Event, ctx: MessageContext) -> None:
+    out = Path(os.environ["EVSTREAM_TEST_HANDLED_FILE"])
+    with out.open("a") as handle:
+        handle.write(f"{ctx.envelope.event_id} {ctx.topic} {ctx.partition} {ctx.offset}\n")

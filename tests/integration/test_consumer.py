@@ -1,0 +1,305 @@
+"""The consumer-group runner against the real broker: dispatch, retries, dead letters, dedupe, SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
+
+from consumers import ConsumerRunner, ConsumerSettings, Handlers, InMemoryDedupeStore, MessageContext
+from consumers.deadletter import header_pairs
+from evstream import DeadLetter, KafkaSettings, RegistrySettings
+from producers import EventProducer
+from schemas import Envelope
+from schemas.domain import (
+    CustomerRegistered,
+    CustomerUpdated,
+    OrderCancelled,
+    OrderPlaced,
+    OrderShipped,
+    PaymentCaptured,
+)
+from schemas.events import Event
+from tests.conftest import Endpoints, TopicFactory
+from tests.factories import mixed_events
+from tests.helpers import wait_until
+
+ALL = (OrderPlaced, PaymentCaptured, OrderShipped, OrderCancelled, CustomerRegistered, CustomerUpdated)
+FAST_RETRY = {
+    "retry_attempts": 3,
+    "retry_wait_initial_s": 0.001,
+    "retry_wait_max_s": 0.01,
+    "commit_interval_s": 0.5,
+}
+
+
+def publish(endpoints: Endpoints, topic: str, events: list[Event]) -> list[uuid.UUID]:
+    with EventProducer(
+        kafka=KafkaSettings(bootstrap_servers=endpoints.bootstrap_servers),
+        registry=RegistrySettings(url=endpoints.registry_url),
+    ) as producer:
+        futures = [producer.publish(e, topic=topic) for e in events]
+        producer.flush(60)
+        return [f.result(timeout=60).event_id for f in futures]
+
+
+def runner(
+    endpoints: Endpoints, group: str, handlers: Handlers, topic: str, **options: Any
+) -> ConsumerRunner:
+    return ConsumerRunner(
+        group,
+        handlers,
+        topics=[topic],
+        kafka=KafkaSettings(bootstrap_servers=endpoints.bootstrap_servers),
+        registry=RegistrySettings(url=endpoints.registry_url),
+        settings=ConsumerSettings(**{**FAST_RETRY, **options.pop("settings", {})}),
+        **options,
+    )
+
+
+def read_topic(endpoints: Endpoints, topic: str, count: int) -> list[Message]:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": endpoints.bootstrap_servers,
+            "group.id": f"r-{uuid.uuid4().hex[:6]}",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([topic])
+    got: list[Message] = []
+
+    def drain() -> bool:
+        got.extend(m for m in consumer.consume(500, timeout=0.5) if m.error() is None)
+        return len(got) >= count
+
+    try:
+        wait_until(drain, timeout=60, what=f"{count} records on {topic}")
+    finally:
+        consumer.close()
+    return got
+
+
+def committed(endpoints: Endpoints, group: str, topic: str, partitions: int) -> list[int]:
+    consumer = Consumer({"bootstrap.servers": endpoints.bootstrap_servers, "group.id": group})
+    try:
+        return [
+            tp.offset
+            for tp in consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+        ]
+    finally:
+        consumer.close()
+
+
+def end_offsets(endpoints: Endpoints, topic: str, partitions: int) -> list[int]:
+    consumer = Consumer({"bootstrap.servers": endpoints.bootstrap_servers, "group.id": "probe"})
+    try:
+        return [
+            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)
+        ]
+    finally:
+        consumer.close()
+
+
+def test_typed_dispatch_commits_and_a_restart_reprocesses_nothing(
+    endpoints: Endpoints, new_topic: TopicFactory
+) -> None:
+    topic = new_topic(partitions=3)
+    events = mixed_events(600)
+    ids = publish(endpoints, topic, events)
+    seen: list[tuple[str, uuid.UUID, int]] = []
+    handlers = Handlers()
+
+    @handlers.on(*ALL)
+    def handle(event: Event, ctx: MessageContext) -> None:
+        seen.append((event.event_type(), ctx.envelope.event_id, ctx.partition))
+
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    stats = runner(endpoints, group, handlers, topic).run(until_idle_s=3)
+    assert stats.handled == 600
+    assert sorted(i for _, i, _ in seen) == sorted(ids)
+    assert Counter(t for t, _, _ in seen) == Counter(e.event_type() for e in events)
+    assert committed(endpoints, group, topic, 3) == end_offsets(endpoints, topic, 3)
+
+    again = runner(endpoints, group, handlers, topic).run(until_idle_s=2)
+    assert again.consumed == 0
+    assert len(seen) == 600
+
+
+def test_transient_failures_retry_poison_goes_to_dlq(endpoints: Endpoints, new_topic: TopicFactory) -> None:
+    topic = new_topic(partitions=3)
+    dlq = new_topic(partitions=1, name=f"{topic}.dlq")
+    events = mixed_events(200, seed=11)
+    ids = publish(endpoints, topic, events)
+    flaky, poison, refused = set(ids[0:20]), set(ids[20:25]), set(ids[25:28])
+    attempts: Counter[uuid.UUID] = Counter()
+    handled: list[uuid.UUID] = []
+    handlers = Handlers()
+
+    @handlers.on(*ALL)
+    def handle(event: Event, ctx: MessageContext) -> None:
+        event_id = ctx.envelope.event_id
+        attempts[event_id] += 1
+        if event_id in flaky and ctx.attempt == 1:
+            raise ConnectionError("database blinked")
+        if event_id in poison:
+            raise ValueError(f"cannot handle {event_id}")
+        if event_id in refused:
+            raise DeadLetter("refused by business rule")
+        handled.append(event_id)
+
+    stats = runner(endpoints, f"g-{uuid.uuid4().hex[:8]}", handlers, topic).run(until_idle_s=3)
+
+    assert sorted(handled) == sorted(set(ids) - poison - refused)
+    assert all(attempts[i] == 2 for i in flaky)
+    assert all(attempts[i] == 3 for i in poison)
+    assert all(attempts[i] == 1 for i in refused)
+    assert stats.dead_lettered == 8
+    assert stats.retried == 20 + 2 * 5
+    dead = read_topic(endpoints, dlq, 8)
+    by_id = {Envelope.from_headers(m.headers()).event_id: dict(header_pairs(m)) for m in dead}
+    assert set(by_id) == poison | refused
+    for event_id, headers in by_id.items():
+        assert headers["evstream.dlq.topic"] == topic.encode()
+        assert int(headers["evstream.dlq.offset"]) >= 0
+        assert headers["evstream.dlq.reason"] == b"handler"
+        if event_id in poison:
+            assert headers["evstream.dlq.error-type"] == b"ValueError"
+            assert headers["evstream.dlq.attempts"] == b"3"
+            assert f"cannot handle {event_id}".encode() in headers["evstream.dlq.error-message"]
+        else:
+            assert headers["evstream.dlq.error-type"] == b"DeadLetter"
+            assert headers["evstream.dlq.attempts"] == b"1"
+
+
+def test_undecodable_records_go_straight_to_the_dlq(endpoints: Endpoints, new_topic: TopicFactory) -> None:
+    topic = new_topic(partitions=1)
+    dlq = new_topic(partitions=1, name=f"{topic}.dlq")
+    good = publish(endpoints, topic, mixed_events(10))
+    envelope = Envelope(event_type="OrderPlaced").to_headers()
+    raw = Producer({"bootstrap.servers": endpoints.bootstrap_servers})
+    raw.produce(topic, value=b"not avro at all", key=b"k1", headers=envelope)  # envelope ok, body garbage
+    raw.produce(topic, value=b"\x00\x00\x00\x00\x07garbage", key=b"k2")  # no envelope headers
+    assert raw.flush(30) == 0
+    handled: list[uuid.UUID] = []
+    handlers = Handlers()
+
+    @handlers.on(*ALL)
+    def handle(event: Event, ctx: MessageContext) -> None:
+        handled.append(ctx.envelope.event_id)
+
+    stats = runner(endpoints, f"g-{uuid.uuid4().hex[:8]}", handlers, topic).run(until_idle_s=3)
+    assert sorted(handled) == sorted(good)
+    assert stats.dead_lettered == 2
+    dead = {m.key(): m for m in read_topic(endpoints, dlq, 2)}
+    assert dead[b"k1"].value() == b"not avro at all"  # the original bytes, untouched
+    k1 = dict(header_pairs(dead[b"k1"]))
+    assert k1["evstream.dlq.reason"] == b"undecodable"
+    assert k1["evstream.dlq.error-type"] == b"UnknownMagicByteError"
+    assert k1["evstream.dlq.offset"] == b"10"
+    assert dict(header_pairs(dead[b"k2"]))["evstream.dlq.error-type"] == b"EnvelopeError"
+
+
+def test_dedupe_handles_a_redelivered_event_once(endpoints: Endpoints, new_topic: TopicFactory) -> None:
+    topic = new_topic(partitions=1)
+    event = mixed_events(1)[0]
+    envelope = Envelope(event_type=event.event_type())
+    with EventProducer(
+        kafka=KafkaSettings(bootstrap_servers=endpoints.bootstrap_servers),
+        registry=RegistrySettings(url=endpoints.registry_url),
+    ) as producer:
+        for _ in range(3):  # the same event id three times, as a retried upstream publish would
+            producer.publish(event, topic=topic, envelope=envelope).result(timeout=30)
+    calls: list[uuid.UUID] = []
+    handlers = Handlers()
+
+    @handlers.on(*ALL)
+    def handle(event: Event, ctx: MessageContext) -> None:
+        calls.append(ctx.envelope.event_id)
+
+    stats = runner(endpoints, f"g-{uuid.uuid4().hex[:8]}", handlers, topic, dedupe=InMemoryDedupeStore()).run(
+        until_idle_s=3
+    )
+    assert calls == [envelope.event_id]
+    assert (stats.handled, stats.duplicates) == (1, 2)
+
+
+def test_two_groups_each_get_every_event(endpoints: Endpoints, new_topic: TopicFactory) -> None:
+    topic = new_topic(partitions=3)
+    ids = publish(endpoints, topic, mixed_events(120))
+    results = {}
+    for name in ("billing", "shipping"):
+        got: list[uuid.UUID] = []
+        handlers = Handlers()
+
+        @handlers.on(*ALL)
+        def handle(event: Event, ctx: MessageContext, got: list[uuid.UUID] = got) -> None:
+            got.append(ctx.envelope.event_id)
+
+        runner(endpoints, f"{name}-{uuid.uuid4().hex[:6]}", handlers, topic).run(until_idle_s=3)
+        results[name] = got
+    assert sorted(results["billing"]) == sorted(ids)
+    assert sorted(results["shipping"]) == sorted(ids)
+
+
+def test_sigterm_finishes_commits_and_restart_reprocesses_nothing(
+    endpoints: Endpoints, new_topic: TopicFactory, tmp_path: Path, repo_root: Path
+) -> None:
+    topic = new_topic(partitions=3)
+    ids = publish(endpoints, topic, mixed_events(300))
+    handled_file = tmp_path / "handled.txt"
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    env = {
+        **os.environ,
+        "EVSTREAM_BOOTSTRAP_SERVERS": endpoints.bootstrap_servers,
+        "EVSTREAM_REGISTRY_URL": endpoints.registry_url,
+        "EVSTREAM_TEST_HANDLED_FILE": str(handled_file),
+        "EVSTREAM_CONSUMER_COMMIT_INTERVAL_S": "60",  # so only the shutdown commit can save the offsets
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "evstream",
+        "consume",
+        group,
+        "tests.integration.sample_handlers:handlers",
+        "--topic",
+        topic,
+    ]
+    worker = subprocess.Popen(
+        cmd, env=env, cwd=repo_root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+
+        def all_handled() -> bool:
+            return handled_file.exists() and len(handled_file.read_text().splitlines()) >= 300
+
+        wait_until(all_handled, timeout=60, what="300 events handled by the worker")
+        worker.send_signal(signal.SIGTERM)
+        out, err = worker.communicate(timeout=60)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert worker.returncode == 0, err
+    assert "handled 300" in out
+    assert sorted(line.split()[0] for line in handled_file.read_text().splitlines()) == sorted(map(str, ids))
+    assert committed(endpoints, group, topic, 3) == end_offsets(endpoints, topic, 3)
+
+    again = subprocess.run(
+        [*cmd, "--until-idle", "3"],
+        env=env,
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert again.returncode == 0, again.stderr
+    assert "consumed 0" in again.stdout
+    assert len(handled_file.read_text().splitlines()) == 300
