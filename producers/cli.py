@@ -107,6 +107,8 @@ def publish(
     )
     results: list[Delivery | PublishError] = []
     with producer:
+        for model in {type(e) for e in events}:  # registry work first: nothing is sent if it fails
+            producer.encoder(topic, model)
         futures = []
         with Progress(
             TextColumn("publishing"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
@@ -15,8 +16,12 @@ from evstream.errors import DeliveryFailedError, DeliveryIndeterminateError, Pub
 
 __all__ = ["Delivery", "DeliveryFuture", "classify"]
 
+log = logging.getLogger("evstream.producer")
+
 # Errors after which the broker may have written the event: report "indeterminate", never "lost".
 _INDETERMINATE = {
+    KafkaError._PURGE_INFLIGHT,
+    KafkaError._FATAL,
     KafkaError._MSG_TIMED_OUT,
     KafkaError._TIMED_OUT,
     KafkaError.REQUEST_TIMED_OUT,
@@ -88,7 +93,10 @@ class DeliveryFuture:
             callbacks, self._callbacks = self._callbacks, None
             self._cond.notify_all()
         for fn in callbacks or ():
-            fn(self)
+            try:
+                fn(self)
+            except Exception:  # a callback must never break delivery reporting for the others
+                log.exception("delivery callback failed")
 
     def __await__(self) -> Generator[Any, None, Delivery]:
         loop = asyncio.get_running_loop()
@@ -103,7 +111,8 @@ class DeliveryFuture:
                 waiter.set_result(done._value)
 
         def hand_over(done: DeliveryFuture) -> None:
-            loop.call_soon_threadsafe(copy, done)
+            if not loop.is_closed():  # the awaiting loop may be gone (e.g. after a timeout)
+                loop.call_soon_threadsafe(copy, done)
 
         self.add_done_callback(hand_over)
         return waiter.__await__()

@@ -8,6 +8,7 @@ awaits the same futures, so the sync and async APIs share one implementation.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -19,7 +20,13 @@ from uuid import UUID
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from evstream.errors import EvstreamError, PublishError
+from evstream.errors import (
+    DeliveryFailedError,
+    DeliveryIndeterminateError,
+    EnvelopeError,
+    EvstreamError,
+    PublishError,
+)
 from evstream.settings import KafkaSettings, RegistrySettings, librdkafka_config
 from producers.delivery import Delivery, DeliveryFuture, classify
 from producers.metrics import PUBLISH_LATENCY, PUBLISHED
@@ -32,6 +39,7 @@ from schemas.ids import new_event_id
 __all__ = ["AsyncEventProducer", "EventProducer"]
 
 Encoder = Callable[[dict[str, Any]], bytes]
+log = logging.getLogger("evstream.producer")
 
 
 class EventProducer:
@@ -67,6 +75,7 @@ class EventProducer:
         self._cond = threading.Condition()  # shared by every DeliveryFuture of this producer
         self._metric_children: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._last_publish = 0.0
+        self._txn_futures: list[tuple[DeliveryFuture, DeliveryFuture]] = []
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -76,14 +85,20 @@ class EventProducer:
             return self
         conf = librdkafka_config(self._kafka or KafkaSettings(), **self.settings.librdkafka())
         store = self._store
+        client = None
         if store is None:
             registry = self._registry_settings or RegistrySettings()
-            self._registry_client = SchemaRegistryClient(registry.client_config())
-            store = RegistrySchemaStore(self._registry_client)
-        self._codec = AvroCodec(store)
-        self._producer = Producer(conf)
-        if self.settings.transactional_id is not None:
-            self._producer.init_transactions(30)
+            client = SchemaRegistryClient(registry.client_config())
+            store = RegistrySchemaStore(client)
+        producer = Producer(conf)
+        try:
+            if self.settings.transactional_id is not None:
+                producer.init_transactions(30)
+        except KafkaException as exc:
+            if client is not None:
+                client.close()
+            raise PublishError(f"cannot initialise transactions: {exc}") from exc
+        self._registry_client, self._codec, self._producer = client, AvroCodec(store), producer
         self._stop.clear()
         self._poller = threading.Thread(target=self._poll_loop, name="evstream-producer-poll", daemon=True)
         self._poller.start()
@@ -98,28 +113,40 @@ class EventProducer:
         producer = self._producer
         assert producer is not None
         while not self._stop.is_set():
-            if time.monotonic() - self._last_publish > 0.05:
-                producer.poll(0.05)
-            else:
-                self._stop.wait(0.05)
+            try:
+                if time.monotonic() - self._last_publish > 0.05:
+                    producer.poll(0.05)
+                else:
+                    self._stop.wait(0.05)
+            except Exception:  # a failing callback must not stop delivery reports for everyone else
+                log.exception("delivery report handling failed")
 
     def flush(self, timeout: float = 30.0) -> int:
         """Wait for in-flight events; returns how many are still not acknowledged."""
         return int(self._require().flush(timeout))
 
     def close(self, timeout: float | None = None) -> int:
-        """Flush (up to ``timeout``, default ``close_timeout_s``), stop polling, release clients."""
-        if self._producer is None:
+        """Flush (up to ``timeout``, default ``close_timeout_s``), stop polling, release clients.
+
+        Events still not acknowledged after the timeout are purged, so every future resolves:
+        queued ones fail (not written), in-flight ones are indeterminate. Returns how many.
+        """
+        producer = self._producer
+        if producer is None:
             return 0
-        remaining = self.flush(self.settings.close_timeout_s if timeout is None else timeout)
-        self._stop.set()
-        if self._poller is not None:
-            self._poller.join(timeout=5)
-        self._producer.poll(0)
-        self._producer = None
-        if self._registry_client is not None:
-            self._registry_client.close()
-            self._registry_client = None
+        try:
+            remaining = int(producer.flush(self.settings.close_timeout_s if timeout is None else timeout))
+            if remaining:
+                producer.purge(in_queue=True, in_flight=True)
+                producer.flush(5)  # delivers the purge reports to the futures
+        finally:
+            self._stop.set()
+            if self._poller is not None:
+                self._poller.join(timeout=5)
+            self._producer = None
+            if self._registry_client is not None:
+                self._registry_client.close()
+                self._registry_client = None
         return remaining
 
     def __enter__(self) -> Self:
@@ -166,6 +193,8 @@ class EventProducer:
         target = topic or model.topic
         event_type = model.event_type()
         if envelope is not None:
+            if envelope.event_type != event_type:
+                raise EnvelopeError(f"envelope says {envelope.event_type!r} but the event is {event_type!r}")
             event_id, headers = envelope.event_id, envelope.to_headers()
         else:
             event_id = new_event_id()
@@ -193,6 +222,10 @@ class EventProducer:
             except KafkaException as exc:
                 PUBLISHED.labels(target, event_type, "failed").inc()
                 raise PublishError(f"{target}: cannot produce event {event_id}: {exc}") from exc
+        if self._in_transaction:  # resolve only when the transaction's outcome is known
+            held = DeliveryFuture(self._cond)
+            self._txn_futures.append((future, held))
+            return held
         return future
 
     def publish_dict(self, event_type: str, data: Mapping[str, Any], **options: Any) -> DeliveryFuture:
@@ -227,7 +260,8 @@ class EventProducer:
             )
             return
         error = classify(err, topic=topic, event_id=event_id)
-        PUBLISHED.labels(topic, event_type, type(error).__name__.removesuffix("Error").lower()).inc()
+        outcome = "indeterminate" if isinstance(error, DeliveryIndeterminateError) else "failed"
+        PUBLISHED.labels(topic, event_type, outcome).inc()
         future._resolve(None, error)
 
     def _metrics(self, topic: str, event_type: str) -> tuple[Any, Any]:
@@ -256,20 +290,44 @@ class EventProducer:
             raise EvstreamError("transactions do not nest")
         producer.begin_transaction()
         self._in_transaction = True
+        self._txn_futures = []
         try:
             yield self
         except BaseException:
             producer.abort_transaction(timeout)
+            self._settle_transaction(
+                DeliveryFailedError("the transaction was aborted: not visible to readers")
+            )
             raise
         else:
             try:
                 producer.commit_transaction(timeout)
             except KafkaException as exc:
-                with contextlib.suppress(KafkaException):
+                try:
                     producer.abort_transaction(timeout)
+                except KafkaException as abort_exc:
+                    unknown = DeliveryIndeterminateError(
+                        f"commit failed ({exc}) and abort failed ({abort_exc})"
+                    )
+                    self._settle_transaction(unknown)
+                    raise unknown from exc
+                self._settle_transaction(DeliveryFailedError(f"commit failed and was aborted: {exc}"))
                 raise PublishError(f"transaction commit failed and was aborted: {exc}") from exc
+            self._settle_transaction(None)
         finally:
             self._in_transaction = False
+
+    def _settle_transaction(self, error: PublishError | None) -> None:
+        """Resolve the futures handed out inside the transaction: committed deliveries, or ``error``."""
+        pending, self._txn_futures = self._txn_futures, []
+        for inner, held in pending:
+            if error is not None:
+                held._resolve(None, error)
+                continue
+            try:
+                held._resolve(inner.result(timeout=30), None)
+            except PublishError as exc:
+                held._resolve(None, exc)
 
 
 class AsyncEventProducer:

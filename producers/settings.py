@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["ProducerSettings"]
@@ -41,6 +41,14 @@ class ProducerSettings(BaseSettings):
     close_timeout_s: float = Field(
         default=30.0, ge=0, description="How long close() waits for in-flight events."
     )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ProducerSettings:
+        if self.enable_idempotence and self.acks != "all":
+            raise ValueError("enable_idempotence needs acks=all")
+        if self.transactional_id is not None and self.delivery_timeout_ms > 900_000:
+            raise ValueError("with transactions, delivery_timeout_ms must be <= 900000 (the broker's max)")
+        return self
 
     def librdkafka(self) -> dict[str, Any]:
         """These settings in librdkafka's spelling (merged over the connection config)."""

@@ -47,6 +47,14 @@ class Event(AvroBaseModel):
     aggregate_field: ClassVar[str] = ""
     compatibility: ClassVar[Compatibility] = "BACKWARD"
 
+    @field_validator("*", mode="after")
+    @classmethod
+    def _aware_datetimes(cls, value: Any) -> Any:
+        # Avro timestamp-millis is UTC; a naive datetime would be read as the host's local time.
+        if isinstance(value, datetime) and value.tzinfo is None:
+            raise ValueError("datetimes must carry a timezone (e.g. 2026-11-27T10:00:00Z)")
+        return value
+
     def aggregate_id(self) -> str:
         """The Kafka key: the aggregate this event belongs to."""
         return str(getattr(self, self.aggregate_field))

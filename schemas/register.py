@@ -35,6 +35,16 @@ def _exists(client: SchemaRegistryClient, subject: str) -> bool:
     return True
 
 
+def _registered_id(client: SchemaRegistryClient, subject: str, schema: Schema) -> int | None:
+    try:
+        found = client.lookup_schema(subject, schema).schema_id
+        return int(found) if found is not None else None
+    except SchemaRegistryError as exc:
+        if is_not_found(exc):
+            return None
+        raise
+
+
 def register_catalog(
     catalog: Catalog, history: SchemaHistory, client: SchemaRegistryClient
 ) -> list[Registered]:
@@ -52,8 +62,14 @@ def register_catalog(
             raise SchemaHistoryError(f"{subject}: no committed version; run `evstream schemas bump` first")
         ids = []
         with registry_errors(subject):
+            if _exists(client, subject):
+                client.set_compatibility(subject, model.compatibility)
             for number, schema in versions:
                 candidate = Schema(json.dumps(schema), "AVRO")
+                known = _registered_id(client, subject, candidate)
+                if known is not None:  # already there (a re-run): never re-test old versions
+                    ids.append(known)
+                    continue
                 if _exists(client, subject) and not client.test_compatibility(subject, candidate):
                     raise IncompatibleSchemaError(
                         f"{subject} v{number}: the registry says it is incompatible with what it holds "
