@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 from pathlib import Path
 from typing import Annotated
@@ -14,7 +13,7 @@ from consumers.handlers import Handlers
 from consumers.runner import ConsumerRunner
 from consumers.settings import ConsumerSettings
 from evstream.endpoints import kafka_settings, load_settings, registry_settings
-from evstream.errors import ConfigError
+from evstream.imports import import_object
 from evstream.output import console
 
 __all__ = ["consume"]
@@ -22,14 +21,7 @@ __all__ = ["consume"]
 
 def load_handlers(spec: str) -> Handlers:
     """Import ``module:attribute`` (attribute defaults to ``handlers``) and check it is a Handlers."""
-    module_name, _, attr = spec.partition(":")
-    try:
-        found = getattr(importlib.import_module(module_name), attr or "handlers")
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"cannot load handlers {spec!r}: {exc}") from exc
-    if not isinstance(found, Handlers):
-        raise ConfigError(f"{spec!r} is a {type(found).__name__}, not a consumers.Handlers")
-    return found
+    return import_object(spec, Handlers, default_attr="handlers")
 
 
 def consume(

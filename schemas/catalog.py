@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from pydantic import ValidationError
 
 from evstream.errors import ConfigError, EventValidationError, UnknownEventTypeError
+from evstream.imports import import_object
 from schemas.events import Event
 
 __all__ = ["Catalog", "load_catalog", "validate_event"]
@@ -57,11 +57,4 @@ class Catalog:
 
 def load_catalog(spec: str) -> Catalog:
     """Import a catalog from ``module:attribute`` (e.g. ``schemas.domain:CATALOG``)."""
-    module_name, _, attr = spec.partition(":")
-    try:
-        catalog = getattr(importlib.import_module(module_name), attr or "CATALOG")
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"cannot load catalog {spec!r}: {exc}") from exc
-    if not isinstance(catalog, Catalog):
-        raise ConfigError(f"{spec!r} is a {type(catalog).__name__}, not a schemas.Catalog")
-    return catalog
+    return import_object(spec, Catalog, default_attr="CATALOG")

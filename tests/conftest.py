@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from evstream.errors import StackError
 from evstream.stack import LocalStack
@@ -86,6 +87,14 @@ def endpoints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
             private.down()
         return
     yield Endpoints(state.bootstrap_servers, state.registry_url or "", f"local stack in {shared.data_dir}")
+
+
+@pytest.fixture
+def registry(endpoints: Endpoints) -> Iterator[SchemaRegistryClient]:
+    """A confluent-kafka SchemaRegistryClient on the session's registry."""
+    assert endpoints.registry_url, f"no registry URL for this session ({endpoints.source})"
+    with SchemaRegistryClient({"url": endpoints.registry_url}) as client:
+        yield client
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import struct
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from confluent_kafka.schema_registry import SchemaRegistryClient
@@ -14,7 +13,6 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 
 from evstream import UnknownSchemaIdError
 from schemas import AvroCodec, RecordCoordinates, RegistrySchemaStore
-from tests.conftest import Endpoints
 
 SCHEMA = {
     "type": "record",
@@ -28,12 +26,6 @@ SCHEMA = {
         {"name": "card_last4", "type": ["null", "string"], "default": None},
     ],
 }
-
-
-@pytest.fixture
-def registry(endpoints: Endpoints) -> Iterator[SchemaRegistryClient]:
-    with SchemaRegistryClient({"url": endpoints.registry_url}) as client:
-        yield client
 
 
 def records() -> list[dict[str, object]]:

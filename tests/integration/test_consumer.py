@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from consumers import ConsumerRunner, ConsumerSettings, Handlers, InMemoryDedupeStore, MessageContext
 from consumers.deadletter import header_pairs
@@ -30,6 +30,7 @@ from schemas.events import Event
 from tests.conftest import Endpoints, TopicFactory
 from tests.factories import mixed_events
 from tests.helpers import wait_until
+from tests.kafka_helpers import committed_offsets, end_offsets, read_records
 
 ALL = (OrderPlaced, PaymentCaptured, OrderShipped, OrderCancelled, CustomerRegistered, CustomerUpdated)
 FAST_RETRY = {
@@ -64,49 +65,6 @@ def runner(
     )
 
 
-def read_topic(endpoints: Endpoints, topic: str, count: int) -> list[Message]:
-    consumer = Consumer(
-        {
-            "bootstrap.servers": endpoints.bootstrap_servers,
-            "group.id": f"r-{uuid.uuid4().hex[:6]}",
-            "auto.offset.reset": "earliest",
-        }
-    )
-    consumer.subscribe([topic])
-    got: list[Message] = []
-
-    def drain() -> bool:
-        got.extend(m for m in consumer.consume(500, timeout=0.5) if m.error() is None)
-        return len(got) >= count
-
-    try:
-        wait_until(drain, timeout=60, what=f"{count} records on {topic}")
-    finally:
-        consumer.close()
-    return got
-
-
-def committed(endpoints: Endpoints, group: str, topic: str, partitions: int) -> list[int]:
-    consumer = Consumer({"bootstrap.servers": endpoints.bootstrap_servers, "group.id": group})
-    try:
-        return [
-            tp.offset
-            for tp in consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
-        ]
-    finally:
-        consumer.close()
-
-
-def end_offsets(endpoints: Endpoints, topic: str, partitions: int) -> list[int]:
-    consumer = Consumer({"bootstrap.servers": endpoints.bootstrap_servers, "group.id": "probe"})
-    try:
-        return [
-            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)
-        ]
-    finally:
-        consumer.close()
-
-
 def test_typed_dispatch_commits_and_a_restart_reprocesses_nothing(
     endpoints: Endpoints, new_topic: TopicFactory
 ) -> None:
@@ -125,7 +83,9 @@ def test_typed_dispatch_commits_and_a_restart_reprocesses_nothing(
     assert stats.handled == 600
     assert sorted(i for _, i, _ in seen) == sorted(ids)
     assert Counter(t for t, _, _ in seen) == Counter(e.event_type() for e in events)
-    assert committed(endpoints, group, topic, 3) == end_offsets(endpoints, topic, 3)
+    assert committed_offsets(endpoints.bootstrap_servers, group, topic, 3) == end_offsets(
+        endpoints.bootstrap_servers, topic
+    )
 
     again = runner(endpoints, group, handlers, topic).run(until_idle_s=2)
     assert again.consumed == 0
@@ -162,7 +122,7 @@ def test_transient_failures_retry_poison_goes_to_dlq(endpoints: Endpoints, new_t
     assert all(attempts[i] == 1 for i in refused)
     assert stats.dead_lettered == 8
     assert stats.retried == 20 + 2 * 5
-    dead = read_topic(endpoints, dlq, 8)
+    dead = read_records(endpoints.bootstrap_servers, [dlq], 8)
     by_id = {Envelope.from_headers(m.headers()).event_id: dict(header_pairs(m)) for m in dead}
     assert set(by_id) == poison | refused
     for event_id, headers in by_id.items():
@@ -197,7 +157,7 @@ def test_undecodable_records_go_straight_to_the_dlq(endpoints: Endpoints, new_to
     stats = runner(endpoints, f"g-{uuid.uuid4().hex[:8]}", handlers, topic).run(until_idle_s=3)
     assert sorted(handled) == sorted(good)
     assert stats.dead_lettered == 2
-    dead = {m.key(): m for m in read_topic(endpoints, dlq, 2)}
+    dead = {m.key(): m for m in read_records(endpoints.bootstrap_servers, [dlq], 2)}
     assert dead[b"k1"].value() == b"not avro at all"  # the original bytes, untouched
     k1 = dict(header_pairs(dead[b"k1"]))
     assert k1["evstream.dlq.reason"] == b"undecodable"
@@ -289,7 +249,9 @@ def test_sigterm_finishes_commits_and_restart_reprocesses_nothing(
     assert worker.returncode == 0, err
     assert "handled 300" in out
     assert sorted(line.split()[0] for line in handled_file.read_text().splitlines()) == sorted(map(str, ids))
-    assert committed(endpoints, group, topic, 3) == end_offsets(endpoints, topic, 3)
+    assert committed_offsets(endpoints.bootstrap_servers, group, topic, 3) == end_offsets(
+        endpoints.bootstrap_servers, topic
+    )
 
     again = subprocess.run(
         [*cmd, "--until-idle", "3"],

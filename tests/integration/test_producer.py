@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
@@ -21,7 +19,7 @@ from producers.delivery import DeliveryFuture
 from schemas import Envelope
 from tests.conftest import Endpoints, TopicFactory
 from tests.factories import mixed_events
-from tests.helpers import wait_until
+from tests.kafka_helpers import end_offsets, read_records
 
 
 def producer_for(endpoints: Endpoints, **settings: Any) -> EventProducer:
@@ -30,45 +28,6 @@ def producer_for(endpoints: Endpoints, **settings: Any) -> EventProducer:
         registry=RegistrySettings(url=endpoints.registry_url),
         settings=ProducerSettings(**settings),
     )
-
-
-def read_all(endpoints: Endpoints, topics: list[str], count: int, **conf: Any) -> list[Message]:
-    consumer = Consumer(
-        {
-            "bootstrap.servers": endpoints.bootstrap_servers,
-            "group.id": f"read-{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            **conf,
-        }
-    )
-    consumer.subscribe(topics)
-    got: list[Message] = []
-
-    def drain() -> bool:
-        got.extend(m for m in consumer.consume(1000, timeout=0.5) if m.error() is None)
-        return len(got) >= count
-
-    try:
-        wait_until(drain, timeout=90, what=f"{count} records")
-    finally:
-        consumer.close()
-    return got
-
-
-def end_offsets(admin: AdminClient, endpoints: Endpoints, topic: str) -> dict[int, int]:
-    consumer = Consumer({"bootstrap.servers": endpoints.bootstrap_servers, "group.id": "probe"})
-    try:
-        parts = admin.list_topics(topic, timeout=10).topics[topic].partitions
-        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
-    finally:
-        consumer.close()
-
-
-@pytest.fixture
-def registry(endpoints: Endpoints) -> Iterator[SchemaRegistryClient]:
-    with SchemaRegistryClient({"url": endpoints.registry_url}) as client:
-        yield client
 
 
 def test_10k_mixed_events_read_back_by_confluent_deserializer(
@@ -87,7 +46,7 @@ def test_10k_mixed_events_read_back_by_confluent_deserializer(
     assert len({(d.topic, d.partition, d.offset) for d in deliveries}) == 10_000
 
     deserializer = AvroDeserializer(registry)
-    records = read_all(endpoints, [orders, customers], 10_000)
+    records = read_records(endpoints.bootstrap_servers, [orders, customers], 10_000)
     assert len(records) == 10_000
     by_id = {d.event_id: (e, i) for i, (d, e) in enumerate(zip(deliveries, events, strict=True))}
     keys_seen: dict[tuple[str, bytes], list[int]] = defaultdict(list)
@@ -108,7 +67,7 @@ def test_10k_mixed_events_read_back_by_confluent_deserializer(
 def test_invalid_event_names_the_field_and_writes_nothing(
     endpoints: Endpoints, admin: AdminClient, topic: str
 ) -> None:
-    before = end_offsets(admin, endpoints, topic)
+    before = end_offsets(endpoints.bootstrap_servers, topic)
     invalid_before = REGISTRY.get_sample_value(
         "evstream_events_published_total", {"topic": topic, "event_type": "OrderPlaced", "outcome": "invalid"}
     )
@@ -129,7 +88,7 @@ def test_invalid_event_names_the_field_and_writes_nothing(
                 topic=topic,
             )
         assert producer.flush(10) == 0
-    assert end_offsets(admin, endpoints, topic) == before
+    assert end_offsets(endpoints.bootstrap_servers, topic) == before
     invalid_after = REGISTRY.get_sample_value(
         "evstream_events_published_total", {"topic": topic, "event_type": "OrderPlaced", "outcome": "invalid"}
     )
@@ -161,7 +120,9 @@ def test_transaction_that_raises_leaves_nothing_visible(
             future.result(timeout=0)
     # The aborted six were written first, so a read_committed reader that reached all six committed
     # events has passed every aborted offset: had any been visible, it would be in `got`.
-    got = read_all(endpoints, [orders, customers], 6, **{"isolation.level": "read_committed"})
+    got = read_records(
+        endpoints.bootstrap_servers, [orders, customers], 6, **{"isolation.level": "read_committed"}
+    )
     assert len(got) == 6
     assert {Envelope.from_headers(m.headers()).event_id for m in got} == ids
 
@@ -200,5 +161,5 @@ def test_async_producer_round_trip(endpoints: Endpoints, topic: str) -> None:
     assert acked == 30
     assert (REGISTRY.get_sample_value("evstream_publish_latency_seconds_count", {"topic": topic}) or 0) == 30
     assert [d.event_type for d in deliveries] == [e.event_type() for e in events]
-    got = read_all(endpoints, [topic], 30)
+    got = read_records(endpoints.bootstrap_servers, [topic], 30)
     assert {(m.partition(), m.offset()) for m in got} == {(d.partition, d.offset) for d in deliveries}

@@ -11,6 +11,7 @@ from schemas import Envelope
 from tests.conftest import Endpoints, TopicFactory
 from tests.factories import mixed_events
 from tests.helpers import one_line_error, run_cli
+from tests.kafka_helpers import end_offsets
 
 
 def env_for(endpoints: Endpoints) -> dict[str, str]:
@@ -18,16 +19,6 @@ def env_for(endpoints: Endpoints) -> dict[str, str]:
         "EVSTREAM_BOOTSTRAP_SERVERS": endpoints.bootstrap_servers,
         "EVSTREAM_REGISTRY_URL": endpoints.registry_url,
     }
-
-
-def end_offsets(endpoints: Endpoints, topic: str, partitions: int) -> list[int]:
-    consumer = Consumer({"bootstrap.servers": endpoints.bootstrap_servers, "group.id": "probe"})
-    try:
-        return [
-            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)
-        ]
-    finally:
-        consumer.close()
 
 
 def test_publish_one_event_prints_where_it_landed(endpoints: Endpoints, topic: str) -> None:
@@ -81,7 +72,7 @@ def test_publish_a_jsonl_file(endpoints: Endpoints, new_topic: TopicFactory, tmp
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)
     assert [r["type"] for r in rows] == [e.event_type() for e in events]
-    assert sum(end_offsets(endpoints, topic, 3)) == 300
+    assert sum(end_offsets(endpoints.bootstrap_servers, topic)) == 300
 
 
 def test_one_invalid_line_publishes_nothing(endpoints: Endpoints, topic: str, tmp_path: Path) -> None:
@@ -97,7 +88,7 @@ def test_one_invalid_line_publishes_nothing(endpoints: Endpoints, topic: str, tm
     line = one_line_error(proc)
     assert line.startswith(f"error: {path}:57: {broken['type']}: field '")
     assert "String should have at least 1 character" in line
-    assert end_offsets(endpoints, topic, 3) == [0, 0, 0]
+    assert end_offsets(endpoints.bootstrap_servers, topic) == [0, 0, 0]
 
 
 def test_bad_command_lines_exit_2_without_a_broker(tmp_path: Path) -> None:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import struct
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
@@ -22,13 +20,6 @@ SCHEMA = """{"type": "record", "name": "Smoke", "namespace": "evstream.tests", "
   {"name": "tags", "type": {"type": "array", "items": "string"}},
   {"name": "note", "type": ["null", "string"], "default": null}
 ]}"""
-
-
-@pytest.fixture
-def registry(endpoints: Endpoints) -> Iterator[SchemaRegistryClient]:
-    assert endpoints.registry_url, "no registry URL for this session"
-    with SchemaRegistryClient({"url": endpoints.registry_url}) as client:
-        yield client
 
 
 def test_register_serialize_deserialize_roundtrip(registry: SchemaRegistryClient) -> None:

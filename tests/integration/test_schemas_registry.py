@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
 
@@ -16,12 +15,6 @@ from schemas import Catalog, Event, SchemaHistory, register_catalog
 from schemas.domain import CATALOG
 from tests.conftest import Endpoints
 from tests.helpers import one_line_error, run_cli
-
-
-@pytest.fixture
-def registry(endpoints: Endpoints) -> Iterator[SchemaRegistryClient]:
-    with SchemaRegistryClient({"url": endpoints.registry_url}) as client:
-        yield client
 
 
 def test_register_the_demo_catalog_is_idempotent(

@@ -6,13 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from evstream import StackNotRunningError
 from evstream.stack import LocalStack, StackState, default_data_dir
 from evstream.stack.processes import is_alive
 from tests.conftest import Endpoints
 from tests.helpers import one_line_error, run_cli
+from tests.kafka_helpers import end_offsets
 
 
 @pytest.fixture
@@ -79,22 +79,11 @@ def test_demo_with_unreachable_registry_writes_nothing(endpoints: Endpoints, rep
         "EVSTREAM_REGISTRY_URL": "http://127.0.0.1:1",
     }
     assert run_cli("topics", "apply", "-f", str(topics), env=env).returncode == 0
-    before = end_offsets(endpoints, "orders")
+    before = end_offsets(endpoints.bootstrap_servers, "orders")
     proc = run_cli("demo", "-f", str(topics), env=env)
     assert proc.returncode == 1
     assert one_line_error(proc).startswith("error: schema registry at http://127.0.0.1:1:")
-    assert end_offsets(endpoints, "orders") == before
-
-
-def end_offsets(endpoints: Endpoints, topic: str) -> dict[int, int]:
-    consumer = Consumer({"bootstrap.servers": endpoints.bootstrap_servers, "group.id": "offsets-probe"})
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        return {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions
-        }
-    finally:
-        consumer.close()
+    assert end_offsets(endpoints.bootstrap_servers, "orders") == before
 
 
 def test_private_stack_lifecycle_without_registry(tmp_path: Path) -> None:
