@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from consumers.cli import consume
+from consumers.groups_cli import app as groups_app
 from evstream import __version__
 from evstream.errors import EvstreamError, StackStartError
 from evstream.output import err_console
@@ -31,6 +32,7 @@ app = typer.Typer(
     "schemas check, bump and register the Avro schemas of the event catalog\n\n"
     "publish validate events (JSON or JSONL) and publish them\n\n"
     "consume run a consumer group from a module's handlers\n\n"
+    "groups  list consumer groups; describe members, offsets and lag\n\n"
     "demo    publish and consume a few demo events end to end\n\n"
     "Connection settings come from EVSTREAM_* variables (EVSTREAM_BOOTSTRAP_SERVERS, "
     "EVSTREAM_REGISTRY_URL, ...); see the README.",
@@ -44,6 +46,7 @@ app.add_typer(schemas_app, name="schemas")
 app.command("publish")(publish)
 app.command("demo")(demo)
 app.command("consume")(consume)
+app.add_typer(groups_app, name="groups")
 
 
 def _version(value: bool) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -29,7 +30,7 @@ from schemas.domain import (
 from schemas.events import Event
 from tests.conftest import Endpoints, TopicFactory
 from tests.factories import mixed_events
-from tests.helpers import wait_until
+from tests.helpers import one_line_error, run_cli, wait_until
 from tests.kafka_helpers import committed_offsets, end_offsets, read_records
 
 ALL = (OrderPlaced, PaymentCaptured, OrderShipped, OrderCancelled, CustomerRegistered, CustomerUpdated)
@@ -265,3 +266,40 @@ def test_sigterm_finishes_commits_and_restart_reprocesses_nothing(
     assert again.returncode == 0, again.stderr
     assert "consumed 0" in again.stdout
     assert len(handled_file.read_text().splitlines()) == 300
+
+
+def test_groups_list_and_describe_show_offsets_and_lag(endpoints: Endpoints, new_topic: TopicFactory) -> None:
+    topic = new_topic(partitions=3)
+    publish(endpoints, topic, mixed_events(90))
+    handlers = Handlers()
+
+    @handlers.on(*ALL)
+    def handle(event: Event, ctx: MessageContext) -> None:
+        return None
+
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    runner(endpoints, group, handlers, topic).run(until_idle_s=3)
+    publish(endpoints, topic, mixed_events(12, seed=3))  # 12 more the group has not read: its lag
+    env = {"EVSTREAM_BOOTSTRAP_SERVERS": endpoints.bootstrap_servers}
+
+    listed = run_cli("groups", "list", "-o", "json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert {"group_id": group, "state": "EMPTY"}.items() <= next(
+        g for g in json.loads(listed.stdout) if g["group_id"] == group
+    ).items()
+
+    described = run_cli("groups", "describe", group, "-o", "json", env=env)
+    assert described.returncode == 0, described.stderr
+    info = json.loads(described.stdout)
+    assert info["state"] == "EMPTY"
+    assert info["members"] == []
+    assert info["total_lag"] == 12
+    ends = end_offsets(endpoints.bootstrap_servers, topic)
+    rows = {p["partition"]: p for p in info["partitions"]}
+    assert sorted(rows) == [0, 1, 2]
+    assert [rows[p]["end"] for p in range(3)] == ends
+    assert sum(rows[p]["committed"] for p in range(3)) == 90
+
+    missing = run_cli("groups", "describe", f"no-such-{uuid.uuid4().hex[:6]}", env=env)
+    assert missing.returncode == 1
+    assert one_line_error(missing).startswith("error: no consumer group 'no-such-")
