@@ -82,6 +82,7 @@ class ConsumerRunner:
         self._consumer: Consumer | None = None
         self._dlq: Producer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._children: dict[tuple[str, str], Any] = {}
 
     def stop(self) -> None:
         """Ask :meth:`run` to finish the record in hand, commit and return (thread- and signal-safe)."""
@@ -168,7 +169,7 @@ class ConsumerRunner:
     def _process(self, msg: Message, codec: AvroCodec) -> None:
         topic = msg.topic() or ""
         self.stats.consumed += 1
-        CONSUMED.labels(topic, self.group_id).inc()
+        self._outcome(topic, "consumed").inc()
         first_failure = datetime.now(UTC)
         try:
             envelope = Envelope.from_headers(msg.headers())
@@ -188,33 +189,61 @@ class ConsumerRunner:
             return
         if self.dedupe is not None and self.dedupe.seen(envelope.event_id):
             self.stats.duplicates += 1
-            OUTCOMES.labels(topic, self.group_id, "duplicate").inc()
+            self._outcome(topic, "duplicate").inc()
             return
-        attempts = 0
+        attempts = 1
         try:
-            for attempt in stamina.retry_context(
-                on=_Transient,
-                attempts=self.settings.retry_attempts,
-                timeout=None,
-                wait_initial=self.settings.retry_wait_initial_s,
-                wait_max=self.settings.retry_wait_max_s,
-            ):
-                with attempt:
-                    attempts += 1
-                    if attempts > 1:
-                        self.stats.retried += 1
-                        OUTCOMES.labels(topic, self.group_id, "retried").inc()
-                    self._call(handler, event, msg, envelope, attempts)
+            try:  # the common case first: one call, no retry machinery
+                self._call(handler, event, msg, envelope, 1)
+            except _Transient:
+                if self.settings.retry_attempts == 1:
+                    raise
+                attempts = self._retry(handler, event, msg, envelope, topic)
         except DeadLetter as exc:
             self._dead_letter(msg, "handler", exc, attempts, first_failure)
             return
         except _Transient as exc:
-            self._dead_letter(msg, "handler", exc.__cause__ or exc, attempts, first_failure)
+            self._dead_letter(
+                msg, "handler", exc.__cause__ or exc, self.settings.retry_attempts, first_failure
+            )
             return
         if self.dedupe is not None:
             self.dedupe.mark(envelope.event_id)
         self.stats.handled += 1
-        OUTCOMES.labels(topic, self.group_id, "handled").inc()
+        self._outcome(topic, "handled").inc()
+
+    def _retry(self, handler: Any, event: Any, msg: Message, envelope: Envelope, topic: str) -> int:
+        """Attempts 2..N with exponential backoff; returns the attempt that succeeded."""
+        attempts = 1
+        self._stop.wait(self.settings.retry_wait_initial_s)  # back off before the first retry too
+        for attempt in stamina.retry_context(
+            on=_Transient,
+            attempts=self.settings.retry_attempts - 1,
+            timeout=None,
+            wait_initial=self.settings.retry_wait_initial_s,
+            wait_max=self.settings.retry_wait_max_s,
+        ):
+            with attempt:
+                attempts += 1
+                self.stats.retried += 1
+                self._outcome(topic, "retried").inc()
+                self._call(handler, event, msg, envelope, attempts)
+                return attempts
+        raise _Transient("retries exhausted")  # not reached: stamina re-raises the last failure
+
+    def _outcome(self, topic: str, outcome: str) -> Any:
+        """Labelled metric children, cached: ``labels()`` is too slow to call per record."""
+        key = (topic, outcome)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = (
+                CONSUMED.labels(topic, self.group_id)
+                if outcome == "consumed"
+                else HANDLER_LATENCY.labels(topic, self.group_id)
+                if outcome == "latency"
+                else OUTCOMES.labels(topic, self.group_id, outcome)
+            )
+        return child
 
     def _call(self, handler: Any, event: Any, msg: Message, envelope: Envelope, attempt: int) -> None:
         ts_type, ts = msg.timestamp()
@@ -240,7 +269,7 @@ class ConsumerRunner:
             log.warning("handler failed (attempt %d) for event %s: %r", attempt, envelope.event_id, exc)
             raise _Transient(str(exc)) from exc
         finally:
-            HANDLER_LATENCY.labels(ctx.topic, self.group_id).observe(time.perf_counter() - started)
+            self._outcome(ctx.topic, "latency").observe(time.perf_counter() - started)
 
     def _unknown(self, msg: Message, envelope: Envelope, first_failure: datetime) -> None:
         policy = self.settings.unknown_event_policy
