@@ -209,21 +209,19 @@ def test_two_groups_each_get_every_event(endpoints: Endpoints, new_topic: TopicF
     assert sorted(results["shipping"]) == sorted(ids)
 
 
-def test_sigterm_finishes_commits_and_restart_reprocesses_nothing(
-    endpoints: Endpoints, new_topic: TopicFactory, tmp_path: Path, repo_root: Path
-) -> None:
-    topic = new_topic(partitions=3)
-    ids = publish(endpoints, topic, mixed_events(300))
-    handled_file = tmp_path / "handled.txt"
-    group = f"g-{uuid.uuid4().hex[:8]}"
-    env = {
+def worker_env(endpoints: Endpoints, handled_file: Path, **consumer: str) -> dict[str, str]:
+    """Environment for an `evstream consume` subprocess running tests.integration.sample_handlers."""
+    return {
         **os.environ,
         "EVSTREAM_BOOTSTRAP_SERVERS": endpoints.bootstrap_servers,
         "EVSTREAM_REGISTRY_URL": endpoints.registry_url,
         "EVSTREAM_TEST_HANDLED_FILE": str(handled_file),
-        "EVSTREAM_CONSUMER_COMMIT_INTERVAL_S": "60",  # so only the shutdown commit can save the offsets
+        **consumer,
     }
-    cmd = [
+
+
+def consume_cmd(group: str, topic: str, *extra: str) -> list[str]:
+    return [
         sys.executable,
         "-m",
         "evstream",
@@ -232,7 +230,34 @@ def test_sigterm_finishes_commits_and_restart_reprocesses_nothing(
         "tests.integration.sample_handlers:handlers",
         "--topic",
         topic,
+        *extra,
     ]
+
+
+def run_until_idle(
+    cmd: list[str], env: dict[str, str], cwd: Path, idle_s: int
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*cmd, "--until-idle", str(idle_s)],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_sigterm_finishes_commits_and_restart_reprocesses_nothing(
+    endpoints: Endpoints, new_topic: TopicFactory, tmp_path: Path, repo_root: Path
+) -> None:
+    topic = new_topic(partitions=3)
+    ids = publish(endpoints, topic, mixed_events(300))
+    handled_file = tmp_path / "handled.txt"
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    # A long commit interval, so only the shutdown commit can save the offsets.
+    env = worker_env(endpoints, handled_file, EVSTREAM_CONSUMER_COMMIT_INTERVAL_S="60")
+    cmd = consume_cmd(group, topic)
     worker = subprocess.Popen(
         cmd, env=env, cwd=repo_root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -254,15 +279,7 @@ def test_sigterm_finishes_commits_and_restart_reprocesses_nothing(
         endpoints.bootstrap_servers, topic
     )
 
-    again = subprocess.run(
-        [*cmd, "--until-idle", "3"],
-        env=env,
-        cwd=repo_root,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    again = run_until_idle(cmd, env, repo_root, 3)
     assert again.returncode == 0, again.stderr
     assert "consumed 0" in again.stdout
     assert len(handled_file.read_text().splitlines()) == 300
@@ -312,29 +329,16 @@ def test_kill_9_three_times_loses_nothing_and_dedupe_absorbs_replays(
     ids = {str(i) for i in publish(endpoints, topic, mixed_events(1500, seed=5))}
     handled_file = tmp_path / "handled.txt"
     group = f"g-{uuid.uuid4().hex[:8]}"
-    env = {
-        **os.environ,
-        "EVSTREAM_BOOTSTRAP_SERVERS": endpoints.bootstrap_servers,
-        "EVSTREAM_REGISTRY_URL": endpoints.registry_url,
-        "EVSTREAM_TEST_HANDLED_FILE": str(handled_file),
-        "EVSTREAM_TEST_HANDLER_WORK_S": "0.002",
-        "EVSTREAM_CONSUMER_COMMIT_INTERVAL_S": "0.5",
-        "EVSTREAM_CONSUMER_BATCH_SIZE": "50",
+    env = worker_env(
+        endpoints,
+        handled_file,
+        EVSTREAM_TEST_HANDLER_WORK_S="0.002",
+        EVSTREAM_CONSUMER_COMMIT_INTERVAL_S="0.5",
+        EVSTREAM_CONSUMER_BATCH_SIZE="50",
         # A killed member holds its partitions until its session expires: keep that short.
-        "EVSTREAM_CONSUMER_SESSION_TIMEOUT_MS": "6000",
-    }
-    cmd = [
-        sys.executable,
-        "-m",
-        "evstream",
-        "consume",
-        group,
-        "tests.integration.sample_handlers:handlers",
-        "--topic",
-        topic,
-        "--dedupe",
-        str(tmp_path / "dedupe.db"),
-    ]
+        EVSTREAM_CONSUMER_SESSION_TIMEOUT_MS="6000",
+    )
+    cmd = consume_cmd(group, topic, "--dedupe", str(tmp_path / "dedupe.db"))
 
     def lines() -> list[str]:
         return handled_file.read_text().splitlines() if handled_file.exists() else []
@@ -355,15 +359,7 @@ def test_kill_9_three_times_loses_nothing_and_dedupe_absorbs_replays(
         assert worker.returncode == -signal.SIGKILL
 
     # Idle longer than the dead member's session, so the last run gets its partitions back.
-    final = subprocess.run(
-        [*cmd, "--until-idle", "15"],
-        env=env,
-        cwd=repo_root,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    final = run_until_idle(cmd, env, repo_root, 15)
     assert final.returncode == 0, final.stderr
     handled = [line.split()[0] for line in lines()]
     assert set(handled) == ids  # nothing lost
