@@ -1,57 +1,42 @@
-"""The consumer-group runner: decode, dispatch by event type, retry, dead-letter; at-least-once.
+"""The consumer-group runner: poll, hand records to the dispatcher, store and commit offsets.
 
-An offset is stored only after its record was handled, skipped by policy, or safely written to
-the dead-letter topic (the DLQ write is acknowledged first), and stored offsets are committed
-every ``commit_interval_s``, on partition revocation and on shutdown. A crash therefore replays
-at most the records since the last commit; a :class:`DedupeStore` makes those replays no-ops.
+At-least-once: an offset is stored only after its record was handled, skipped by policy, or
+safely written to a retry or dead-letter topic (acknowledged first), and stored offsets are
+committed every ``commit_interval_s``, on partition revocation and on shutdown. A crash
+therefore replays at most the records since the last commit; a :class:`DedupeStore` makes
+those replays no-ops. A record that must wait (a retry-topic record not yet due, or an ordered
+handler's block-and-retry) pauses only its own partition: the others keep flowing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
+import json
 import logging
+import os
 import signal
 import threading
 import time
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-import stamina
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 from confluent_kafka.schema_registry import SchemaRegistryClient
-from pydantic import ValidationError
 
-from consumers.deadletter import dead_letter_headers, header_pairs
 from consumers.dedupe import DedupeStore
-from consumers.handlers import Handlers, MessageContext
-from consumers.metrics import CONSUMED, HANDLER_LATENCY, OUTCOMES
+from consumers.dispatch import Dispatcher, RunStats
+from consumers.handlers import Handlers
+from consumers.metrics import LAG
+from consumers.routing import FailureRouter, RetryTopics
 from consumers.settings import ConsumerSettings
-from evstream.errors import DeadLetter, DecodeError, EnvelopeError, EvstreamError, PublishError
+from evstream.errors import EvstreamError
 from evstream.settings import KafkaSettings, RegistrySettings, librdkafka_config
-from schemas import AvroCodec, Envelope, RecordCoordinates, RegistrySchemaStore, SchemaStore
+from schemas import AvroCodec, RegistrySchemaStore, SchemaStore
 
 __all__ = ["ConsumerRunner", "RunStats"]
 
 log = logging.getLogger("evstream.consumer")
-
-
-class _Transient(Exception):
-    """Internal: wraps a handler failure so stamina retries it (DeadLetter is not wrapped)."""
-
-
-@dataclass
-class RunStats:
-    """What one :meth:`ConsumerRunner.run` did."""
-
-    consumed: int = 0
-    handled: int = 0
-    retried: int = 0
-    dead_lettered: int = 0
-    skipped: int = 0
-    duplicates: int = 0
-    commits: int = 0
+Partition = tuple[str, int]
 
 
 class ConsumerRunner:
@@ -78,11 +63,13 @@ class ConsumerRunner:
         self._store = schema_store
         self.dedupe = dedupe
         self.stats = RunStats()
+        self.retry = RetryTopics(group_id, tuple(self.topics), self.settings.retry_topic_delays_s)
+        self.assignment: set[Partition] = set()  # what this member owns right now
+        self.lag: dict[Partition, int] = {}  # from librdkafka statistics
         self._stop = threading.Event()
         self._consumer: Consumer | None = None
-        self._dlq: Producer | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._children: dict[tuple[str, str], Any] = {}
+        self._dispatcher: Dispatcher | None = None
+        self._held: dict[Partition, float] = {}  # paused partition -> epoch time to resume
 
     def stop(self) -> None:
         """Ask :meth:`run` to finish the record in hand, commit and return (thread- and signal-safe)."""
@@ -98,56 +85,136 @@ class ConsumerRunner:
         """
         if not self.topics:
             raise EvstreamError("no topics: register handlers or pass topics=")
-        kafka = self._kafka or KafkaSettings()
-        conf = librdkafka_config(kafka)
+        conf = librdkafka_config(self._kafka or KafkaSettings())
+        self.retry.ensure(AdminClient(conf))
         registry_client = None
         store = self._store
         if store is None:
             registry_client = SchemaRegistryClient((self._registry or RegistrySettings()).client_config())
             store = RegistrySchemaStore(registry_client)
-        codec = AvroCodec(store)
+        producer = Producer({**conf, "acks": "all", "enable.idempotence": True, "linger.ms": 0})
+        loop = asyncio.new_event_loop()
+        self._dispatcher = Dispatcher(
+            self.group_id,
+            self.handlers,
+            self.settings,
+            AvroCodec(store),
+            FailureRouter(producer, self.retry, self.settings.dead_letter_suffix),
+            self.dedupe,
+            self.stats,
+            loop,
+        )
         previous = self._install_signals() if install_signal_handlers else {}
-        consumer = self._consumer = Consumer({**conf, **self.settings.librdkafka(self.group_id)})
-        self._dlq = Producer({**conf, "acks": "all", "enable.idempotence": True, "linger.ms": 0})
-        self._loop = asyncio.new_event_loop()
-        consumer.subscribe(self.topics, on_revoke=self._on_revoke)
-        last_commit = last_record = time.monotonic()
+        consumer = self._consumer = Consumer(
+            {**conf, **self.settings.librdkafka(self.group_id), "stats_cb": self._on_stats}
+        )
+        consumer.subscribe(
+            [*self.topics, *self.retry.all()],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
         try:
-            while not self._stop.is_set():
-                batch = consumer.consume(self.settings.batch_size, self.settings.poll_timeout_s)
-                for msg in batch:
-                    err = msg.error()
-                    if err is not None:
-                        if err.fatal():
-                            raise EvstreamError(f"fatal consumer error: {err.str()}")
-                        continue
-                    self._process(msg, codec)
-                    consumer.store_offsets(message=msg)
-                if batch:
-                    last_record = time.monotonic()
-                elif until_idle_s is not None and time.monotonic() - last_record > until_idle_s:
-                    break
-                if time.monotonic() - last_commit > self.settings.commit_interval_s:
-                    self._commit()
-                    last_commit = time.monotonic()
-            self._commit()
+            self._loop(consumer, until_idle_s)
         finally:
-            consumer.close()
-            self._consumer = None
-            self._dlq.flush(10)
-            self._loop.close()
-            if registry_client is not None:
-                registry_client.close()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            try:
+                self._commit()  # everything stored was handled: safe to commit even after an error
+            finally:
+                consumer.close()
+                self._consumer = None
+                producer.flush(10)
+                loop.close()
+                if registry_client is not None:
+                    registry_client.close()
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
         return self.stats
 
-    def _install_signals(self) -> dict[int, Any]:
-        previous: dict[int, Any] = {}
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            previous[sig] = signal.getsignal(sig)
-            signal.signal(sig, lambda *_: self._stop.set())
-        return previous
+    def _loop(self, consumer: Consumer, until_idle_s: float | None) -> None:
+        last_commit = last_record = time.monotonic()
+        while not self._stop.is_set():
+            batch = consumer.consume(self.settings.batch_size, self._poll_timeout())
+            self._resume_due(consumer)
+            self._handle_batch(consumer, batch)
+            if batch:
+                last_record = time.monotonic()
+            elif (
+                until_idle_s is not None and not self._held and time.monotonic() - last_record > until_idle_s
+            ):
+                break
+            if time.monotonic() - last_commit > self.settings.commit_interval_s:
+                self._commit()
+                last_commit = time.monotonic()
+
+    def _handle_batch(self, consumer: Consumer, batch: list[Message]) -> None:
+        """Dispatch a batch; store the offset after the last finished record of each partition."""
+        assert self._dispatcher is not None
+        done: dict[Partition, int] = {}
+        try:
+            for msg in batch:
+                err = msg.error()
+                if err is not None:
+                    if err.fatal():
+                        raise EvstreamError(f"fatal consumer error: {err.str()}")
+                    continue
+                tp = (msg.topic() or "", msg.partition() or 0)
+                if tp in self._held:
+                    continue  # this partition waits; later records are fetched again after the seek
+                due = self._dispatcher.process(msg)
+                if due is None:
+                    done[tp] = (msg.offset() or 0) + 1
+                else:
+                    self._hold(consumer, msg, due)
+                if self._stop.is_set():
+                    break  # the rest is redelivered: nothing after this record is stored
+        finally:
+            if done:
+                consumer.store_offsets(offsets=[TopicPartition(t, p, o) for (t, p), o in done.items()])
+
+    # ------------------------------------------------------------------ pause / resume
+
+    def _hold(self, consumer: Consumer, msg: Message, due: float) -> None:
+        """Pause the record's partition and rewind to it until ``due`` (epoch seconds)."""
+        tp = TopicPartition(msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
+        consumer.pause([tp])
+        consumer.seek(tp)
+        self._held[(tp.topic, tp.partition)] = due
+
+    def _resume_due(self, consumer: Consumer) -> None:
+        now = time.time()
+        due = [tp for tp, at in self._held.items() if at <= now]
+        if due:
+            consumer.resume([TopicPartition(t, p) for t, p in due])
+            for tp in due:
+                del self._held[tp]
+
+    def _poll_timeout(self) -> float:
+        if not self._held:
+            return self.settings.poll_timeout_s
+        return max(0.005, min(self.settings.poll_timeout_s, min(self._held.values()) - time.time()))
+
+    # ------------------------------------------------------------------ group membership
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.assignment |= {(tp.topic, tp.partition) for tp in partitions}
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Commit what was handled before the partitions move to another member."""
+        self._commit()
+        self._release(partitions)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Partitions taken away without a chance to commit (session expired): just forget them."""
+        self._release(partitions)
+
+    def _release(self, partitions: list[TopicPartition]) -> None:
+        gone = {(tp.topic, tp.partition) for tp in partitions}
+        self.assignment -= gone
+        for tp in gone:
+            self._held.pop(tp, None)
+            self.lag.pop(tp, None)
+        if self._dispatcher is not None:
+            self._dispatcher.forget(gone)
 
     def _commit(self) -> None:
         if self._consumer is None:
@@ -160,150 +227,37 @@ class ConsumerRunner:
                 return  # nothing stored since the last commit
             raise
 
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Commit what was handled before the partitions move to another member."""
-        self._commit()
+    def _on_stats(self, raw: str) -> None:
+        """librdkafka statistics: refresh the lag-per-partition gauge of owned partitions."""
+        stats = json.loads(raw)
+        for topic, data in stats.get("topics", {}).items():
+            for partition, p in data.get("partitions", {}).items():
+                tp = (topic, int(partition))
+                lag = p.get("consumer_lag", -1)
+                if tp in self.assignment and lag >= 0:
+                    self.lag[tp] = lag
+                    LAG.labels(topic, partition, self.group_id).set(lag)
 
-    # ------------------------------------------------------------------ one record
+    # ------------------------------------------------------------------ signals
 
-    def _process(self, msg: Message, codec: AvroCodec) -> None:
-        topic = msg.topic() or ""
-        self.stats.consumed += 1
-        self._outcome(topic, "consumed").inc()
-        first_failure = datetime.now(UTC)
-        try:
-            envelope = Envelope.from_headers(msg.headers())
-        except EnvelopeError as exc:
-            self._dead_letter(msg, "undecodable", exc, 0, first_failure)
-            return
-        found = self.handlers.lookup(envelope.event_type)
-        if found is None:
-            self._unknown(msg, envelope, first_failure)
-            return
-        model, handler = found
-        where = RecordCoordinates(topic, msg.partition(), msg.offset())
-        try:
-            event = model.model_validate(codec.decode(msg.value(), model.avro_schema_dict(), where=where))
-        except (DecodeError, ValidationError) as exc:
-            self._dead_letter(msg, "undecodable", exc, 0, first_failure)
-            return
-        if self.dedupe is not None and self.dedupe.seen(envelope.event_id):
-            self.stats.duplicates += 1
-            self._outcome(topic, "duplicate").inc()
-            return
-        attempts = 1
-        try:
-            try:  # the common case first: one call, no retry machinery
-                self._call(handler, event, msg, envelope, 1)
-            except _Transient:
-                if self.settings.retry_attempts == 1:
-                    raise
-                attempts = self._retry(handler, event, msg, envelope, topic)
-        except DeadLetter as exc:
-            self._dead_letter(msg, "handler", exc, attempts, first_failure)
-            return
-        except _Transient as exc:
-            self._dead_letter(
-                msg, "handler", exc.__cause__ or exc, self.settings.retry_attempts, first_failure
-            )
-            return
-        if self.dedupe is not None:
-            self.dedupe.mark(envelope.event_id)
-        self.stats.handled += 1
-        self._outcome(topic, "handled").inc()
+    def _install_signals(self) -> dict[int, Any]:
+        previous: dict[int, Any] = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.getsignal(sig)
+            signal.signal(sig, self._on_signal)
+        return previous
 
-    def _retry(self, handler: Any, event: Any, msg: Message, envelope: Envelope, topic: str) -> int:
-        """Attempts 2..N with exponential backoff; returns the attempt that succeeded."""
-        attempts = 1
-        self._stop.wait(self.settings.retry_wait_initial_s)  # back off before the first retry too
-        for attempt in stamina.retry_context(
-            on=_Transient,
-            attempts=self.settings.retry_attempts - 1,
-            timeout=None,
-            wait_initial=self.settings.retry_wait_initial_s,
-            wait_max=self.settings.retry_wait_max_s,
-        ):
-            with attempt:
-                attempts += 1
-                self.stats.retried += 1
-                self._outcome(topic, "retried").inc()
-                self._call(handler, event, msg, envelope, attempts)
-                return attempts
-        raise _Transient("retries exhausted")  # not reached: stamina re-raises the last failure
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        watchdog = threading.Timer(self.settings.shutdown_timeout_s, self._overdue)
+        watchdog.daemon = True
+        watchdog.start()
 
-    def _outcome(self, topic: str, outcome: str) -> Any:
-        """Labelled metric children, cached: ``labels()`` is too slow to call per record."""
-        key = (topic, outcome)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = (
-                CONSUMED.labels(topic, self.group_id)
-                if outcome == "consumed"
-                else HANDLER_LATENCY.labels(topic, self.group_id)
-                if outcome == "latency"
-                else OUTCOMES.labels(topic, self.group_id, outcome)
-            )
-        return child
-
-    def _call(self, handler: Any, event: Any, msg: Message, envelope: Envelope, attempt: int) -> None:
-        ts_type, ts = msg.timestamp()
-        ctx = MessageContext(
-            topic=msg.topic() or "",
-            partition=msg.partition() or 0,
-            offset=msg.offset() or 0,
-            timestamp=datetime.fromtimestamp(ts / 1000, UTC) if ts_type else None,
-            key=msg.key(),
-            headers=tuple(header_pairs(msg)),
-            envelope=envelope,
-            attempt=attempt,
+    def _overdue(self) -> None:
+        log.error(
+            "graceful shutdown took longer than %.0fs (a handler is stuck); exiting without the final commit",
+            self.settings.shutdown_timeout_s,
         )
-        started = time.perf_counter()
-        try:
-            result = handler(event, ctx)
-            if inspect.isawaitable(result):
-                assert self._loop is not None
-                self._loop.run_until_complete(result)
-        except DeadLetter:
-            raise
-        except Exception as exc:  # any handler failure is retried in place, then dead-lettered
-            log.warning("handler failed (attempt %d) for event %s: %r", attempt, envelope.event_id, exc)
-            raise _Transient(str(exc)) from exc
-        finally:
-            self._outcome(ctx.topic, "latency").observe(time.perf_counter() - started)
-
-    def _unknown(self, msg: Message, envelope: Envelope, first_failure: datetime) -> None:
-        policy = self.settings.unknown_event_policy
-        if policy == "skip":
-            self.stats.skipped += 1
-            OUTCOMES.labels(msg.topic() or "", self.group_id, "skipped").inc()
-        elif policy == "dead_letter":
-            error = EvstreamError(f"no handler for event type {envelope.event_type!r}")
-            self._dead_letter(msg, "unknown_type", error, 0, first_failure)
-        else:
-            raise EvstreamError(
-                f"no handler for event type {envelope.event_type!r} at {msg.topic()}@{msg.offset()}"
-            )
-
-    def _dead_letter(
-        self, msg: Message, reason: str, error: BaseException | None, attempts: int, first_failure: datetime
-    ) -> None:
-        """Write the record to ``<topic><suffix>`` and wait for the acknowledgement before moving on."""
-        assert self._dlq is not None
-        target = f"{msg.topic()}{self.settings.dead_letter_suffix}"
-        outcome: list[KafkaError | None] = []
-        self._dlq.produce(
-            target,
-            value=msg.value(),
-            key=msg.key(),
-            headers=dead_letter_headers(
-                msg, reason=reason, error=error, attempts=attempts, first_failure=first_failure
-            ),
-            on_delivery=lambda err, _m: outcome.append(err),
-        )
-        self._dlq.flush(30)
-        if not outcome or outcome[0] is not None:
-            # Never store the offset of a record that is neither handled nor safely dead-lettered.
-            detail = outcome[0].str() if outcome and outcome[0] is not None else "no acknowledgement in 30s"
-            raise PublishError(f"dead-lettering {msg.topic()}@{msg.offset()} to {target} failed: {detail}")
-        self.stats.dead_lettered += 1
-        OUTCOMES.labels(msg.topic() or "", self.group_id, "dead_lettered").inc()
+        os._exit(70)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["ConsumerSettings"]
@@ -28,6 +28,33 @@ class ConsumerSettings(BaseSettings):
     )
     retry_wait_initial_s: float = Field(default=0.1, ge=0, description="First backoff between attempts.")
     retry_wait_max_s: float = Field(default=2.0, ge=0, description="Backoff cap between attempts.")
+    retry_topic_delays_s: tuple[float, ...] = Field(
+        default=(),
+        description=(
+            "Delays of the retry-topic tiers tried after in-place retries, e.g. [1, 10, 60]"
+            " (env: a JSON list). Empty: straight to the dead-letter topic."
+        ),
+    )
+    ordered_retry_wait_s: float = Field(
+        default=1.0, gt=0, description="Block-and-retry (ordered handlers): first pause of the partition."
+    )
+    ordered_retry_wait_max_s: float = Field(default=60.0, gt=0, description="Block-and-retry pause cap.")
+    ordered_max_attempts: int = Field(
+        default=20,
+        ge=0,
+        description="Block-and-retry: dead-letter after this many attempts (0: until it succeeds).",
+    )
+    group_instance_id: str | None = Field(
+        default=None,
+        min_length=1,
+        description=(
+            "Static membership: a member restarted with the same id gets its partitions back"
+            " without a rebalance (unique per process)."
+        ),
+    )
+    statistics_interval_ms: int = Field(
+        default=5000, ge=0, description="How often the lag-per-partition gauge is refreshed (0: never)."
+    )
     dead_letter_suffix: str = Field(
         default=".dlq",
         min_length=1,
@@ -37,6 +64,15 @@ class ConsumerSettings(BaseSettings):
         default="skip", description="What to do with an event type no handler is registered for."
     )
     shutdown_timeout_s: float = Field(default=30.0, gt=0, description="Deadline for a graceful stop.")
+
+    @field_validator("retry_topic_delays_s")
+    @classmethod
+    def _positive_delays(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(d <= 0 for d in value):
+            raise ValueError("retry topic delays must be > 0 seconds")
+        if len(value) > 10:
+            raise ValueError("at most 10 retry tiers")
+        return value
 
     def librdkafka(self, group_id: str) -> dict[str, Any]:
         """These settings in librdkafka's spelling (merged over the connection config)."""
@@ -49,4 +85,6 @@ class ConsumerSettings(BaseSettings):
             "partition.assignment.strategy": "cooperative-sticky",
             "session.timeout.ms": self.session_timeout_ms,
             "max.poll.interval.ms": self.max_poll_interval_ms,
+            "statistics.interval.ms": self.statistics_interval_ms,
+            **({"group.instance.id": self.group_instance_id} if self.group_instance_id else {}),
         }

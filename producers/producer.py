@@ -32,6 +32,7 @@ from producers.delivery import Delivery, DeliveryFuture, classify
 from producers.metrics import PUBLISH_LATENCY, PUBLISHED
 from producers.settings import ProducerSettings
 from schemas import AvroCodec, Catalog, Envelope, Event, RegistrySchemaStore, SchemaStore
+from schemas.causation import current_cause
 from schemas.domain import CATALOG
 from schemas.events import check_traceparent, envelope_headers
 from schemas.ids import new_event_id
@@ -198,6 +199,11 @@ class EventProducer:
             event_id, headers = envelope.event_id, envelope.to_headers()
         else:
             event_id = new_event_id()
+            cause = current_cause()
+            if cause is not None:  # published while handling an event: continue its story
+                correlation_id = correlation_id or cause.correlation_id
+                causation_id = causation_id or cause.causation_id
+                traceparent = traceparent or cause.traceparent
             headers = envelope_headers(
                 event_id,
                 event_type,

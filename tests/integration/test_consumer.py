@@ -15,7 +15,7 @@ from typing import Any
 from confluent_kafka import Producer
 
 from consumers import ConsumerRunner, ConsumerSettings, Handlers, InMemoryDedupeStore, MessageContext
-from consumers.deadletter import header_pairs
+from consumers.failures import header_pairs
 from evstream import DeadLetter, KafkaSettings, RegistrySettings
 from producers import EventProducer
 from schemas import Envelope

@@ -1,0 +1,283 @@
+"""One record at a time: decode, dedupe, call the handler, retry in place, route failures.
+
+:meth:`Dispatcher.process` returns ``None`` when the record is done with (handled, skipped, a
+duplicate, or safely written to a retry or dead-letter topic) so its offset may be stored, or
+the epoch time before which the record must not be tried again: the runner then pauses the
+partition and seeks back to the record (retry-topic delays and block-and-retry).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import stamina
+from confluent_kafka import Message
+from pydantic import ValidationError
+
+from consumers.dedupe import DedupeStore
+from consumers.failures import Origin, due_ms, header_pairs
+from consumers.handlers import Handlers, HandlerSpec, MessageContext
+from consumers.metrics import CONSUMED, HANDLER_LATENCY, OUTCOMES
+from consumers.routing import FailureRouter
+from consumers.settings import ConsumerSettings
+from consumers.tracing import handler_span
+from evstream.errors import DeadLetter, DecodeError, EnvelopeError, EvstreamError
+from schemas import AvroCodec, Envelope, Event, RecordCoordinates
+
+__all__ = ["Dispatcher", "RunStats"]
+
+log = logging.getLogger("evstream.consumer")
+Position = tuple[str, int, int]
+
+
+@dataclass
+class RunStats:
+    """What one :meth:`consumers.ConsumerRunner.run` did."""
+
+    consumed: int = 0
+    handled: int = 0
+    retried: int = 0
+    retry_topic: int = 0
+    blocked: int = 0
+    dead_lettered: int = 0
+    skipped: int = 0
+    duplicates: int = 0
+    commits: int = 0
+
+
+class _Failed(Exception):
+    """Internal: the handler failed on every in-place attempt."""
+
+    def __init__(self, attempts: int, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.attempts = attempts
+        self.cause = cause
+
+
+class _Transient(Exception):
+    """Internal: wraps one failed attempt so stamina retries it (DeadLetter is not wrapped)."""
+
+
+class Dispatcher:
+    """Turns records into handler calls for one group; owns the in-place retry and failure routing."""
+
+    def __init__(
+        self,
+        group_id: str,
+        handlers: Handlers,
+        settings: ConsumerSettings,
+        codec: AvroCodec,
+        router: FailureRouter,
+        dedupe: DedupeStore | None,
+        stats: RunStats,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.group_id = group_id
+        self.handlers = handlers
+        self.settings = settings
+        self.codec = codec
+        self.router = router
+        self.dedupe = dedupe
+        self.stats = stats
+        self.loop = loop
+        self._blocked: dict[Position, tuple[Origin, int]] = {}  # block-and-retry: origin, rounds
+        self._children: dict[tuple[str, str], Any] = {}
+        self._last_attempt = 0
+
+    def forget(self, partitions: set[tuple[str, int]]) -> None:
+        """Drop block-and-retry state of partitions this member no longer owns."""
+        for position in [p for p in self._blocked if (p[0], p[1]) in partitions]:
+            del self._blocked[position]
+
+    def process(self, msg: Message) -> float | None:
+        topic = msg.topic() or ""
+        tier = self.router.retry.tier_of(topic)
+        if tier:
+            due = due_ms(msg) / 1000
+            if due > time.time():
+                return due  # not yet: the runner holds the partition until then
+        self.stats.consumed += 1
+        self._metric(topic, "consumed").inc()
+        try:
+            envelope = Envelope.from_headers(msg.headers())
+        except EnvelopeError as exc:
+            self._dead_letter(msg, Origin.of(msg), "undecodable", exc)
+            return None
+        spec = self.handlers.lookup(envelope.event_type)
+        if spec is None:
+            self._unknown(msg, envelope)
+            return None
+        where = RecordCoordinates(topic, msg.partition(), msg.offset())
+        try:
+            event = spec.model.model_validate(
+                self.codec.decode(msg.value(), spec.model.avro_schema_dict(), where=where)
+            )
+        except (DecodeError, ValidationError) as exc:
+            self._dead_letter(msg, Origin.of(msg), "undecodable", exc)
+            return None
+        if self.dedupe is not None and self.dedupe.seen(envelope.event_id):
+            self.stats.duplicates += 1
+            self._metric(topic, "duplicate").inc()
+            return None
+        return self._handle(msg, spec, event, envelope, tier)
+
+    def _handle(
+        self, msg: Message, spec: HandlerSpec, event: Event, envelope: Envelope, tier: int
+    ) -> float | None:
+        topic = msg.topic() or ""
+        position = (topic, msg.partition() or 0, msg.offset() or 0)
+        blocked = self._blocked.get(position)
+        prior = blocked[0] if blocked else Origin.of(msg) if tier else None
+        try:
+            self._attempts(spec, event, msg, envelope, prior.attempts if prior else 0, tier)
+        except DeadLetter as exc:
+            self._blocked.pop(position, None)
+            made = self._last_attempt - (prior.attempts if prior else 0)
+            self._dead_letter(msg, (prior or Origin.of(msg)).after(made), "handler", exc)
+            return None
+        except _Failed as failed:
+            return self._failed(msg, spec, (prior or Origin.of(msg)).after(failed.attempts), failed, position)
+        self._blocked.pop(position, None)
+        if self.dedupe is not None:
+            self.dedupe.mark(envelope.event_id)
+        self.stats.handled += 1
+        self._metric(topic, "handled").inc()
+        return None
+
+    # ------------------------------------------------------------------ attempts
+
+    def _attempts(
+        self, spec: HandlerSpec, event: Event, msg: Message, envelope: Envelope, before: int, tier: int
+    ) -> None:
+        """Up to ``retry_attempts`` calls with backoff; raises _Failed or DeadLetter."""
+        try:  # the common case first: one call, no retry machinery
+            self._call(spec, event, msg, envelope, before + 1, tier)
+            return
+        except _Transient as exc:
+            if self.settings.retry_attempts == 1:
+                raise _Failed(1, exc.__cause__ or exc) from exc
+            last: BaseException = exc
+        attempt = 1
+        time.sleep(self.settings.retry_wait_initial_s)  # back off before the first retry too
+        try:
+            for retry in stamina.retry_context(
+                on=_Transient,
+                attempts=self.settings.retry_attempts - 1,
+                timeout=None,
+                wait_initial=self.settings.retry_wait_initial_s,
+                wait_max=self.settings.retry_wait_max_s,
+            ):
+                with retry:
+                    attempt += 1
+                    self.stats.retried += 1
+                    self._metric(msg.topic() or "", "retried").inc()
+                    self._call(spec, event, msg, envelope, before + attempt, tier)
+                    return
+        except _Transient as exc:
+            last = exc
+        raise _Failed(attempt, last.__cause__ or last)
+
+    def _call(
+        self, spec: HandlerSpec, event: Event, msg: Message, envelope: Envelope, attempt: int, tier: int
+    ) -> None:
+        ts_type, ts = msg.timestamp()
+        ctx = MessageContext(
+            topic=msg.topic() or "",
+            partition=msg.partition() or 0,
+            offset=msg.offset() or 0,
+            timestamp=datetime.fromtimestamp(ts / 1000, UTC) if ts_type else None,
+            key=msg.key(),
+            headers=tuple(header_pairs(msg)),
+            envelope=envelope,
+            attempt=attempt,
+            retry_tier=tier,
+        )
+        self._last_attempt = attempt
+        started = time.perf_counter()
+        try:
+            with handler_span(envelope, ctx.topic, self.group_id):
+                result = spec.handler(event, ctx)
+                if inspect.isawaitable(result):
+                    self.loop.run_until_complete(result)
+        except DeadLetter:
+            raise
+        except Exception as exc:  # any handler failure is retried, then routed
+            log.warning("handler failed (attempt %d) for event %s: %r", attempt, envelope.event_id, exc)
+            raise _Transient(str(exc)) from exc
+        finally:
+            self._metric(ctx.topic, "latency").observe(time.perf_counter() - started)
+
+    # ------------------------------------------------------------------ failures
+
+    def _failed(
+        self, msg: Message, spec: HandlerSpec, origin: Origin, failed: _Failed, position: Position
+    ) -> float | None:
+        topic = msg.topic() or ""
+        if spec.ordered:
+            limit = self.settings.ordered_max_attempts
+            if limit and origin.attempts >= limit:
+                self._blocked.pop(position, None)
+                self._dead_letter(msg, origin, "handler", failed.cause)
+                return None
+            rounds = self._blocked.get(position, (origin, 0))[1]
+            self._blocked[position] = (origin, rounds + 1)
+            self.stats.blocked += 1
+            self._metric(topic, "blocked").inc()
+            wait = min(
+                self.settings.ordered_retry_wait_s * 2.0**rounds, self.settings.ordered_retry_wait_max_s
+            )
+            log.warning(
+                "%s[%s]@%s blocked for %.1fs after %d attempts",
+                topic,
+                msg.partition(),
+                msg.offset(),
+                wait,
+                origin.attempts,
+            )
+            return time.time() + wait
+        tier = self.router.next_tier(origin)
+        if tier is None:
+            self._dead_letter(msg, origin, "handler", failed.cause)
+            return None
+        self.router.to_retry(msg, origin, failed.cause, tier)
+        self.stats.retry_topic += 1
+        self._metric(topic, "retry_topic").inc()
+        return None
+
+    def _unknown(self, msg: Message, envelope: Envelope) -> None:
+        policy = self.settings.unknown_event_policy
+        if policy == "skip":
+            self.stats.skipped += 1
+            self._metric(msg.topic() or "", "skipped").inc()
+        elif policy == "dead_letter":
+            error = EvstreamError(f"no handler for event type {envelope.event_type!r}")
+            self._dead_letter(msg, Origin.of(msg), "unknown_type", error)
+        else:
+            raise EvstreamError(
+                f"no handler for event type {envelope.event_type!r} at {msg.topic()}@{msg.offset()}"
+            )
+
+    def _dead_letter(self, msg: Message, origin: Origin, reason: str, error: BaseException | None) -> None:
+        self.router.to_dead_letter(msg, origin, reason, error)
+        self.stats.dead_lettered += 1
+        self._metric(msg.topic() or "", "dead_lettered").inc()
+
+    def _metric(self, topic: str, outcome: str) -> Any:
+        """Labelled metric children, cached: ``labels()`` is too slow to call per record."""
+        key = (topic, outcome)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = (
+                CONSUMED.labels(topic, self.group_id)
+                if outcome == "consumed"
+                else HANDLER_LATENCY.labels(topic, self.group_id)
+                if outcome == "latency"
+                else OUTCOMES.labels(topic, self.group_id, outcome)
+            )
+        return child
