@@ -3,67 +3,25 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import uuid
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 from confluent_kafka import Producer
 
-from consumers import ConsumerRunner, ConsumerSettings, Handlers, InMemoryDedupeStore, MessageContext
+from consumers import Handlers, InMemoryDedupeStore, MessageContext
 from consumers.failures import header_pairs
 from evstream import DeadLetter, KafkaSettings, RegistrySettings
 from producers import EventProducer
 from schemas import Envelope
-from schemas.domain import (
-    CustomerRegistered,
-    CustomerUpdated,
-    OrderCancelled,
-    OrderPlaced,
-    OrderShipped,
-    PaymentCaptured,
-)
 from schemas.events import Event
 from tests.conftest import Endpoints, TopicFactory
+from tests.consumer_helpers import ALL, consume_cmd, publish, run_until_idle, runner, worker_env
 from tests.factories import mixed_events
 from tests.helpers import one_line_error, run_cli, wait_until
 from tests.kafka_helpers import committed_offsets, end_offsets, read_records
-
-ALL = (OrderPlaced, PaymentCaptured, OrderShipped, OrderCancelled, CustomerRegistered, CustomerUpdated)
-FAST_RETRY = {
-    "retry_attempts": 3,
-    "retry_wait_initial_s": 0.001,
-    "retry_wait_max_s": 0.01,
-    "commit_interval_s": 0.5,
-}
-
-
-def publish(endpoints: Endpoints, topic: str, events: list[Event]) -> list[uuid.UUID]:
-    with EventProducer(
-        kafka=KafkaSettings(bootstrap_servers=endpoints.bootstrap_servers),
-        registry=RegistrySettings(url=endpoints.registry_url),
-    ) as producer:
-        futures = [producer.publish(e, topic=topic) for e in events]
-        producer.flush(60)
-        return [f.result(timeout=60).event_id for f in futures]
-
-
-def runner(
-    endpoints: Endpoints, group: str, handlers: Handlers, topic: str, **options: Any
-) -> ConsumerRunner:
-    return ConsumerRunner(
-        group,
-        handlers,
-        topics=[topic],
-        kafka=KafkaSettings(bootstrap_servers=endpoints.bootstrap_servers),
-        registry=RegistrySettings(url=endpoints.registry_url),
-        settings=ConsumerSettings(**{**FAST_RETRY, **options.pop("settings", {})}),
-        **options,
-    )
 
 
 def test_typed_dispatch_commits_and_a_restart_reprocesses_nothing(
@@ -207,45 +165,6 @@ def test_two_groups_each_get_every_event(endpoints: Endpoints, new_topic: TopicF
         results[name] = got
     assert sorted(results["billing"]) == sorted(ids)
     assert sorted(results["shipping"]) == sorted(ids)
-
-
-def worker_env(endpoints: Endpoints, handled_file: Path, **consumer: str) -> dict[str, str]:
-    """Environment for an `evstream consume` subprocess running tests.integration.sample_handlers."""
-    return {
-        **os.environ,
-        "EVSTREAM_BOOTSTRAP_SERVERS": endpoints.bootstrap_servers,
-        "EVSTREAM_REGISTRY_URL": endpoints.registry_url,
-        "EVSTREAM_TEST_HANDLED_FILE": str(handled_file),
-        **consumer,
-    }
-
-
-def consume_cmd(group: str, topic: str, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "evstream",
-        "consume",
-        group,
-        "tests.integration.sample_handlers:handlers",
-        "--topic",
-        topic,
-        *extra,
-    ]
-
-
-def run_until_idle(
-    cmd: list[str], env: dict[str, str], cwd: Path, idle_s: int
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*cmd, "--until-idle", str(idle_s)],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
 
 
 def test_sigterm_finishes_commits_and_restart_reprocesses_nothing(
