@@ -29,6 +29,8 @@ matching built-in (``ValueError``, ``LookupError``...) so generic code keeps wor
     ├── PublishError                          a publish did not succeed
     │   ├── DeliveryFailedError               the broker refused it: not written
     │   └── DeliveryIndeterminateError        timed out in flight: possibly written
+    ├── RequestError                          request-reply over Kafka
+    │   └── RequestTimeoutError (TimeoutError)  no reply before the deadline
     └── SerdeError                            the Avro codec (Confluent wire format)
         ├── EncodeError (ValueError)          a record does not fit its schema
         ├── EnvelopeError (ValueError)        envelope headers missing or malformed
@@ -66,6 +68,8 @@ __all__ = [
     "PublishError",
     "RegistryError",
     "ReplicationChangeError",
+    "RequestError",
+    "RequestTimeoutError",
     "SchemaError",
     "SchemaHistoryError",
     "SerdeError",
@@ -229,6 +233,18 @@ class DeliveryFailedError(PublishError):
 
 class DeliveryIndeterminateError(PublishError):
     """The delivery timed out in flight: the event may or may not have been written."""
+
+
+class RequestError(EvstreamError):
+    """A request-reply exchange over Kafka failed."""
+
+
+class RequestTimeoutError(RequestError, TimeoutError):
+    """No reply arrived before the deadline (a reply arriving later is discarded and counted)."""
+
+    def __init__(self, message: str, request_id: str) -> None:
+        self.request_id = request_id
+        super().__init__(message)
 
 
 class EvstreamSignal(Exception):

@@ -187,8 +187,13 @@ class EventProducer:
         causation_id: str | None = None,
         traceparent: str | None = None,
         envelope: Envelope | None = None,
+        extra_headers: Iterable[tuple[str, bytes]] = (),
     ) -> DeliveryFuture:
-        """Encode ``event`` and hand it to Kafka; the key is its aggregate id unless given."""
+        """Encode ``event`` and hand it to Kafka; the key is its aggregate id unless given.
+
+        ``extra_headers`` follow the envelope's (envelope names, ``ce_*`` and ``traceparent``, are
+        refused).
+        """
         producer = self._require()
         model = type(event)
         target = topic or model.topic
@@ -213,6 +218,11 @@ class EventProducer:
                 causation_id,
                 check_traceparent(traceparent),
             )
+        if extra_headers:
+            extra = list(extra_headers)
+            if any(name.startswith("ce_") or name == "traceparent" for name, _ in extra):
+                raise EnvelopeError("extra headers may not set envelope headers (ce_*, traceparent)")
+            headers = [*headers, *extra]
         value = self.encoder(target, model)(event.model_dump())
         future = DeliveryFuture(self._cond)
         callback = partial(self._delivered, future, event_id, event_type, time.perf_counter())
