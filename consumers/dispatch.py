@@ -12,8 +12,8 @@ import asyncio
 import inspect
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import stamina
@@ -21,12 +21,12 @@ from confluent_kafka import Message
 from pydantic import ValidationError
 
 from consumers.dedupe import DedupeStore
-from consumers.failures import Origin, due_ms, header_pairs
+from consumers.failures import Origin, due_ms
 from consumers.handlers import Handlers, HandlerSpec, MessageContext
 from consumers.metrics import CONSUMED, HANDLER_LATENCY, OUTCOMES
 from consumers.routing import FailureRouter
 from consumers.settings import ConsumerSettings
-from consumers.tracing import handler_span
+from consumers.tracing import run_in_span, tracing_enabled
 from evstream.errors import DeadLetter, DecodeError, EnvelopeError, EvstreamError
 from schemas import AvroCodec, Envelope, Event, RecordCoordinates
 
@@ -89,6 +89,10 @@ class Dispatcher:
         self._blocked: dict[Position, tuple[Origin, int]] = {}  # block-and-retry: origin, rounds
         self._children: dict[tuple[str, str], Any] = {}
         self._last_attempt = 0
+        self._traced = tracing_enabled()
+        self._decoders: dict[
+            type[Event], Callable[[bytes | None, RecordCoordinates | None], dict[str, Any]]
+        ] = {}
 
     def forget(self, partitions: set[tuple[str, int]]) -> None:
         """Drop block-and-retry state of partitions this member no longer owns."""
@@ -113,10 +117,12 @@ class Dispatcher:
         if spec is None:
             self._unknown(msg, envelope)
             return None
-        where = RecordCoordinates(topic, msg.partition(), msg.offset())
+        decode = self._decoders.get(spec.model)
+        if decode is None:
+            decode = self._decoders[spec.model] = self.codec.decoder(spec.model.avro_schema_dict())
         try:
             event = spec.model.model_validate(
-                self.codec.decode(msg.value(), spec.model.avro_schema_dict(), where=where)
+                decode(msg.value(), RecordCoordinates(topic, msg.partition(), msg.offset()))
             )
         except (DecodeError, ValidationError) as exc:
             self._dead_letter(msg, Origin.of(msg), "undecodable", exc)
@@ -186,32 +192,30 @@ class Dispatcher:
     def _call(
         self, spec: HandlerSpec, event: Event, msg: Message, envelope: Envelope, attempt: int, tier: int
     ) -> None:
-        ts_type, ts = msg.timestamp()
-        ctx = MessageContext(
-            topic=msg.topic() or "",
-            partition=msg.partition() or 0,
-            offset=msg.offset() or 0,
-            timestamp=datetime.fromtimestamp(ts / 1000, UTC) if ts_type else None,
-            key=msg.key(),
-            headers=tuple(header_pairs(msg)),
-            envelope=envelope,
-            attempt=attempt,
-            retry_tier=tier,
-        )
+        ctx = MessageContext(msg, envelope, attempt, tier)
         self._last_attempt = attempt
+        topic = msg.topic() or ""
         started = time.perf_counter()
         try:
-            with handler_span(envelope, ctx.topic, self.group_id):
-                result = spec.handler(event, ctx)
-                if inspect.isawaitable(result):
-                    self.loop.run_until_complete(result)
+            run_in_span(
+                envelope,
+                topic,
+                self.group_id,
+                lambda: self._complete(spec.handler(event, ctx)),
+                traced=self._traced,
+            )
         except DeadLetter:
             raise
         except Exception as exc:  # any handler failure is retried, then routed
             log.warning("handler failed (attempt %d) for event %s: %r", attempt, envelope.event_id, exc)
             raise _Transient(str(exc)) from exc
         finally:
-            self._metric(ctx.topic, "latency").observe(time.perf_counter() - started)
+            self._metric(topic, "latency").observe(time.perf_counter() - started)
+
+    def _complete(self, result: Any) -> None:
+        """Run an async handler's coroutine to its end (in the cause's context)."""
+        if inspect.isawaitable(result):
+            self.loop.run_until_complete(result)
 
     # ------------------------------------------------------------------ failures
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
+
+from confluent_kafka import Message
 
 from evstream.errors import ConfigError
 from schemas.events import Envelope, Event
@@ -15,19 +17,52 @@ __all__ = ["Handler", "HandlerSpec", "Handlers", "MessageContext"]
 E = TypeVar("E", bound=Event)
 
 
-@dataclass(frozen=True, slots=True)
 class MessageContext:
-    """Where an event came from and its envelope."""
+    """Where an event came from, its envelope and the attempt. Read-only; fields are computed
+    from the record on first access (a handler that reads none of them pays nothing)."""
 
-    topic: str
-    partition: int
-    offset: int
-    timestamp: datetime | None
-    key: bytes | None
-    headers: tuple[tuple[str, bytes], ...]
-    envelope: Envelope
-    attempt: int  # counts every attempt so far, in place and through retry topics
-    retry_tier: int = 0  # 0: read from the source topic; n: read back from retry tier n
+    __slots__ = ("_msg", "attempt", "envelope", "retry_tier")
+
+    def __init__(self, msg: Message, envelope: Envelope, attempt: int = 1, retry_tier: int = 0) -> None:
+        self._msg = msg
+        self.envelope = envelope
+        self.attempt = attempt  # counts every attempt so far, in place and through retry topics
+        self.retry_tier = retry_tier  # 0: read from the source topic; n: read back from retry tier n
+
+    @property
+    def topic(self) -> str:
+        return self._msg.topic() or ""
+
+    @property
+    def partition(self) -> int:
+        return self._msg.partition() or 0
+
+    @property
+    def offset(self) -> int:
+        return self._msg.offset() or 0
+
+    @property
+    def timestamp(self) -> datetime | None:
+        """The record's timestamp (UTC), or None when it has none."""
+        ts_type, ts = self._msg.timestamp()
+        return datetime.fromtimestamp(ts / 1000, UTC) if ts_type else None
+
+    @property
+    def key(self) -> bytes | None:
+        key = self._msg.key()
+        return key.encode() if isinstance(key, str) else key
+
+    @property
+    def headers(self) -> tuple[tuple[str, bytes], ...]:
+        raw = self._msg.headers() or []
+        pairs = raw.items() if isinstance(raw, dict) else raw
+        return tuple((k, v if isinstance(v, bytes) else (v or "").encode()) for k, v in pairs)
+
+    def __repr__(self) -> str:
+        return (
+            f"MessageContext({self.topic}[{self.partition}]@{self.offset}, "
+            f"{self.envelope.event_type} {self.envelope.event_id}, attempt={self.attempt})"
+        )
 
 
 Handler = Callable[[Any, MessageContext], Awaitable[None] | None]

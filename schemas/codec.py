@@ -90,6 +90,7 @@ class AvroCodec:
         self._ids: dict[tuple[str, str], int] = {}
         self._parsed: dict[str, Any] = {}  # canonical schema text -> fastavro parsed schema
         self._writers: dict[int, Any] = {}  # schema id -> parsed writer schema
+        self._writer_keys: dict[int, str] = {}  # schema id -> its canonical text
 
     def _parse(self, schema: str | dict[str, Any]) -> tuple[str, Any]:
         key, raw = _canonical(schema)
@@ -105,6 +106,7 @@ class AvroCodec:
         if found is None:
             found = self._ids[(subject, key)] = self._store.register(subject, key)
             self._writers.setdefault(found, parsed)
+            self._writer_keys.setdefault(found, key)
         return found
 
     def encoder(
@@ -144,33 +146,62 @@ class AvroCodec:
         *,
         where: RecordCoordinates | None = None,
     ) -> dict[str, Any]:
-        """Read a framed payload, resolving its writer schema (by id) against ``reader_schema``."""
-        at = str(where or RecordCoordinates())
-        if not payload or len(payload) < _HEADER.size:
-            raise CorruptPayloadError(at, f"{len(payload or b'')} bytes is too short for a Confluent header")
-        magic, schema_id = _HEADER.unpack_from(payload)
-        if magic != MAGIC:
-            raise UnknownMagicByteError(
-                at, f"unknown magic byte 0x{magic & 0xFF:02x} (not Confluent-framed Avro)"
-            )
-        writer = self._writer(schema_id, at)
-        reader = self._parse(reader_schema)[1] if reader_schema is not None else None
-        body = io.BytesIO(payload)
-        body.seek(_HEADER.size)
-        try:
-            record = fastavro.schemaless_reader(body, writer, reader)
-        except Exception as exc:  # fastavro raises EOFError, IndexError, UnicodeDecodeError, ... on garbage
-            raise CorruptPayloadError(
-                at, f"Avro body does not decode with schema id {schema_id}: {exc.__class__.__name__}: {exc}"
-            ) from exc
-        if body.tell() != len(payload):
-            raise CorruptPayloadError(
-                at,
-                f"{len(payload) - body.tell()} trailing byte(s) after the Avro body (schema id {schema_id})",
-            )
-        if not isinstance(record, dict):
-            raise CorruptPayloadError(at, f"schema id {schema_id} is not a record schema")
-        return record
+        """Read a framed payload, resolving its writer schema (by id) against ``reader_schema``.
+
+        In loops prefer :meth:`decoder` (this re-canonicalises ``reader_schema`` on every call).
+        """
+        return self.decoder(reader_schema)(payload, where)
+
+    def decoder(
+        self, reader_schema: str | dict[str, Any] | None = None
+    ) -> Callable[[bytes | None, RecordCoordinates | None], dict[str, Any]]:
+        """A callable ``(payload, where) -> record`` with ``reader_schema`` parsed once.
+
+        When a payload's writer schema is the reader schema itself, fastavro reads it without
+        schema resolution (the common case: producer and consumer on the same model version).
+        """
+        reader_key, reader = self._parse(reader_schema) if reader_schema is not None else ("", None)
+        readers: dict[int, Any] = {}  # writer id -> reader schema to pass (None: same as writer)
+
+        def decode(payload: bytes | None, where: RecordCoordinates | None = None) -> dict[str, Any]:
+            if not payload or len(payload) < _HEADER.size:
+                raise CorruptPayloadError(
+                    str(where or RecordCoordinates()),
+                    f"{len(payload or b'')} bytes is too short for a Confluent header",
+                )
+            magic, schema_id = _HEADER.unpack_from(payload)
+            if magic != MAGIC:
+                raise UnknownMagicByteError(
+                    str(where or RecordCoordinates()),
+                    f"unknown magic byte 0x{magic & 0xFF:02x} (not Confluent-framed Avro)",
+                )
+            writer = self._writers.get(schema_id)
+            if writer is None:
+                writer = self._writer(schema_id, str(where or RecordCoordinates()))
+            if schema_id not in readers:
+                readers[schema_id] = None if self._writer_keys.get(schema_id) == reader_key else reader
+            body = io.BytesIO(payload)
+            body.seek(_HEADER.size)
+            try:
+                record = fastavro.schemaless_reader(body, writer, readers[schema_id])
+            except Exception as exc:  # fastavro raises EOFError, IndexError, UnicodeDecodeError, ...
+                raise CorruptPayloadError(
+                    str(where or RecordCoordinates()),
+                    f"Avro body does not decode with schema id {schema_id}: {exc.__class__.__name__}: {exc}",
+                ) from exc
+            if body.tell() != len(payload):
+                raise CorruptPayloadError(
+                    str(where or RecordCoordinates()),
+                    f"{len(payload) - body.tell()} trailing byte(s) after the Avro body"
+                    f" (schema id {schema_id})",
+                )
+            if not isinstance(record, dict):
+                raise CorruptPayloadError(
+                    str(where or RecordCoordinates()), f"schema id {schema_id} is not a record schema"
+                )
+            return record
+
+        return decode
 
     def _writer(self, schema_id: int, at: str) -> Any:
         writer = self._writers.get(schema_id)
@@ -178,5 +209,6 @@ class AvroCodec:
             text = self._store.schema(schema_id)
             if text is None:
                 raise UnknownSchemaIdError(at, f"schema id {schema_id} is not in the registry")
-            writer = self._writers[schema_id] = self._parse(text)[1]
+            key, writer = self._parse(text)
+            self._writers[schema_id], self._writer_keys[schema_id] = writer, key
         return writer

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Literal
 from uuid import UUID
 
 from dataclasses_avroschema.pydantic import AvroBaseModel
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from evstream.errors import EnvelopeError
 from schemas.ids import new_event_id
@@ -130,26 +130,35 @@ class Envelope(BaseModel):
     def from_headers(
         cls, headers: Mapping[str, str | bytes | None] | Iterable[tuple[str, str | bytes | None]] | None
     ) -> Envelope:
-        """Read an envelope back; raises :class:`EnvelopeError` if required headers are missing."""
+        """Read an envelope back; raises :class:`EnvelopeError` if required headers are missing.
+
+        This runs for every consumed record, so it checks the fields by hand and builds the model
+        without pydantic's validation pass (same rules as the validators).
+        """
         pairs = headers.items() if isinstance(headers, Mapping) else headers or []
-        found = {
-            key: value.decode(errors="replace") if isinstance(value, bytes) else (value or "")
-            for key, value in pairs
-        }
-        missing = [h for h in ("ce_id", "ce_type", "ce_time") if h not in found]
-        if missing:
-            raise EnvelopeError(f"missing envelope header(s): {', '.join(missing)}")
+        found: dict[str, str] = {}
+        for key, value in pairs:
+            if key.startswith("ce_") or key == "traceparent":
+                found[key] = value.decode(errors="replace") if isinstance(value, bytes) else (value or "")
         try:
-            return cls(
-                event_id=UUID(found["ce_id"]),
-                event_type=found["ce_type"],
-                occurred_at=datetime.fromisoformat(found["ce_time"]),
+            event_id, event_type, time_text = found["ce_id"], found["ce_type"], found["ce_time"]
+        except KeyError:
+            missing = [h for h in ("ce_id", "ce_type", "ce_time") if h not in found]
+            raise EnvelopeError(f"missing envelope header(s): {', '.join(missing)}") from None
+        try:
+            occurred_at = datetime.fromisoformat(time_text)
+            if occurred_at.tzinfo is None:
+                raise ValueError("ce_time must carry a timezone")
+            return cls.model_construct(
+                event_id=UUID(event_id),
+                event_type=event_type,
+                occurred_at=occurred_at,
                 source=found.get("ce_source", ""),
                 correlation_id=found.get("ce_correlationid"),
                 causation_id=found.get("ce_causationid"),
-                traceparent=found.get("traceparent"),
+                traceparent=check_traceparent(found.get("traceparent")),
             )
-        except (ValueError, ValidationError) as exc:
+        except ValueError as exc:
             raise EnvelopeError(f"malformed envelope headers: {exc}") from exc
 
 
