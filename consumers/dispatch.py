@@ -89,6 +89,8 @@ class Dispatcher:
         self._blocked: dict[Position, tuple[Origin, int]] = {}  # block-and-retry: origin, rounds
         self._children: dict[tuple[str, str], Any] = {}
         self._last_attempt = 0
+        self._consumed: dict[str, int] = {}  # counted per record, published per batch (flush_metrics)
+        self._handled: dict[str, int] = {}
         self._traced = tracing_enabled()
         self._decoders: dict[
             type[Event], Callable[[bytes | None, RecordCoordinates | None], dict[str, Any]]
@@ -99,6 +101,13 @@ class Dispatcher:
         for position in [p for p in self._blocked if (p[0], p[1]) in partitions]:
             del self._blocked[position]
 
+    def flush_metrics(self) -> None:
+        """Add the consumed/handled counts since the last call to the Prometheus counters."""
+        for counts, outcome in ((self._consumed, "consumed"), (self._handled, "handled")):
+            for topic, count in counts.items():
+                self._metric(topic, outcome).inc(count)
+            counts.clear()
+
     def process(self, msg: Message) -> float | None:
         topic = msg.topic() or ""
         tier = self.router.retry.tier_of(topic)
@@ -107,7 +116,7 @@ class Dispatcher:
             if due > time.time():
                 return due  # not yet: the runner holds the partition until then
         self.stats.consumed += 1
-        self._metric(topic, "consumed").inc()
+        self._consumed[topic] = self._consumed.get(topic, 0) + 1
         try:
             envelope = Envelope.from_headers(msg.headers())
         except EnvelopeError as exc:
@@ -153,7 +162,7 @@ class Dispatcher:
         if self.dedupe is not None:
             self.dedupe.mark(envelope.event_id)
         self.stats.handled += 1
-        self._metric(topic, "handled").inc()
+        self._handled[topic] = self._handled.get(topic, 0) + 1
         return None
 
     # ------------------------------------------------------------------ attempts

@@ -170,6 +170,7 @@ class ConsumerRunner:
         finally:
             if done:
                 consumer.store_offsets(offsets=[TopicPartition(t, p, o) for (t, p), o in done.items()])
+            self._dispatcher.flush_metrics()
 
     # ------------------------------------------------------------------ pause / resume
 

@@ -12,8 +12,7 @@ import io
 import json
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import fastavro
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
@@ -58,8 +57,7 @@ class RegistrySchemaStore:
                 raise
 
 
-@dataclass(frozen=True)
-class RecordCoordinates:
+class RecordCoordinates(NamedTuple):
     """Where a payload came from, for error messages: ``orders[3]@1042``."""
 
     topic: str = ""
