@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +13,7 @@ from consumers.runner import ConsumerRunner
 from consumers.settings import ConsumerSettings
 from evstream.endpoints import kafka_settings, load_settings, registry_settings
 from evstream.imports import import_object
+from evstream.logs import LogFormat, configure_logging
 from evstream.output import console
 
 __all__ = ["consume"]
@@ -38,12 +38,19 @@ def consume(
     until_idle: Annotated[
         float | None, typer.Option(help="Stop after this many seconds without a record.")
     ] = None,
+    log_format: Annotated[
+        LogFormat, typer.Option(help="text, or json lines carrying event_id, correlation_id, trace_id.")
+    ] = "text",
+    log_level: Annotated[str, typer.Option(help="Root log level (DEBUG, INFO, WARNING...).")] = "WARNING",
 ) -> None:
-    """Run a consumer group: at-least-once, retries in place, dead letters to <topic>.dlq.
+    """Run a consumer group: at-least-once, retries in place, retry topics, dead letters to <topic>.dlq.
 
-    Stops gracefully on SIGTERM/SIGINT: the record in hand finishes, offsets are committed.
+    Settings come from EVSTREAM_CONSUMER_* (e.g. EVSTREAM_CONSUMER_RETRY_TOPIC_DELAYS_S='[1,10,60]',
+    EVSTREAM_CONSUMER_GROUP_INSTANCE_ID=worker-1 for static membership). Stops gracefully on
+    SIGTERM/SIGINT: the record in hand finishes, offsets are committed (deadline:
+    EVSTREAM_CONSUMER_SHUTDOWN_TIMEOUT_S).
     """
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(log_format, log_level.upper())
     runner = ConsumerRunner(
         group,
         load_handlers(handlers),
@@ -61,5 +68,6 @@ def consume(
             runner.dedupe.close()
     console.print(
         f"stopped: consumed {stats.consumed}, handled {stats.handled}, retried {stats.retried}, "
+        f"to retry topics {stats.retry_topic}, blocked {stats.blocked}, "
         f"dead-lettered {stats.dead_lettered}, skipped {stats.skipped}, duplicates {stats.duplicates}"
     )

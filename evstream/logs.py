@@ -14,7 +14,7 @@ from pythonjsonlogger.json import JsonFormatter
 
 from schemas.causation import current_cause
 
-__all__ = ["EventContextFilter", "configure_logging"]
+__all__ = ["EventContextFilter", "LogFormat", "configure_logging"]
 
 LogFormat = Literal["text", "json"]
 
