@@ -49,6 +49,8 @@ class RunStats:
     skipped: int = 0
     duplicates: int = 0
     commits: int = 0
+    rewinds: int = 0  # batches cut short by the batch deadline (records fetched again)
+    lost: int = 0  # partitions taken away without a chance to commit (session or poll interval expired)
 
 
 class _Failed(Exception):

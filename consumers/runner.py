@@ -37,6 +37,13 @@ __all__ = ["ConsumerRunner", "RunStats"]
 
 log = logging.getLogger("evstream.consumer")
 Partition = tuple[str, int]
+_GROUP_MOVED_ON = {
+    KafkaError._ASSIGNMENT_LOST,
+    KafkaError.ILLEGAL_GENERATION,
+    KafkaError.UNKNOWN_MEMBER_ID,
+    KafkaError.REBALANCE_IN_PROGRESS,
+    KafkaError.FENCED_INSTANCE_ID,
+}
 
 
 class ConsumerRunner:
@@ -150,8 +157,12 @@ class ConsumerRunner:
         """Dispatch a batch; store the offset after the last finished record of each partition."""
         assert self._dispatcher is not None
         done: dict[Partition, int] = {}
+        deadline = time.monotonic() + self.settings.batch_deadline
         try:
-            for msg in batch:
+            for index, msg in enumerate(batch):
+                if time.monotonic() > deadline:  # slow handlers: poll again before Kafka drops us
+                    self._rewind(consumer, batch[index:])
+                    break
                 err = msg.error()
                 if err is not None:
                     if err.fatal():
@@ -169,10 +180,30 @@ class ConsumerRunner:
                     break  # the rest is redelivered: nothing after this record is stored
         finally:
             if done:
-                consumer.store_offsets(offsets=[TopicPartition(t, p, o) for (t, p), o in done.items()])
+                self._store_offsets(consumer, done)
             self._dispatcher.flush_metrics()
 
+    def _store_offsets(self, consumer: Consumer, done: dict[Partition, int]) -> None:
+        owned = {tp: offset for tp, offset in done.items() if tp in self.assignment}
+        if len(owned) < len(done):  # revoked or lost meanwhile: the new owner handles them again
+            log.warning(
+                "not storing offsets of partitions no longer owned: %s", sorted(set(done) - set(owned))
+            )
+        if owned:
+            consumer.store_offsets(offsets=[TopicPartition(t, p, o) for (t, p), o in owned.items()])
+
     # ------------------------------------------------------------------ pause / resume
+
+    def _rewind(self, consumer: Consumer, rest: list[Message]) -> None:
+        """Seek each partition back to its first record in ``rest``, to be fetched again."""
+        first: dict[Partition, int] = {}
+        for msg in rest:
+            tp = (msg.topic() or "", msg.partition() or 0)
+            if msg.error() is None and tp not in self._held and tp not in first:
+                first[tp] = msg.offset() or 0
+        for (topic, partition), offset in first.items():
+            consumer.seek(TopicPartition(topic, partition, offset))
+        self.stats.rewinds += 1
 
     def _hold(self, consumer: Consumer, msg: Message, due: float) -> None:
         """Pause the record's partition and rewind to it until ``due`` (epoch seconds)."""
@@ -206,6 +237,8 @@ class ConsumerRunner:
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Partitions taken away without a chance to commit (session expired): just forget them."""
+        self.stats.lost += len(partitions)
+        log.warning("lost %d partition(s) without a commit: %s", len(partitions), partitions)
         self._release(partitions)
 
     def _release(self, partitions: list[TopicPartition]) -> None:
@@ -224,8 +257,14 @@ class ConsumerRunner:
             self._consumer.commit(asynchronous=False)
             self.stats.commits += 1
         except KafkaException as exc:
-            if exc.args and exc.args[0].code() == KafkaError._NO_OFFSET:
+            code = exc.args[0].code() if exc.args else None
+            if code == KafkaError._NO_OFFSET:
                 return  # nothing stored since the last commit
+            if code in _GROUP_MOVED_ON:
+                # The group rebalanced under us: these records belong to another member now and
+                # will be redelivered there (at-least-once); keep running.
+                log.warning("commit refused after a rebalance: %s", exc.args[0].str())
+                return
             raise
 
     def _on_stats(self, raw: str) -> None:

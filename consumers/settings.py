@@ -22,7 +22,21 @@ class ConsumerSettings(BaseSettings):
     poll_timeout_s: float = Field(default=0.5, gt=0, description="How long one consume() waits.")
     commit_interval_s: float = Field(default=5.0, gt=0, description="Commit stored offsets this often.")
     session_timeout_ms: int = Field(default=45_000, ge=6000)
-    max_poll_interval_ms: int = Field(default=300_000, ge=1000)
+    max_poll_interval_ms: int = Field(
+        default=300_000, ge=6000, description="Kafka drops a member that does not poll this often."
+    )
+    batch_deadline_s: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Stop working through a fetched batch after this long, rewind to the first unhandled"
+            " record and poll again, so slow handlers never exceed max_poll_interval_ms"
+            " (default: a third of it)."
+        ),
+    )
+    prefetch_max_kbytes: int = Field(
+        default=16_384, ge=1024, description="Bound on records fetched ahead of the handlers, per client."
+    )
     retry_attempts: int = Field(
         default=3, ge=1, le=100, description="In-place attempts per record, first included."
     )
@@ -74,6 +88,11 @@ class ConsumerSettings(BaseSettings):
             raise ValueError("at most 10 retry tiers")
         return value
 
+    @property
+    def batch_deadline(self) -> float:
+        """Seconds a fetched batch may take before the runner polls again."""
+        return self.batch_deadline_s or self.max_poll_interval_ms / 3000
+
     def librdkafka(self, group_id: str) -> dict[str, Any]:
         """These settings in librdkafka's spelling (merged over the connection config)."""
         return {
@@ -86,5 +105,6 @@ class ConsumerSettings(BaseSettings):
             "session.timeout.ms": self.session_timeout_ms,
             "max.poll.interval.ms": self.max_poll_interval_ms,
             "statistics.interval.ms": self.statistics_interval_ms,
+            "queued.max.messages.kbytes": self.prefetch_max_kbytes,
             **({"group.instance.id": self.group_instance_id} if self.group_instance_id else {}),
         }

@@ -156,3 +156,32 @@ def test_lag_gauge_follows_a_blocked_partition(endpoints: Endpoints, new_topic: 
         consumer.stop()
         thread.join(30)
     assert consumer.stats.handled == 20
+
+
+def test_slow_handlers_cut_batches_short_instead_of_being_dropped_from_the_group(
+    endpoints: Endpoints, new_topic: TopicFactory
+) -> None:
+    topic = new_topic(partitions=1)
+    ids = publish(endpoints, topic, mixed_events(120, seed=2))
+    calls: Counter[uuid.UUID] = Counter()
+    handlers = Handlers()
+
+    @handlers.on(*ALL)
+    def handle(event: Event, ctx: MessageContext) -> None:
+        time.sleep(0.06)  # simulated work: one fetched batch of 120 takes ~7 s > max.poll.interval (6 s)
+        calls[ctx.envelope.event_id] += 1
+
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    settings = {
+        "batch_size": 500,
+        "session_timeout_ms": 6000,
+        "max_poll_interval_ms": 6000,
+        "batch_deadline_s": 1.0,
+    }
+    stats = runner(endpoints, group, handlers, topic, settings=settings).run(until_idle_s=2)
+    assert calls == Counter({i: 1 for i in ids})  # each once: no rebalance replayed anything
+    assert stats.lost == 0
+    assert stats.rewinds >= 5
+    assert committed_offsets(endpoints.bootstrap_servers, group, topic, 1) == end_offsets(
+        endpoints.bootstrap_servers, topic
+    )
