@@ -33,13 +33,8 @@ FAST_RETRY = {
 
 
 def publish(endpoints: Endpoints, topic: str, events: list[Event]) -> list[uuid.UUID]:
-    with EventProducer(
-        kafka=KafkaSettings(bootstrap_servers=endpoints.bootstrap_servers),
-        registry=RegistrySettings(url=endpoints.registry_url),
-    ) as producer:
-        futures = [producer.publish(e, topic=topic) for e in events]
-        producer.flush(60)
-        return [f.result(timeout=60).event_id for f in futures]
+    """Publish and return the event ids, in order."""
+    return [d.event_id for d in publish_deliveries(endpoints, topic, events)]
 
 
 def runner(
