@@ -13,6 +13,8 @@ import typer
 
 from consumers.cli import consume
 from consumers.groups_cli import app as groups_app
+from consumers.replay.cli import app as replay_app
+from consumers.replay.dlq_cli import app as dlq_app
 from evstream import __version__
 from evstream.errors import EvstreamError, StackStartError
 from evstream.output import err_console
@@ -47,6 +49,8 @@ app.command("publish")(publish)
 app.command("demo")(demo)
 app.command("consume")(consume)
 app.add_typer(groups_app, name="groups")
+app.add_typer(replay_app, name="replay")
+app.add_typer(dlq_app, name="dlq")
 
 
 def _version(value: bool) -> None:

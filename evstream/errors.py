@@ -29,6 +29,11 @@ matching built-in (``ValueError``, ``LookupError``...) so generic code keeps wor
     ├── PublishError                          a publish did not succeed
     │   ├── DeliveryFailedError               the broker refused it: not written
     │   └── DeliveryIndeterminateError        timed out in flight: possibly written
+    ├── ReplayError                           replay plans, offset resets, bounded replays, DLQ tools
+    │   ├── ReplayInputError (ValueError)     bad input: unknown group/topic/partition, future time,
+    │   │                                     offset out of range, malformed plan file
+    │   ├── GroupActiveError                  the group has live members (listed): offsets untouched
+    │   └── StalePlanError                    the cluster moved since the plan was made (says what)
     ├── RequestError                          request-reply over Kafka
     │   └── RequestTimeoutError (TimeoutError)  no reply before the deadline
     └── SerdeError                            the Avro codec (Confluent wire format)
@@ -62,11 +67,14 @@ __all__ = [
     "EventValidationError",
     "EvstreamError",
     "EvstreamSignal",
+    "GroupActiveError",
     "IncompatibleSchemaError",
     "PartitionDecreaseError",
     "PortInUseError",
     "PublishError",
     "RegistryError",
+    "ReplayError",
+    "ReplayInputError",
     "ReplicationChangeError",
     "RequestError",
     "RequestTimeoutError",
@@ -77,6 +85,7 @@ __all__ = [
     "StackNotRunningError",
     "StackStartError",
     "StackTimeoutError",
+    "StalePlanError",
     "ToolNotFoundError",
     "TopicsAdminError",
     "TopicsError",
@@ -233,6 +242,33 @@ class DeliveryFailedError(PublishError):
 
 class DeliveryIndeterminateError(PublishError):
     """The delivery timed out in flight: the event may or may not have been written."""
+
+
+class ReplayError(EvstreamError):
+    """A replay, offset reset or dead-letter operation could not be done."""
+
+
+class ReplayInputError(ReplayError, ValueError):
+    """The replay request itself is wrong (unknown group/topic, time in the future, bad plan file...)."""
+
+
+class GroupActiveError(ReplayError):
+    """The group has active members; offsets can only be changed while it is empty."""
+
+    def __init__(self, group_id: str, members: list[str]) -> None:
+        self.group_id = group_id
+        self.members = members
+        super().__init__(
+            f"group {group_id!r} has {len(members)} active member(s): {', '.join(members)}; stop them first"
+        )
+
+
+class StalePlanError(ReplayError):
+    """The cluster changed since the plan was made (committed offsets moved, retention deleted records)."""
+
+    def __init__(self, changes: list[str]) -> None:
+        self.changes = changes
+        super().__init__("the plan is stale, make a new one: " + "; ".join(changes))
 
 
 class RequestError(EvstreamError):

@@ -1,0 +1,25 @@
+"""Replay: offset-reset plans (plan, re-check, apply), bounded replays, dead-letter redrive."""
+
+from consumers.replay.apply import ApplyResult, apply_plan, recheck
+from consumers.replay.bounded import BoundedReplay, ReplayResult
+from consumers.replay.cluster import Cluster, GroupState
+from consumers.replay.deadletters import DeadLetterRecord, RedriveResult, read_dead_letters, redrive
+from consumers.replay.plan import PartitionPlan, ReplayPlan, Target, plan_replay
+
+__all__ = [
+    "ApplyResult",
+    "BoundedReplay",
+    "Cluster",
+    "DeadLetterRecord",
+    "GroupState",
+    "PartitionPlan",
+    "RedriveResult",
+    "ReplayPlan",
+    "ReplayResult",
+    "Target",
+    "apply_plan",
+    "plan_replay",
+    "read_dead_letters",
+    "recheck",
+    "redrive",
+]

@@ -1,0 +1,264 @@
+"""Bounded replay: process exactly the records in [from, until) of a topic, then stop.
+
+End offsets are fixed before the first record is read, so a replay stops on time even while
+producers keep writing. It reads with its own consumer group ``evstream-replay.<name>`` (live
+groups are untouched) by manual assignment, and commits its progress after each batch with the
+partition's end bound in the commit metadata: running the same ``name`` again resumes where an
+interrupted run stopped, with the same bounds; a finished run does nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from pydantic import ValidationError
+
+from consumers.failures import header_pairs
+from consumers.handlers import Handlers, MessageContext
+from consumers.replay.cluster import Cluster, Key
+from consumers.replay.plan import epoch_ms, parse_datetime
+from evstream.errors import DecodeError, EnvelopeError, ReplayError, ReplayInputError
+from evstream.settings import KafkaSettings, RegistrySettings, librdkafka_config
+from schemas import AvroCodec, Envelope, RecordCoordinates, RegistrySchemaStore, SchemaStore
+
+__all__ = ["BoundedReplay", "ReplayResult"]
+
+_META = "evstream-replay:end="
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class ReplayResult:
+    """What a bounded replay did; ``ranges`` holds each partition's [start, end)."""
+
+    name: str
+    ranges: dict[Key, tuple[int, int]]
+    resumed: bool
+    processed: int = 0  # records read inside the bounds
+    delivered: int = 0  # handled, or copied to the target topic
+    skipped: int = 0  # filtered out by --type, or no handler for the type
+    per_partition: dict[Key, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(end - start for start, end in self.ranges.values())
+
+
+@dataclass
+class BoundedReplay:
+    """One bounded replay of ``topic``. Give ``handlers`` or ``to_topic`` (exactly one)."""
+
+    topic: str
+    start: str  # "earliest", an offset, or an ISO-8601 datetime
+    until: str = "now"  # "now", an offset, or an ISO-8601 datetime
+    handlers: Handlers | None = None
+    to_topic: str | None = None
+    types: frozenset[str] = frozenset()
+    name: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    kafka: KafkaSettings | None = None
+    registry: RegistrySettings | None = None
+    schema_store: SchemaStore | None = None
+    batch_size: int = 1000
+
+    def __post_init__(self) -> None:
+        if (self.handlers is None) == (self.to_topic is None):
+            raise ReplayInputError("give exactly one of a handler (--handler) or a target topic (--to-topic)")
+        if self.to_topic == self.topic:
+            raise ReplayInputError("--to-topic must differ from the replayed topic (it would never end)")
+
+    @property
+    def group_id(self) -> str:
+        return f"evstream-replay.{self.name}"
+
+    # ------------------------------------------------------------------ bounds
+
+    def _bounds(self, cluster: Cluster, consumer: Consumer) -> tuple[dict[Key, tuple[int, int]], bool]:
+        keys = [(self.topic, p) for p in cluster.partitions(self.topic)]
+        committed = consumer.committed([TopicPartition(t, p) for t, p in keys], timeout=30)
+        saved = {
+            (tp.topic, tp.partition): (tp.offset, int(tp.metadata[len(_META) :]))
+            for tp in committed
+            if tp.offset >= 0 and tp.metadata and tp.metadata.startswith(_META)
+        }
+        if len(saved) == len(keys):
+            return saved, True
+        earliest, end = cluster.earliest(keys), cluster.latest(keys)
+        starts = self._resolve(cluster, keys, self.start, earliest, end, "from")
+        ends = (
+            end if self.until == "now" else self._resolve(cluster, keys, self.until, earliest, end, "until")
+        )
+        return {k: (starts[k], max(starts[k], ends[k])) for k in keys}, False
+
+    @staticmethod
+    def _resolve(
+        cluster: Cluster, keys: list[Key], text: str, earliest: dict[Key, int], end: dict[Key, int], what: str
+    ) -> dict[Key, int]:
+        if text == "earliest":
+            return dict(earliest)
+        if text.lstrip("-").isdigit():
+            offset = int(text)
+            for key in keys:
+                if not 0 <= offset <= end[key]:
+                    raise ReplayInputError(
+                        f"--{what} {offset} is outside {key[0]}[{key[1]}]"
+                        f" (offsets {earliest[key]}..{end[key]})"
+                    )
+            return {k: max(offset, earliest[k]) for k in keys}
+        at = parse_datetime(text)
+        if at > datetime.now(UTC):
+            raise ReplayInputError(f"--{what} {text} is in the future")
+        return cluster.for_time(keys, epoch_ms(at))
+
+    # ------------------------------------------------------------------ run
+
+    def run(self, *, progress: Progress | None = None, stop: threading.Event | None = None) -> ReplayResult:
+        """Process the range; returns early (progress committed, resumable) when ``stop`` is set."""
+        conf = librdkafka_config(self.kafka or KafkaSettings())
+        from confluent_kafka.admin import AdminClient  # noqa: PLC0415 - only needed here
+
+        cluster = Cluster(AdminClient(conf))
+        consumer = Consumer(
+            {
+                **conf,
+                "group.id": self.group_id,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+            }
+        )
+        client = None
+        producer = None
+        try:
+            ranges, resumed = self._bounds(cluster, consumer)
+            result = ReplayResult(self.name, ranges, resumed)
+            work = {k: r for k, r in ranges.items() if r[0] < r[1]}
+            if not work:
+                return result
+            decode = None
+            if self.handlers is not None:
+                store = self.schema_store
+                if store is None:
+                    client = SchemaRegistryClient((self.registry or RegistrySettings()).client_config())
+                    store = RegistrySchemaStore(client)
+                decode = AvroCodec(store)
+            else:
+                producer = Producer({**conf, "acks": "all", "enable.idempotence": True, "linger.ms": 5})
+            consumer.assign([TopicPartition(t, p, start) for (t, p), (start, _end) in work.items()])
+            self._loop(consumer, producer, decode, ranges, work, result, progress, stop)
+            return result
+        finally:
+            consumer.close()
+            if producer is not None:
+                producer.flush(30)
+            if client is not None:
+                client.close()
+
+    def _loop(
+        self,
+        consumer: Consumer,
+        producer: Producer | None,
+        codec: AvroCodec | None,
+        ranges: dict[Key, tuple[int, int]],
+        work: dict[Key, tuple[int, int]],
+        result: ReplayResult,
+        progress: Progress | None,
+        stop: threading.Event | None,
+    ) -> None:
+        remaining = set(work)
+        position = {k: start for k, (start, _end) in work.items()}
+        idle_since = time.monotonic()
+        while remaining and not (stop is not None and stop.is_set()):
+            batch = consumer.consume(self.batch_size, 0.5)
+            touched: set[Key] = set()
+            for msg in batch:
+                err = msg.error()
+                if err is not None:
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        raise ReplayError(f"reading {self.topic}: {err.str()}")
+                    continue
+                key = (msg.topic() or "", msg.partition() or 0)
+                offset = msg.offset() or 0
+                if key not in remaining or offset >= ranges[key][1]:
+                    continue  # past the snapshot: new records are not part of this replay
+                self._one(msg, producer, codec, result)
+                position[key] = offset + 1
+                touched.add(key)
+                result.per_partition[key] = result.per_partition.get(key, 0) + 1
+                if position[key] >= ranges[key][1]:
+                    remaining.discard(key)
+                    consumer.pause([TopicPartition(*key)])
+            # Transaction markers and aborted records occupy offsets that are never delivered:
+            # a partition is also done when the fetch position itself has passed its end.
+            for tp in consumer.position([TopicPartition(*k) for k in remaining]):
+                key = (tp.topic, tp.partition)
+                if tp.offset >= ranges[key][1]:
+                    position[key] = max(position[key], ranges[key][1])
+                    touched.add(key)
+                    remaining.discard(key)
+                    consumer.pause([TopicPartition(*key)])
+            if touched:
+                idle_since = time.monotonic()
+                if producer is not None and producer.flush(60) > 0:
+                    raise ReplayError(f"copies to {self.to_topic} were not acknowledged within 60 s")
+                consumer.commit(
+                    offsets=[
+                        TopicPartition(t, p, position[(t, p)], metadata=f"{_META}{ranges[(t, p)][1]}")
+                        for t, p in touched
+                    ],
+                    asynchronous=False,
+                )
+                if progress is not None:
+                    progress(result.processed, result.total)
+            elif time.monotonic() - idle_since > 60:
+                left = {f"{t}[{p}]": ranges[(t, p)][1] - position[(t, p)] for t, p in sorted(remaining)}
+                raise ReplayError(f"no records for 60 s with records still in range: {left}")
+
+    def _one(
+        self, msg: Message, producer: Producer | None, codec: AvroCodec | None, result: ReplayResult
+    ) -> None:
+        result.processed += 1
+        pairs = header_pairs(msg)
+        type_name = next((v.decode(errors="replace") for k, v in pairs if k == "ce_type"), None)
+        if self.types and type_name not in self.types:
+            result.skipped += 1
+            return
+        if producer is not None:
+            producer.produce(
+                self.to_topic or "",
+                value=msg.value(),
+                key=msg.key(),
+                headers=[
+                    *pairs,
+                    ("evstream.replay.source", f"{msg.topic()}/{msg.partition()}/{msg.offset()}".encode()),
+                ],
+            )
+            producer.poll(0)
+            result.delivered += 1
+            return
+        assert self.handlers is not None
+        assert codec is not None
+        where = RecordCoordinates(msg.topic() or "", msg.partition(), msg.offset())
+        try:
+            envelope = Envelope.from_headers(msg.headers())
+            spec = self.handlers.lookup(envelope.event_type)
+            if spec is None:
+                result.skipped += 1
+                return
+            event = spec.model.model_validate(
+                codec.decode(msg.value(), spec.model.avro_schema_dict(), where=where)
+            )
+        except (EnvelopeError, DecodeError, ValidationError) as exc:
+            raise ReplayError(f"{where}: cannot decode: {exc}") from exc
+        try:
+            spec.handler(event, MessageContext(msg, envelope))
+        except Exception as exc:
+            raise ReplayError(
+                f"{where}: handler failed: {exc!r} (progress saved; run again to resume)"
+            ) from exc
+        result.delivered += 1

@@ -1,0 +1,261 @@
+"""Dead-letter tools: list and show dead letters, and redrive them to the topic they came from.
+
+Redrive copies each selected record back to its original topic (``evstream.dlq.topic``) with its
+original key, value and headers and an ``evstream.redrive.count`` header one higher than before.
+A record whose count already reached ``max_redrives`` is refused (the loop guard: a record that
+keeps failing cannot cycle forever). The dead-letter topic itself is never changed (it is the
+audit log); redrive remembers how far it got in the consumer group ``evstream-redrive.<dlq>``,
+so each run works on the dead letters that arrived since the last one. Records a filter passes
+over are not revisited unless ``from_beginning`` (``--from-beginning``) is given.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+
+from consumers.failures import DLQ_PREFIX, RETRY_PREFIX, header_pairs
+from consumers.replay.cluster import Cluster
+from evstream.errors import ReplayError
+from evstream.settings import KafkaSettings, librdkafka_config
+
+__all__ = ["REDRIVE_COUNT", "DeadLetterRecord", "RedriveResult", "read_dead_letters", "redrive"]
+
+REDRIVE_COUNT = "evstream.redrive.count"
+
+
+@dataclass(frozen=True)
+class DeadLetterRecord:
+    """One record of a dead-letter topic, with its ``evstream.dlq.*`` headers read out."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+    def header(self, name: str, default: str = "") -> str:
+        return next((v.decode(errors="replace") for k, v in self.headers if k == name), default)
+
+    @property
+    def event_type(self) -> str:
+        return self.header("ce_type", "?")
+
+    @property
+    def event_id(self) -> str:
+        return self.header("ce_id", "?")
+
+    @property
+    def origin(self) -> str:
+        """``topic[partition]@offset`` of the record that failed, or '' if not an evstream dead letter."""
+        topic = self.header(f"{DLQ_PREFIX}topic")
+        if not topic:
+            return ""
+        return f"{topic}[{self.header(f'{DLQ_PREFIX}partition')}]@{self.header(f'{DLQ_PREFIX}offset')}"
+
+    @property
+    def error_type(self) -> str:
+        return self.header(f"{DLQ_PREFIX}error-type")
+
+    @property
+    def redrive_count(self) -> int:
+        text = self.header(REDRIVE_COUNT, "0")
+        return int(text) if text.isdigit() else 0
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "partition": self.partition,
+            "offset": self.offset,
+            "event_type": self.event_type,
+            "event_id": self.event_id,
+            "origin": self.origin,
+            "reason": self.header(f"{DLQ_PREFIX}reason"),
+            "error_type": self.error_type,
+            "error_message": self.header(f"{DLQ_PREFIX}error-message"),
+            "attempts": self.header(f"{DLQ_PREFIX}attempts"),
+            "dead_lettered_at": self.header(f"{DLQ_PREFIX}dead-lettered-at"),
+            "redrive_count": self.redrive_count,
+        }
+
+
+def _record(msg: Message) -> DeadLetterRecord:
+    key = msg.key()
+    return DeadLetterRecord(
+        msg.partition() or 0,
+        msg.offset() or 0,
+        key.encode() if isinstance(key, str) else key,
+        msg.value(),
+        header_pairs(msg),
+    )
+
+
+def read_dead_letters(
+    kafka: KafkaSettings,
+    dlq: str,
+    *,
+    error_type: str | None = None,
+    limit: int | None = None,
+    partition: int | None = None,
+    offset: int | None = None,
+) -> list[DeadLetterRecord]:
+    """The dead letters in ``dlq`` up to its current end (oldest first), optionally filtered."""
+    records, _examined, _seen = _read(kafka, dlq, None, error_type, limit, partition, offset)
+    return records
+
+
+def _read(
+    kafka: KafkaSettings,
+    dlq: str,
+    group_id: str | None,
+    error_type: str | None,
+    limit: int | None,
+    partition: int | None = None,
+    offset: int | None = None,
+) -> tuple[list[DeadLetterRecord], dict[tuple[str, int], int], int]:
+    """Matching records from the start position (``group_id``'s committed offsets, else the
+    earliest, else ``offset``) up to the end; and, per partition, the offset after the last
+    record examined."""
+    from confluent_kafka.admin import AdminClient  # noqa: PLC0415
+
+    conf = librdkafka_config(kafka)
+    cluster = Cluster(AdminClient(conf))
+    keys = [(dlq, p) for p in cluster.partitions(dlq) if partition is None or p == partition]
+    if not keys:
+        raise ReplayError(f"{dlq} has no partition {partition}")
+    earliest, end = cluster.earliest(keys), cluster.latest(keys)
+    starts = {k: earliest[k] if offset is None else max(offset, earliest[k]) for k in keys}
+    consumer = Consumer({**conf, "group.id": group_id or f"evstream-dlq-reader-{uuid.uuid4().hex[:8]}"})
+    found: list[DeadLetterRecord] = []
+    examined: dict[tuple[str, int], int] = {}
+    seen = 0
+    try:
+        if group_id is not None:
+            for tp in consumer.committed([TopicPartition(*k) for k in keys], timeout=30):
+                if tp.offset >= 0:
+                    starts[(tp.topic, tp.partition)] = max(tp.offset, earliest[(tp.topic, tp.partition)])
+        work = {k: end[k] for k in keys if starts[k] < end[k]}
+        if work:
+            consumer.assign([TopicPartition(t, p, starts[(t, p)]) for t, p in work])
+            seen = _scan(consumer, dlq, work, found, examined, error_type, limit)
+    finally:
+        consumer.close()
+    found.sort(key=lambda r: (r.offset, r.partition))
+    return found, examined, seen
+
+
+def _scan(
+    consumer: Consumer,
+    dlq: str,
+    work: dict[tuple[str, int], int],
+    found: list[DeadLetterRecord],
+    examined: dict[tuple[str, int], int],
+    error_type: str | None,
+    limit: int | None,
+) -> int:
+    """Read the assigned partitions up to their ``work`` end offsets, collecting matching records;
+    returns how many records were examined."""
+    idle = seen = 0
+    while work and (limit is None or len(found) < limit) and idle < 60:
+        batch = consumer.consume(500, 0.5)
+        idle = 0 if batch else idle + 1
+        for msg in batch:
+            if limit is not None and len(found) >= limit:
+                break
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    raise ReplayError(f"reading {dlq}: {err.str()}")
+                continue
+            key = (dlq, msg.partition() or 0)
+            if key not in work or (msg.offset() or 0) >= work[key]:
+                continue
+            record = _record(msg)
+            seen += 1
+            examined[key] = record.offset + 1
+            if error_type is None or record.error_type == error_type:
+                found.append(record)
+        for tp in consumer.position([TopicPartition(*k) for k in work]):
+            if tp.offset >= work[(tp.topic, tp.partition)]:
+                del work[(tp.topic, tp.partition)]
+    return seen
+
+
+@dataclass
+class RedriveResult:
+    """What :func:`redrive` did (or would do, on a dry run)."""
+
+    dry_run: bool
+    passed_over: int = 0  # examined but not matching the filter
+    sent: Counter[str] = field(default_factory=Counter)  # by original topic
+    refused: list[tuple[DeadLetterRecord, str]] = field(default_factory=list)  # record, why
+
+    @property
+    def total_sent(self) -> int:
+        return sum(self.sent.values())
+
+
+def redrive(
+    kafka: KafkaSettings,
+    dlq: str,
+    *,
+    error_type: str | None = None,
+    limit: int | None = None,
+    max_redrives: int = 3,
+    dry_run: bool = False,
+    from_beginning: bool = False,
+) -> RedriveResult:
+    """Send dead letters back to their original topics (acknowledged); see the module docstring."""
+    group_id = f"evstream-redrive.{dlq}"
+    records, examined, seen = _read(kafka, dlq, None if from_beginning else group_id, error_type, limit)
+    result = RedriveResult(dry_run, passed_over=seen - len(records))
+    conf = librdkafka_config(kafka)
+    producer = (
+        None if dry_run else Producer({**conf, "acks": "all", "enable.idempotence": True, "linger.ms": 5})
+    )
+    failures: list[str] = []
+    for record in records:
+        target = record.header(f"{DLQ_PREFIX}topic")
+        if not target:
+            result.refused.append((record, "no evstream.dlq.topic header: not an evstream dead letter"))
+            continue
+        if record.redrive_count >= max_redrives:
+            result.refused.append(
+                (record, f"redriven {record.redrive_count} times already (max {max_redrives})")
+            )
+            continue
+        result.sent[target] += 1
+        if producer is None:
+            continue
+        headers = [
+            (k, v)
+            for k, v in record.headers
+            if not k.startswith((DLQ_PREFIX, RETRY_PREFIX)) and k != REDRIVE_COUNT
+        ]
+        producer.produce(
+            target,
+            value=record.value,
+            key=record.key,
+            headers=[*headers, (REDRIVE_COUNT, str(record.redrive_count + 1).encode())],
+            on_delivery=lambda err, _m: failures.append(err.str()) if err is not None else None,
+        )
+        producer.poll(0)
+    if producer is None:
+        return result
+    left = producer.flush(60)
+    if left or failures:  # nothing committed: the next run retries these records
+        raise ReplayError(
+            f"redrive of {dlq}: {left} not acknowledged, {len(failures)} failed"
+            + (f" (first: {failures[0]})" if failures else "")
+        )
+    if examined:  # remember how far this run got (only after every copy was acknowledged)
+        position = Consumer({**conf, "group.id": group_id, "enable.auto.commit": False})
+        try:
+            position.commit(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in examined.items()], asynchronous=False
+            )
+        finally:
+            position.close()
+    return result

@@ -1,0 +1,136 @@
+"""``evstream dlq list|show|redrive``: look into dead-letter topics and send records back."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from consumers.replay.deadletters import read_dead_letters, redrive
+from evstream.endpoints import kafka_settings
+from evstream.errors import ReplayInputError
+from evstream.output import OutputFormat, console, print_json, table
+
+__all__ = ["app"]
+
+app = typer.Typer(help="Dead-letter topics: list, show, redrive to the original topic.", no_args_is_help=True)
+
+Dlq = Annotated[str, typer.Option("--dlq", help="The dead-letter topic, e.g. orders.dlq.")]
+ErrorType = Annotated[str | None, typer.Option("--error-type", help="Only records with this error type.")]
+Limit = Annotated[
+    int | None, typer.Option("--limit", min=1, help="At most this many records (oldest first).")
+]
+Bootstrap = Annotated[
+    str | None,
+    typer.Option(
+        "--bootstrap-servers", "-b", help="[default: EVSTREAM_BOOTSTRAP_SERVERS, else the local stack]"
+    ),
+]
+Output = Annotated[OutputFormat, typer.Option("--output", "-o", help="table for people, json for scripts.")]
+
+
+@app.command("list")
+def list_(
+    dlq: Dlq,
+    error_type: ErrorType = None,
+    limit: Limit = None,
+    bootstrap_servers: Bootstrap = None,
+    output: Output = OutputFormat.table,
+) -> None:
+    """Dead letters with their origin, error and redrive count."""
+    records = read_dead_letters(kafka_settings(bootstrap_servers), dlq, error_type=error_type, limit=limit)
+    if output is OutputFormat.json:
+        print_json([r.summary() for r in records])
+        return
+    table(
+        f"{dlq}: {len(records)} record(s)",
+        ["partition", "offset", "type", "origin", "error", "attempts", "redriven"],
+        [
+            [
+                r.partition,
+                r.offset,
+                r.event_type,
+                r.origin or "-",
+                r.error_type or "-",
+                r.summary()["attempts"],
+                r.redrive_count,
+            ]
+            for r in records
+        ],
+    )
+
+
+@app.command()
+def show(
+    dlq: Dlq,
+    offset: Annotated[int, typer.Option("--offset", min=0, help="The record's offset.")],
+    partition: Annotated[int, typer.Option("--partition", min=0, help="The record's partition.")] = 0,
+    bootstrap_servers: Bootstrap = None,
+) -> None:
+    """One dead letter: every header, and the value's size and first bytes."""
+    found = read_dead_letters(
+        kafka_settings(bootstrap_servers), dlq, partition=partition, offset=offset, limit=1
+    )
+    if not found or found[0].offset != offset:
+        raise ReplayInputError(f"no record at {dlq}[{partition}]@{offset}")
+    record = found[0]
+    print_json(
+        {
+            **record.summary(),
+            "key": record.key.decode(errors="replace") if record.key else None,
+            "headers": {k: v.decode(errors="replace") for k, v in record.headers},
+            "value_bytes": len(record.value or b""),
+            "value_head_hex": (record.value or b"")[:64].hex(),
+        }
+    )
+
+
+@app.command("redrive")
+def redrive_(
+    dlq: Dlq,
+    error_type: ErrorType = None,
+    limit: Limit = None,
+    max_redrives: Annotated[
+        int, typer.Option(min=1, help="Refuse records already redriven this many times (loop guard).")
+    ] = 3,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count what would be sent; send nothing.")
+    ] = False,
+    from_beginning: Annotated[
+        bool, typer.Option("--from-beginning", help="Reconsider every dead letter, not only new ones.")
+    ] = False,
+    bootstrap_servers: Bootstrap = None,
+    output: Output = OutputFormat.table,
+) -> None:
+    """Send dead letters back to their original topics, with an incremented evstream.redrive.count.
+
+    Each run works on the dead letters that arrived since the previous run (position kept in the
+    group evstream-redrive.<dlq>); the dead-letter topic itself is never changed.
+    """
+    result = redrive(
+        kafka_settings(bootstrap_servers),
+        dlq,
+        error_type=error_type,
+        limit=limit,
+        max_redrives=max_redrives,
+        dry_run=dry_run,
+        from_beginning=from_beginning,
+    )
+    if output is OutputFormat.json:
+        print_json(
+            {
+                "dry_run": result.dry_run,
+                "sent": dict(result.sent),
+                "passed_over": result.passed_over,
+                "refused": [{**r.summary(), "why": why} for r, why in result.refused],
+            }
+        )
+        return
+    verb = "would send" if dry_run else "sent"
+    where = ", ".join(f"{n} to {t}" for t, n in sorted(result.sent.items())) or "nothing"
+    console.print(
+        f"{verb} {result.total_sent}: {where}; refused {len(result.refused)}; "
+        f"passed over by the filter {result.passed_over}"
+    )
+    for record, why in result.refused:
+        console.print(f"refused {dlq}[{record.partition}]@{record.offset} ({record.event_type}): {why}")
