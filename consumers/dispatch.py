@@ -27,7 +27,7 @@ from consumers.metrics import CONSUMED, HANDLER_LATENCY, OUTCOMES
 from consumers.routing import FailureRouter
 from consumers.settings import ConsumerSettings
 from consumers.tracing import run_in_span, tracing_enabled
-from evstream.errors import DeadLetter, DecodeError, EnvelopeError, EvstreamError
+from evstream.errors import DeadLetter, DecodeError, EnvelopeError, EvstreamError, RegistryError
 from schemas import AvroCodec, Envelope, Event, RecordCoordinates
 
 __all__ = ["Dispatcher", "RunStats"]
@@ -51,6 +51,13 @@ class RunStats:
     commits: int = 0
     rewinds: int = 0  # batches cut short by the batch deadline (records fetched again)
     lost: int = 0  # partitions taken away without a chance to commit (session or poll interval expired)
+
+
+def _log_context(envelope: Envelope) -> dict[str, str]:
+    """The event's ids for log records written outside the handler's context."""
+    trace = envelope.traceparent.split("-")[1] if envelope.traceparent else ""
+    event_id = str(envelope.event_id)
+    return {"event_id": event_id, "correlation_id": envelope.correlation_id or event_id, "trace_id": trace}
 
 
 class _Failed(Exception):
@@ -138,16 +145,20 @@ class Dispatcher:
         except (DecodeError, ValidationError) as exc:
             self._dead_letter(msg, Origin.of(msg), "undecodable", exc)
             return None
-        if self.dedupe is not None and self.dedupe.seen(envelope.event_id):
-            self.stats.duplicates += 1
-            self._metric(topic, "duplicate").inc()
-            return None
+        except RegistryError as exc:  # the registry is down, not the record: hold and try again
+            log.warning("schema registry unavailable, holding %s[%s]: %s", topic, msg.partition(), exc)
+            self.stats.consumed -= 1
+            return time.time() + self.settings.retry_wait_max_s
         return self._handle(msg, spec, event, envelope, tier)
 
     def _handle(
         self, msg: Message, spec: HandlerSpec, event: Event, envelope: Envelope, tier: int
     ) -> float | None:
         topic = msg.topic() or ""
+        if self.dedupe is not None and self.dedupe.seen(envelope.event_id):
+            self.stats.duplicates += 1
+            self._metric(topic, "duplicate").inc()
+            return None
         position = (topic, msg.partition() or 0, msg.offset() or 0)
         blocked = self._blocked.get(position)
         prior = blocked[0] if blocked else Origin.of(msg) if tier else None
@@ -218,7 +229,13 @@ class Dispatcher:
         except DeadLetter:
             raise
         except Exception as exc:  # any handler failure is retried, then routed
-            log.warning("handler failed (attempt %d) for event %s: %r", attempt, envelope.event_id, exc)
+            log.warning(
+                "handler failed (attempt %d) for event %s: %r",
+                attempt,
+                envelope.event_id,
+                exc,
+                extra=_log_context(envelope),
+            )
             raise _Transient(str(exc)) from exc
         finally:
             self._metric(topic, "latency").observe(time.perf_counter() - started)

@@ -32,6 +32,7 @@ from evstream.errors import (
     DeadLetter,
     EnvelopeError,
     EvstreamError,
+    RequestError,
     RequestTimeoutError,
     SerdeError,
     TopicsAdminError,
@@ -114,10 +115,16 @@ class Requester:
         return self
 
     def close(self) -> None:
+        """Stop reading replies; requests still waiting fail with :class:`RequestError`."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)
             self._thread = None
+        with self._lock:
+            waiting, self._pending = self._pending, {}
+        for future, _model in waiting.values():
+            if future.set_running_or_notify_cancel():
+                future.set_exception(RequestError("the requester was closed before the reply arrived"))
         if self._client is not None:
             self._client.close()
             self._client = None
@@ -162,7 +169,8 @@ class Requester:
         try:
             return future.result(timeout=timeout)
         except FutureTimeout:
-            raise self._expire(request_id, event, timeout) from None
+            self._expire(request_id, event, timeout)
+            return future.result(timeout=5)  # the reply won the race with the deadline
 
     async def arequest(
         self, event: Event, reply: type[R], *, timeout: float = 10.0, topic: str | None = None
@@ -170,17 +178,24 @@ class Requester:
         """The asyncio form of :meth:`request` (the publish acknowledgement runs in a thread)."""
         request_id, future = await asyncio.to_thread(self.send, event, reply, topic=topic)
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+            # shield: a timeout must not cancel the shared future under the reader thread's feet
+            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), timeout)
         except TimeoutError:
-            raise self._expire(request_id, event, timeout) from None
+            self._expire(request_id, event, timeout)
+            return future.result(timeout=5)
 
-    def _expire(self, request_id: str, event: Event, timeout: float) -> RequestTimeoutError:
+    def _expire(self, request_id: str, event: Event, timeout: float) -> None:
+        """Give up on ``request_id`` (a later reply counts as late) unless its reply just came.
+
+        Raises :class:`RequestTimeoutError`; returns only when the reply won the race.
+        """
         with self._lock:
-            self._pending.pop(request_id, None)
+            if self._pending.pop(request_id, None) is None:
+                return  # the reply was set between the deadline and this lock
             self._timed_out[request_id] = None
             while len(self._timed_out) > self._remember:
                 self._timed_out.popitem(last=False)
-        return RequestTimeoutError(
+        raise RequestTimeoutError(
             f"no reply to {event.event_type()} {request_id} on {self.reply_topic} within {timeout:g}s",
             request_id,
         )
@@ -198,7 +213,10 @@ class Requester:
                     if err.code() != KafkaError._PARTITION_EOF:
                         log.warning("reply topic error: %s", err.str())
                     continue
-                self._on_reply(msg)
+                try:
+                    self._on_reply(msg)
+                except Exception:  # one bad reply must not stop the replies of everyone else
+                    log.exception("reply %s@%s could not be handled", msg.topic(), msg.offset())
         finally:
             consumer.close()
 
@@ -221,6 +239,8 @@ class Requester:
         if waiting is None:
             return  # another requester's reply
         future, model = waiting
+        if not future.set_running_or_notify_cancel():
+            return  # the caller cancelled it
         assert self._codec is not None
         try:
             future.set_result(model.model_validate(self._codec.decode(msg.value(), model.avro_schema_dict())))

@@ -77,6 +77,7 @@ class ConsumerRunner:
         self._consumer: Consumer | None = None
         self._dispatcher: Dispatcher | None = None
         self._held: dict[Partition, float] = {}  # paused partition -> epoch time to resume
+        self._watchdog: threading.Timer | None = None
 
     def stop(self) -> None:
         """Ask :meth:`run` to finish the record in hand, commit and return (thread- and signal-safe)."""
@@ -135,6 +136,9 @@ class ConsumerRunner:
                     registry_client.close()
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
+                if self._watchdog is not None:  # stopped in time: no forced exit later
+                    self._watchdog.cancel()
+                    self._watchdog = None
         return self.stats
 
     def _loop(self, consumer: Consumer, until_idle_s: float | None) -> None:
@@ -169,8 +173,8 @@ class ConsumerRunner:
                         raise EvstreamError(f"fatal consumer error: {err.str()}")
                     continue
                 tp = (msg.topic() or "", msg.partition() or 0)
-                if tp in self._held:
-                    continue  # this partition waits; later records are fetched again after the seek
+                if tp in self._held or tp not in self.assignment:
+                    continue  # waiting (fetched again after the seek), or revoked: the new owner has it
                 due = self._dispatcher.process(msg)
                 if due is None:
                     done[tp] = (msg.offset() or 0) + 1
@@ -199,7 +203,7 @@ class ConsumerRunner:
         first: dict[Partition, int] = {}
         for msg in rest:
             tp = (msg.topic() or "", msg.partition() or 0)
-            if msg.error() is None and tp not in self._held and tp not in first:
+            if msg.error() is None and tp in self.assignment and tp not in self._held and tp not in first:
                 first[tp] = msg.offset() or 0
         for (topic, partition), offset in first.items():
             consumer.seek(TopicPartition(topic, partition, offset))
@@ -229,6 +233,9 @@ class ConsumerRunner:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.assignment |= {(tp.topic, tp.partition) for tp in partitions}
+        # librdkafka keeps a partition's pause flag across unassign/assign: a partition held when
+        # it was taken away would otherwise stay paused forever when it comes back.
+        consumer.resume(partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Commit what was handled before the partitions move to another member."""
@@ -246,7 +253,8 @@ class ConsumerRunner:
         self.assignment -= gone
         for tp in gone:
             self._held.pop(tp, None)
-            self.lag.pop(tp, None)
+            if self.lag.pop(tp, None) is not None:
+                LAG.remove(tp[0], str(tp[1]), self.group_id)
         if self._dispatcher is not None:
             self._dispatcher.forget(gone)
 
@@ -260,10 +268,10 @@ class ConsumerRunner:
             code = exc.args[0].code() if exc.args else None
             if code == KafkaError._NO_OFFSET:
                 return  # nothing stored since the last commit
-            if code in _GROUP_MOVED_ON:
-                # The group rebalanced under us: these records belong to another member now and
-                # will be redelivered there (at-least-once); keep running.
-                log.warning("commit refused after a rebalance: %s", exc.args[0].str())
+            if code in _GROUP_MOVED_ON or exc.args[0].retriable():
+                # The group rebalanced under us (the records are redelivered to their new owner),
+                # or the coordinator is briefly unavailable (the next commit carries the offsets).
+                log.warning("commit not done, continuing: %s", exc.args[0].str())
                 return
             raise
 
@@ -291,9 +299,9 @@ class ConsumerRunner:
         if self._stop.is_set():
             return
         self._stop.set()
-        watchdog = threading.Timer(self.settings.shutdown_timeout_s, self._overdue)
-        watchdog.daemon = True
-        watchdog.start()
+        self._watchdog = threading.Timer(self.settings.shutdown_timeout_s, self._overdue)
+        self._watchdog.daemon = True
+        self._watchdog.start()
 
     def _overdue(self) -> None:
         log.error(

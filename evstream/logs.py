@@ -23,6 +23,8 @@ class EventContextFilter(logging.Filter):
     """Adds ``event_id``, ``correlation_id`` and ``trace_id`` (empty outside a handler)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if hasattr(record, "event_id"):  # given explicitly (``extra=``): keep
+            return True
         cause = current_cause()
         record.event_id = cause.causation_id if cause else ""
         record.correlation_id = cause.correlation_id if cause else ""

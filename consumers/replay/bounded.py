@@ -136,6 +136,13 @@ class BoundedReplay:
         producer = None
         try:
             ranges, resumed = self._bounds(cluster, consumer)
+            if not resumed:  # record the bounds first, so an interrupted run resumes with them
+                consumer.commit(
+                    offsets=[
+                        TopicPartition(t, p, a, metadata=f"{_META}{b}") for (t, p), (a, b) in ranges.items()
+                    ],
+                    asynchronous=False,
+                )
             result = ReplayResult(self.name, ranges, resumed)
             work = {k: r for k, r in ranges.items() if r[0] < r[1]}
             if not work:
@@ -176,11 +183,12 @@ class BoundedReplay:
         while remaining and not (stop is not None and stop.is_set()):
             batch = consumer.consume(self.batch_size, 0.5)
             touched: set[Key] = set()
+            interrupted = False
             for msg in batch:
-                err = msg.error()
-                if err is not None:
-                    if err.code() != KafkaError._PARTITION_EOF:
-                        raise ReplayError(f"reading {self.topic}: {err.str()}")
+                if stop is not None and stop.is_set():
+                    interrupted = True
+                    break  # the rest of the batch is read again on resume
+                if self._skip_error(msg):
                     continue
                 key = (msg.topic() or "", msg.partition() or 0)
                 offset = msg.offset() or 0
@@ -194,8 +202,9 @@ class BoundedReplay:
                     remaining.discard(key)
                     consumer.pause([TopicPartition(*key)])
             # Transaction markers and aborted records occupy offsets that are never delivered:
-            # a partition is also done when the fetch position itself has passed its end.
-            for tp in consumer.position([TopicPartition(*k) for k in remaining]):
+            # a partition is also done when the fetch position itself has passed its end (only
+            # meaningful when every record handed over was processed).
+            for tp in [] if interrupted else consumer.position([TopicPartition(*k) for k in remaining]):
                 key = (tp.topic, tp.partition)
                 if tp.offset >= ranges[key][1]:
                     position[key] = max(position[key], ranges[key][1])
@@ -204,20 +213,39 @@ class BoundedReplay:
                     consumer.pause([TopicPartition(*key)])
             if touched:
                 idle_since = time.monotonic()
-                if producer is not None and producer.flush(60) > 0:
-                    raise ReplayError(f"copies to {self.to_topic} were not acknowledged within 60 s")
-                consumer.commit(
-                    offsets=[
-                        TopicPartition(t, p, position[(t, p)], metadata=f"{_META}{ranges[(t, p)][1]}")
-                        for t, p in touched
-                    ],
-                    asynchronous=False,
-                )
+                self._checkpoint(consumer, producer, touched, position, ranges)
                 if progress is not None:
                     progress(result.processed, result.total)
             elif time.monotonic() - idle_since > 60:
                 left = {f"{t}[{p}]": ranges[(t, p)][1] - position[(t, p)] for t, p in sorted(remaining)}
                 raise ReplayError(f"no records for 60 s with records still in range: {left}")
+
+    def _skip_error(self, msg: Message) -> bool:
+        err = msg.error()
+        if err is None:
+            return False
+        if err.code() != KafkaError._PARTITION_EOF:
+            raise ReplayError(f"reading {self.topic}: {err.str()}")
+        return True
+
+    def _checkpoint(
+        self,
+        consumer: Consumer,
+        producer: Producer | None,
+        touched: set[Key],
+        position: dict[Key, int],
+        ranges: dict[Key, tuple[int, int]],
+    ) -> None:
+        """Commit progress (with the end bound as metadata) once copies are acknowledged."""
+        if producer is not None and producer.flush(60) > 0:
+            raise ReplayError(f"copies to {self.to_topic} were not acknowledged within 60 s")
+        consumer.commit(
+            offsets=[
+                TopicPartition(t, p, position[(t, p)], metadata=f"{_META}{ranges[(t, p)][1]}")
+                for t, p in touched
+            ],
+            asynchronous=False,
+        )
 
     def _one(
         self, msg: Message, producer: Producer | None, codec: AvroCodec | None, result: ReplayResult

@@ -127,7 +127,13 @@ def _read(
         raise ReplayError(f"{dlq} has no partition {partition}")
     earliest, end = cluster.earliest(keys), cluster.latest(keys)
     starts = {k: earliest[k] if offset is None else max(offset, earliest[k]) for k in keys}
-    consumer = Consumer({**conf, "group.id": group_id or f"evstream-dlq-reader-{uuid.uuid4().hex[:8]}"})
+    consumer = Consumer(
+        {
+            **conf,
+            "group.id": group_id or f"evstream-dlq-reader-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,  # the position is committed only after acknowledged copies
+        }
+    )
     found: list[DeadLetterRecord] = []
     examined: dict[tuple[str, int], int] = {}
     seen = 0

@@ -131,7 +131,13 @@ def test_timeout_is_typed_and_a_late_reply_is_discarded_and_counted(
                 )
             hold.set()  # now the responder answers, too late
             wait_until(lambda: client.late_replies == 1, timeout=30, what="the late reply counted")
-            # The requester still works, and the late reply was not handed to this later request.
+            # A caller may cancel its future: the reply to it is dropped and the reader lives on.
+            _, cancelled = client.send(
+                PriceQuoteRequested(sku="GONE", quantity=1), PriceQuoted, topic=requests
+            )
+            assert cancelled.cancel()
+            # The requester still works (its replies come after GONE's on the one reply partition),
+            # and the late reply was not handed to this later request.
             fast = client.request(PriceQuoteRequested(sku="FAST", quantity=2), PriceQuoted, topic=requests)
     finally:
         service.stop()
