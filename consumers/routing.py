@@ -54,29 +54,32 @@ class RetryTopics:
         tiers = {self.topic(s, t): t for s in self.sources for t in range(1, len(self.delays_s) + 1)}
         object.__setattr__(self, "_tiers", tiers)
 
-    def ensure(self, admin: AdminClient, timeout: float = 30.0) -> list[str]:
-        """Create missing retry topics (as many partitions as their source); returns those created."""
-        if not self.delays_s:
-            return []
+    def ensure(self, admin: AdminClient, dead_letter_suffix: str, timeout: float = 30.0) -> list[str]:
+        """Create missing retry and dead-letter topics (as many partitions as their source), so the
+        first failure does not find its topic missing; returns the names created."""
         metadata = admin.list_topics(timeout=timeout)
         missing: list[NewTopic] = []
         for source in self.sources:
             found = metadata.topics.get(source)
             if found is None or found.error is not None:
-                raise TopicsAdminError(f"source topic {source!r} does not exist")
+                raise TopicsAdminError(
+                    f"topic {source!r} does not exist; create it first (evstream topics apply)"
+                )
+            names = [self.topic(source, t) for t in range(1, len(self.delays_s) + 1)]
+            names.append(f"{source}{dead_letter_suffix}")
             missing += [
-                NewTopic(self.topic(source, t), num_partitions=len(found.partitions))
-                for t in range(1, len(self.delays_s) + 1)
-                if self.topic(source, t) not in metadata.topics
+                NewTopic(n, num_partitions=len(found.partitions)) for n in names if n not in metadata.topics
             ]
         created = []
-        for name, future in admin.create_topics(missing, request_timeout=timeout).items():
+        for name, future in (
+            admin.create_topics(missing, request_timeout=timeout) if missing else {}
+        ).items():
             try:
                 future.result(timeout)
                 created.append(name)
             except KafkaException as exc:
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise TopicsAdminError(f"cannot create retry topic {name}: {exc}") from exc
+                    raise TopicsAdminError(f"cannot create {name}: {exc}") from exc
         return created
 
 

@@ -94,7 +94,7 @@ class ConsumerRunner:
         if not self.topics:
             raise EvstreamError("no topics: register handlers or pass topics=")
         conf = librdkafka_config(self._kafka or KafkaSettings())
-        self.retry.ensure(AdminClient(conf))
+        self.retry.ensure(AdminClient(conf), self.settings.dead_letter_suffix)
         registry_client = None
         store = self._store
         if store is None:

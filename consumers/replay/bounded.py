@@ -9,12 +9,14 @@ interrupted run stopped, with the same bounds; a finished run does nothing.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
@@ -26,9 +28,11 @@ from consumers.replay.cluster import Cluster, Key
 from consumers.replay.plan import epoch_ms, parse_datetime
 from evstream.errors import DecodeError, EnvelopeError, ReplayError, ReplayInputError
 from evstream.settings import KafkaSettings, RegistrySettings, librdkafka_config
-from schemas import AvroCodec, Envelope, RecordCoordinates, RegistrySchemaStore, SchemaStore
+from schemas import AvroCodec, Envelope, Event, RecordCoordinates, RegistrySchemaStore, SchemaStore
 
 __all__ = ["BoundedReplay", "ReplayResult"]
+
+log = logging.getLogger("evstream.replay")
 
 _META = "evstream-replay:end="
 Progress = Callable[[int, int], None]
@@ -44,6 +48,7 @@ class ReplayResult:
     processed: int = 0  # records read inside the bounds
     delivered: int = 0  # handled, or copied to the target topic
     skipped: int = 0  # filtered out by --type, or no handler for the type
+    undecodable: int = 0  # not an event (bad envelope or body): skipped with a warning
     per_partition: dict[Key, int] = field(default_factory=dict)
 
     @property
@@ -66,6 +71,10 @@ class BoundedReplay:
     registry: RegistrySettings | None = None
     schema_store: SchemaStore | None = None
     batch_size: int = 1000
+
+    _decoders: dict[type[Event], Callable[[bytes | None, RecordCoordinates | None], dict[str, Any]]] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         if (self.handlers is None) == (self.to_topic is None):
@@ -251,11 +260,12 @@ class BoundedReplay:
         self, msg: Message, producer: Producer | None, codec: AvroCodec | None, result: ReplayResult
     ) -> None:
         result.processed += 1
-        pairs = header_pairs(msg)
-        type_name = next((v.decode(errors="replace") for k, v in pairs if k == "ce_type"), None)
-        if self.types and type_name not in self.types:
-            result.skipped += 1
-            return
+        pairs = header_pairs(msg) if self.types or producer is not None else []
+        if self.types:
+            type_name = next((v.decode(errors="replace") for k, v in pairs if k == "ce_type"), None)
+            if type_name not in self.types:
+                result.skipped += 1
+                return
         if producer is not None:
             producer.produce(
                 self.to_topic or "",
@@ -278,11 +288,15 @@ class BoundedReplay:
             if spec is None:
                 result.skipped += 1
                 return
-            event = spec.model.model_validate(
-                codec.decode(msg.value(), spec.model.avro_schema_dict(), where=where)
-            )
+            decode = self._decoders.get(spec.model)
+            if decode is None:
+                decode = self._decoders[spec.model] = codec.decoder(spec.model.avro_schema_dict())
+            event = spec.model.model_validate(decode(msg.value(), where))
         except (EnvelopeError, DecodeError, ValidationError) as exc:
-            raise ReplayError(f"{where}: cannot decode: {exc}") from exc
+            # History holds what the live consumers dead-lettered long ago: count it, go on.
+            log.warning("replay %s: skipping undecodable record %s: %s", self.name, where, exc)
+            result.undecodable += 1
+            return
         try:
             spec.handler(event, MessageContext(msg, envelope))
         except Exception as exc:

@@ -291,6 +291,7 @@ def _show_run(result: ReplayResult, *, interrupted: bool, output: OutputFormat) 
         "processed": result.processed,
         "delivered": result.delivered,
         "skipped": result.skipped,
+        "undecodable": result.undecodable,
         "ranges": [
             {
                 "topic": t,
@@ -308,5 +309,6 @@ def _show_run(result: ReplayResult, *, interrupted: bool, output: OutputFormat) 
     state = "interrupted (run again with --name to resume)" if interrupted else "done"
     console.print(
         f"replay {result.name} {state}: processed {result.processed}, delivered {result.delivered}, "
-        f"skipped {result.skipped}" + (" (resumed)" if result.resumed else "")
+        f"skipped {result.skipped}, undecodable {result.undecodable}"
+        + (" (resumed)" if result.resumed else "")
     )
