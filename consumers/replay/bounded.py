@@ -139,6 +139,7 @@ class BoundedReplay:
                 "group.id": self.group_id,
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
+                "queued.max.messages.kbytes": 16_384,  # bounded read-ahead: memory stays flat
             }
         )
         client = None
