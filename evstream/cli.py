@@ -23,6 +23,7 @@ from evstream.topics.cli import app as topics_app
 from producers.cli import publish
 from producers.demo import demo
 from schemas.cli import app as schemas_app
+from streams.cli import worker
 
 __all__ = ["app", "main"]
 
@@ -51,6 +52,7 @@ app.command("consume")(consume)
 app.add_typer(groups_app, name="groups")
 app.add_typer(replay_app, name="replay")
 app.add_typer(dlq_app, name="dlq")
+app.command("worker")(worker)
 
 
 def _version(value: bool) -> None:

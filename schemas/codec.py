@@ -201,6 +201,15 @@ class AvroCodec:
 
         return decode
 
+    def writer_name(self, payload: bytes | None) -> str:
+        """The full record name of the schema ``payload`` was written with (looked up by its id)."""
+        if not payload or len(payload) < _HEADER.size or payload[0] != MAGIC:
+            raise UnknownMagicByteError("payload", "not Confluent-framed Avro")
+        _magic, schema_id = _HEADER.unpack_from(payload)
+        writer = self._writers.get(schema_id) or self._writer(schema_id, "payload")
+        name = writer.get("name", "") if isinstance(writer, dict) else ""
+        return str(name)
+
     def _writer(self, schema_id: int, at: str) -> Any:
         writer = self._writers.get(schema_id)
         if writer is None:

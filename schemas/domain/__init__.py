@@ -2,7 +2,13 @@
 
 from schemas.catalog import Catalog
 from schemas.domain.common import Currency, Money
-from schemas.domain.customers import CustomerEvent, CustomerRegistered, CustomerUpdated
+from schemas.domain.customers import (
+    CustomerEvent,
+    CustomerRegistered,
+    CustomerTier,
+    CustomerTierChanged,
+    CustomerUpdated,
+)
 from schemas.domain.orders import (
     CancellationReason,
     OrderCancelled,
@@ -15,7 +21,15 @@ from schemas.domain.orders import (
 )
 
 CATALOG = Catalog(
-    [OrderPlaced, PaymentCaptured, OrderShipped, OrderCancelled, CustomerRegistered, CustomerUpdated]
+    [
+        OrderPlaced,
+        PaymentCaptured,
+        OrderShipped,
+        OrderCancelled,
+        CustomerRegistered,
+        CustomerUpdated,
+        CustomerTierChanged,
+    ]
 )
 """Every demo event type; the default catalog of ``evstream schemas`` and ``evstream publish``."""
 
@@ -25,6 +39,8 @@ __all__ = [
     "Currency",
     "CustomerEvent",
     "CustomerRegistered",
+    "CustomerTier",
+    "CustomerTierChanged",
     "CustomerUpdated",
     "Money",
     "OrderCancelled",

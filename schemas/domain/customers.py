@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import ClassVar
 
 from pydantic import Field
 
 from schemas.events import Event
 
-__all__ = ["CustomerEvent", "CustomerRegistered", "CustomerUpdated"]
+__all__ = ["CustomerEvent", "CustomerRegistered", "CustomerTier", "CustomerTierChanged", "CustomerUpdated"]
 
 _EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 
@@ -44,6 +45,37 @@ class CustomerUpdated(CustomerEvent):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
     updated_at: datetime
+
+    class Meta:
+        namespace = "evstream.customers"
+        schema_doc = False
+
+
+class CustomerTier(StrEnum):
+    """Loyalty tiers, by number of orders placed: bronze 1-2, silver 3-9, gold 10+."""
+
+    BRONZE = "bronze"
+    SILVER = "silver"
+    GOLD = "gold"
+
+
+class CustomerTierChanged(Event):
+    """Derived by the stream processor when a customer's order count moves them to another tier.
+
+    Enriched with the customer's name and email from the customers table (None when the
+    customer was not known when the order was processed).
+    """
+
+    topic: ClassVar[str] = "customer-tiers"
+    aggregate_field: ClassVar[str] = "customer_id"
+
+    customer_id: str = Field(min_length=1, max_length=64)
+    previous_tier: CustomerTier | None = None
+    tier: CustomerTier
+    orders: int = Field(ge=1)
+    name: str | None = None
+    email: str | None = None
+    changed_at: datetime
 
     class Meta:
         namespace = "evstream.customers"

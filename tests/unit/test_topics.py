@@ -19,7 +19,7 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_demo_topics_file_loads(repo_root: Path) -> None:
     declared = load_topics_file(repo_root / "deploy" / "topics.yaml")
     names = [t.name for t in declared.topics]
-    assert names == ["orders", "customers", "orders.dlq", "customers.dlq"]
+    assert names == ["orders", "customers", "customer-tiers", "orders.dlq", "customers.dlq"]
     assert declared.topics[0].desired_configs() == {"retention.ms": "604800000", "cleanup.policy": "delete"}
 
 

@@ -1,0 +1,42 @@
+"""Stream-processing settings: which topics, which state store, which guarantee."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["StreamsSettings", "default_store"]
+
+
+def default_store() -> str:
+    """``rocksdb://`` (via rocksdict) when it is installed, else in-memory tables."""
+    return "rocksdb://" if importlib.util.find_spec("rocksdict") is not None else "memory://"
+
+
+class StreamsSettings(BaseSettings):
+    """How the demo stream app runs. Every field reads ``EVSTREAM_STREAMS_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="EVSTREAM_STREAMS_", frozen=True, extra="ignore")
+
+    app_id: str = Field(
+        default="evstream-demo", min_length=1, description="faust app id: group and topic prefix."
+    )
+    orders_topic: str = "orders"
+    customers_topic: str = "customers"
+    tiers_topic: str = "customer-tiers"
+    partitions: int = Field(
+        default=3,
+        ge=1,
+        description="Partitions of the by-customer topic and the tables (= the customers topic's).",
+    )
+    window_s: int = Field(default=60, ge=1, description="Tumbling window of the revenue table.")
+    store: str = Field(
+        default_factory=default_store, description="memory:// (changelog recovery) or rocksdb://."
+    )
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    replication_factor: int = Field(
+        default=1, ge=1, description="Of the topics faust creates (changelogs...)."
+    )

@@ -1,0 +1,102 @@
+"""``evstream worker``: run a faust stream app or a consumer group with one operations surface.
+
+Both kinds get ``/healthz``, ``/readyz`` and ``/metrics`` (:class:`evstream.ops.OpsServer`),
+settings from the environment and a graceful stop on SIGTERM/SIGINT (faust's worker: finish
+in-flight events, commit, flush changelogs; the consumer runner: finish the record, commit).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from consumers import ConsumerRunner, ConsumerSettings, Handlers
+from evstream.endpoints import load_settings
+from evstream.errors import ConfigError
+from evstream.ops import OpsServer
+from evstream.settings import KafkaSettings, RegistrySettings
+from streams.metrics import PrometheusSensor, update_lag
+
+__all__ = ["WorkerSettings", "faust_readiness", "run_worker"]
+
+log = logging.getLogger("evstream.worker")
+
+
+class WorkerSettings(BaseSettings):
+    """The worker process. Every field reads ``EVSTREAM_WORKER_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="EVSTREAM_WORKER_", frozen=True, extra="ignore")
+
+    http_host: str = Field(default="127.0.0.1", description="Bind address of /healthz, /readyz, /metrics.")
+    http_port: int = Field(default=9102, ge=0, le=65535, description="0: any free port (logged).")
+    group: str | None = Field(default=None, description="Consumer group, when running a Handlers module.")
+    lag_interval_s: float = Field(default=5.0, gt=0, description="How often stream lag gauges refresh.")
+    log_level: str = "INFO"
+
+
+def faust_readiness(app: faust.App) -> str | None:
+    """None when the app owns partitions, is not rebalancing and its tables are recovered."""
+    if not app.started:
+        return "starting"
+    if app.rebalancing:
+        return "rebalancing"
+    recovery = app.tables.recovery  # type: ignore[attr-defined]  # on the concrete TableManager
+    if recovery.in_recovery or not recovery.completed.is_set():
+        return "recovering tables from their changelogs"
+    if not app.consumer.assignment():
+        return "waiting for partition assignment"
+    return None
+
+
+def run_worker(
+    target: Any, settings: WorkerSettings, kafka: KafkaSettings, registry: RegistrySettings
+) -> int:
+    """Run ``target`` (a ``faust.App`` or a ``consumers.Handlers``) until stopped; the exit code."""
+    if isinstance(target, faust.App):
+        return _run_faust(target, settings)
+    if isinstance(target, Handlers):
+        if not settings.group:
+            raise ConfigError("a Handlers worker needs a consumer group: --group or EVSTREAM_WORKER_GROUP")
+        runner = ConsumerRunner(
+            settings.group,
+            target,
+            kafka=kafka,
+            registry=registry,
+            settings=load_settings(ConsumerSettings, prefix="EVSTREAM_CONSUMER_"),
+        )
+        ops = OpsServer(
+            settings.http_host,
+            settings.http_port,
+            lambda: None if runner.assignment else "waiting for partition assignment",
+        )
+        log.info("operations endpoints on http://%s:%d", settings.http_host, ops.start())
+        try:
+            runner.run(install_signal_handlers=True)
+        finally:
+            ops.stop()
+        return 0
+    raise ConfigError(f"cannot run a {type(target).__name__}: give a faust.App or a consumers.Handlers")
+
+
+def _run_faust(app: faust.App, settings: WorkerSettings) -> int:
+    app.sensors.add(PrometheusSensor())
+
+    @app.timer(settings.lag_interval_s)  # type: ignore[untyped-decorator]
+    async def refresh_lag() -> None:
+        update_lag(app.consumer)
+
+    ops = OpsServer(settings.http_host, settings.http_port, lambda: faust_readiness(app))
+    port = ops.start()
+    log.info("operations endpoints on http://%s:%d", settings.http_host, port)
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    finally:
+        ops.stop()
+    return 0
