@@ -40,3 +40,6 @@ class StreamsSettings(BaseSettings):
     replication_factor: int = Field(
         default=1, ge=1, description="Of the topics faust creates (changelogs...)."
     )
+    session_timeout_s: float = Field(
+        default=30.0, ge=6, description="A killed worker's partitions move to the others after this long."
+    )
