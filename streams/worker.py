@@ -8,6 +8,9 @@ in-flight events, commit, flush changelogs; the consumer runner: finish the reco
 from __future__ import annotations
 
 import logging
+import os
+import threading
+import time
 from typing import Any
 
 import faust
@@ -21,7 +24,7 @@ from evstream.ops import OpsServer
 from evstream.settings import KafkaSettings, RegistrySettings
 from streams.metrics import PrometheusSensor, update_lag
 
-__all__ = ["WorkerSettings", "faust_readiness", "run_worker"]
+__all__ = ["STALLED_AT_STARTUP", "WorkerSettings", "faust_readiness", "run_worker"]
 
 log = logging.getLogger("evstream.worker")
 
@@ -35,6 +38,14 @@ class WorkerSettings(BaseSettings):
     http_port: int = Field(default=9102, ge=0, le=65535, description="0: any free port (logged).")
     group: str | None = Field(default=None, description="Consumer group, when running a Handlers module.")
     lag_interval_s: float = Field(default=5.0, gt=0, description="How often stream lag gauges refresh.")
+    startup_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description=(
+            "Exit with code 75 (for the supervisor to restart it) if a stream app has not joined its group"
+            " by then: faust occasionally stalls before subscribing. Table recovery is not limited."
+        ),
+    )
     log_level: str = "INFO"
 
 
@@ -42,6 +53,8 @@ def faust_readiness(app: faust.App) -> str | None:
     """None when the app owns partitions, is not rebalancing and its tables are recovered."""
     if not app.started:
         return "starting"
+    if not app.rebalancing_count:
+        return "joining the consumer group"
     if app.rebalancing:
         return "rebalancing"
     recovery = app.tables.recovery  # type: ignore[attr-defined]  # on the concrete TableManager
@@ -82,6 +95,20 @@ def run_worker(
     raise ConfigError(f"cannot run a {type(target).__name__}: give a faust.App or a consumers.Handlers")
 
 
+STALLED_AT_STARTUP = 75
+
+
+def _startup_watchdog(app: faust.App, timeout: float) -> None:
+    """Exit the process if the app has neither become ready nor started recovering in time."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if app.rebalancing_count:  # joined: from here on, recovery may take as long as it needs
+            return
+        time.sleep(0.5)
+    log.error("not joined the group after %.0fs (%s): exiting for a restart", timeout, faust_readiness(app))
+    os._exit(STALLED_AT_STARTUP)
+
+
 def _run_faust(app: faust.App, settings: WorkerSettings) -> int:
     app.sensors.add(PrometheusSensor())
 
@@ -91,6 +118,8 @@ def _run_faust(app: faust.App, settings: WorkerSettings) -> int:
 
     ops = OpsServer(settings.http_host, settings.http_port, lambda: faust_readiness(app))
     port = ops.start()
+    watchdog = threading.Thread(target=_startup_watchdog, args=(app, settings.startup_timeout_s), daemon=True)
+    watchdog.start()
     log.info("operations endpoints on http://%s:%d", settings.http_host, port)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
     try:
