@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # One stack per checkout, so a second clone (or CI) never touches this one's processes.
 export EVSTREAM_STACK_DIR ?= $(CURDIR)/.stack
 
-.PHONY: venv jars up down status demo test lint fmt clean
+.PHONY: venv jars up down status demo test lint fmt clean reliability
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,9 @@ demo: up
 
 test: up
 	$(BIN)/pytest -m "unit or integration" $(PYTEST_ARGS)
+
+reliability: up  # fault-injection scenarios (not part of `make test`; see tests/reliability)
+	$(BIN)/pytest -m reliability $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

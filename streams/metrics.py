@@ -1,4 +1,5 @@
-"""Prometheus metrics of stream workers, fed by a faust sensor and a lag timer."""
+"""Prometheus metrics of stream workers, fed by a faust sensor and a lag timer, and the stall
+check built on the same numbers."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 from faust.sensors import Sensor
 from prometheus_client import Counter, Gauge, Histogram
 
-__all__ = ["STREAM_EVENTS", "STREAM_LAG", "STREAM_LATENCY", "PrometheusSensor", "update_lag"]
+__all__ = ["STREAM_EVENTS", "STREAM_LAG", "STREAM_LATENCY", "LagTracker", "PrometheusSensor"]
 
 STREAM_EVENTS = Counter("evstream_stream_events", "Events processed by stream agents, by topic.", ["topic"])
 STREAM_LATENCY = Histogram(
@@ -37,17 +38,44 @@ class PrometheusSensor(Sensor):
             STREAM_LATENCY.labels(tp.topic).observe(time.perf_counter() - state["started"])
 
 
-def update_lag(consumer: Any) -> dict[tuple[str, int], int]:
-    """Set the lag gauge of every assigned partition from the consumer's view; returns it."""
-    lags: dict[tuple[str, int], int] = {}
-    for tp in consumer.assignment():
-        if tp.topic.endswith("-changelog"):
-            continue  # the worker writes these; it reads them only to recover tables
-        end = consumer.highwater(tp)
-        committed = consumer._committed_offset.get(tp)
-        if end is None:
-            continue
-        lag = max(0, end - (committed if committed is not None else 0))
-        lags[(tp.topic, tp.partition)] = lag
-        STREAM_LAG.labels(tp.topic, str(tp.partition)).set(lag)
-    return lags
+class LagTracker:
+    """Lag per assigned partition (gauge), and partitions that have lag but make no progress."""
+
+    def __init__(self) -> None:
+        self._labels: set[tuple[str, str]] = set()
+        self._progress: dict[tuple[str, int], tuple[int | None, float]] = {}  # committed, since
+
+    def update(self, consumer: Any) -> dict[tuple[str, int], int]:
+        """Refresh the gauge from the consumer's view (changelogs excluded); returns the lags."""
+        lags: dict[tuple[str, int], int] = {}
+        now = time.monotonic()
+        for tp in consumer.assignment():
+            if tp.topic.endswith("-changelog"):
+                continue  # the worker writes these; it reads them only to recover tables
+            end = consumer.highwater(tp)
+            if end is None:
+                continue
+            committed = consumer._committed_offset.get(tp)  # faust keeps no public accessor
+            key = (tp.topic, tp.partition)
+            lags[key] = max(0, end - (committed if committed is not None else 0))
+            before = self._progress.get(key)
+            if before is None or before[0] != committed or lags[key] == 0:
+                self._progress[key] = (committed, now)
+        current = {(t, str(p)) for t, p in lags}
+        for topic, partition in self._labels - current:  # no longer ours: drop the stale series
+            STREAM_LAG.remove(topic, partition)
+        for (name, number), value in lags.items():
+            STREAM_LAG.labels(name, str(number)).set(value)
+        self._labels = current
+        self._progress = {k: v for k, v in self._progress.items() if k in lags}
+        return lags
+
+    def stalled(self, after_s: float) -> list[tuple[str, int]]:
+        """Partitions with lag whose committed offset has not moved for ``after_s`` seconds."""
+        now = time.monotonic()
+        return sorted(k for k, (_committed, since) in self._progress.items() if now - since > after_s)
+
+    def reset(self) -> None:
+        """Forget progress clocks (after a rebalance or recovery, time starts again)."""
+        now = time.monotonic()
+        self._progress = {k: (c, now) for k, (c, _since) in self._progress.items()}

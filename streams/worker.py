@@ -22,9 +22,9 @@ from evstream.endpoints import load_settings
 from evstream.errors import ConfigError
 from evstream.ops import OpsServer
 from evstream.settings import KafkaSettings, RegistrySettings
-from streams.metrics import PrometheusSensor, update_lag
+from streams.metrics import LagTracker, PrometheusSensor
 
-__all__ = ["STALLED_AT_STARTUP", "WorkerSettings", "faust_readiness", "run_worker"]
+__all__ = ["STALLED", "STALLED_AT_STARTUP", "WorkerSettings", "faust_readiness", "run_worker"]
 
 log = logging.getLogger("evstream.worker")
 
@@ -38,6 +38,11 @@ class WorkerSettings(BaseSettings):
     http_port: int = Field(default=9102, ge=0, le=65535, description="0: any free port (logged).")
     group: str | None = Field(default=None, description="Consumer group, when running a Handlers module.")
     lag_interval_s: float = Field(default=5.0, gt=0, description="How often stream lag gauges refresh.")
+    stall_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="Exit with code 75 when a partition with lag makes no progress this long (a stall).",
+    )
     startup_timeout_s: float = Field(
         default=120.0,
         gt=0,
@@ -95,7 +100,8 @@ def run_worker(
     raise ConfigError(f"cannot run a {type(target).__name__}: give a faust.App or a consumers.Handlers")
 
 
-STALLED_AT_STARTUP = 75
+STALLED = 75  # exit code: restart me
+STALLED_AT_STARTUP = STALLED
 
 
 def _startup_watchdog(app: faust.App, timeout: float) -> None:
@@ -106,15 +112,29 @@ def _startup_watchdog(app: faust.App, timeout: float) -> None:
             return
         time.sleep(0.5)
     log.error("not joined the group after %.0fs (%s): exiting for a restart", timeout, faust_readiness(app))
-    os._exit(STALLED_AT_STARTUP)
+    os._exit(STALLED)
 
 
 def _run_faust(app: faust.App, settings: WorkerSettings) -> int:
     app.sensors.add(PrometheusSensor())
 
+    lag = LagTracker()
+
     @app.timer(settings.lag_interval_s)  # type: ignore[untyped-decorator]
     async def refresh_lag() -> None:
-        update_lag(app.consumer)
+        lag.update(app.consumer)
+        if faust_readiness(app) is not None:
+            lag.reset()  # rebalancing or recovering: not a stall
+            return
+        stuck = lag.stalled(settings.stall_timeout_s)
+        if stuck:
+            # A known faust/aiokafka failure mode after rebalances: assigned partitions that are
+            # never fetched again. Exit for the supervisor to restart (offsets were committed up
+            # to the last handled event; the aggregates are idempotent).
+            log.error(
+                "partitions with lag made no progress for %.0fs: %s; exiting", settings.stall_timeout_s, stuck
+            )
+            os._exit(STALLED)
 
     ops = OpsServer(settings.http_host, settings.http_port, lambda: faust_readiness(app))
     port = ops.start()

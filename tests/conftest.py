@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -22,6 +23,9 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from evstream.errors import StackError
 from evstream.stack import LocalStack
 from tests.helpers import wait_until
+
+if TYPE_CHECKING:
+    from tests.stream_helpers import StreamApp
 
 
 @dataclass(frozen=True)
@@ -166,3 +170,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for kind in ("unit", "integration", "reliability"):
             if f"/tests/{kind}/" in str(item.path):
                 item.add_marker(getattr(pytest.mark, kind))
+
+
+@pytest.fixture
+def stream_app(
+    endpoints: Endpoints, new_topic: TopicFactory, repo_root: Path, tmp_path: Path
+) -> Iterator[StreamApp]:
+    """The demo stream app on fresh topics; its worker processes are stopped afterwards."""
+    from tests.stream_helpers import StreamApp  # noqa: PLC0415 - faust loads only for stream tests
+
+    app = StreamApp.create(endpoints, new_topic, repo_root, tmp_path)
+    try:
+        yield app
+    finally:
+        app.stop_all()

@@ -22,6 +22,8 @@ from streams.demo import tier_for
 from streams.views import Aggregates, read_aggregates
 from streams.worker import STALLED_AT_STARTUP
 from tests.conftest import Endpoints, TopicFactory
+from tests.factories import mixed_events
+from tests.helpers import wait_until
 
 
 def expected(events: list[Event]) -> Aggregates:
@@ -109,6 +111,7 @@ class StreamApp:
     repo_root: Path
     logs: Path
     workers: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+    restarts: int = 0
 
     @classmethod
     def create(cls, endpoints: Endpoints, new_topic: TopicFactory, repo_root: Path, logs: Path) -> StreamApp:
@@ -134,6 +137,8 @@ class StreamApp:
             "EVSTREAM_STREAMS_SESSION_TIMEOUT_S": "10",
             "EVSTREAM_WORKER_HTTP_PORT": str(port),
             "EVSTREAM_WORKER_STARTUP_TIMEOUT_S": "30",
+            "EVSTREAM_WORKER_STALL_TIMEOUT_S": "30",
+            "EVSTREAM_WORKER_LAG_INTERVAL_S": "2",
         }
 
     def start(self) -> int:
@@ -166,6 +171,19 @@ class StreamApp:
             time.sleep(0.2)
         raise AssertionError(f"no worker ready after {timeout}s")
 
+    def restart_stalled(self) -> int:
+        """What a supervisor does: start a new worker for each that exited 75 (stalled); returns
+        how many were restarted."""
+        restarted = 0
+        for port, worker in list(self.workers.items()):
+            if worker.poll() is not None:
+                assert worker.returncode == STALLED_AT_STARTUP, f"worker exited {worker.returncode}"
+                del self.workers[port]
+                self.start()
+                restarted += 1
+        self.restarts += restarted
+        return restarted
+
     def kill(self, port: int) -> None:
         """SIGKILL: no commit, no changelog flush, no goodbye to the group."""
         worker = self.workers.pop(port)
@@ -187,3 +205,34 @@ class StreamApp:
 
     def aggregates(self) -> Aggregates:
         return read_aggregates(KafkaSettings(bootstrap_servers=self.endpoints.bootstrap_servers), self.app_id)
+
+
+def orders_only(count: int, seed: int) -> list[Event]:
+    """The order events of ``mixed_events`` (customers are registered separately)."""
+    return [e for e in mixed_events(count, seed=seed) if e.topic == "orders"]
+
+
+def wait_exact(app: StreamApp, want: Aggregates, timeout: float) -> Aggregates:
+    """Poll the changelogs until the aggregates equal ``want``, restarting stalled workers."""
+    last: list[Aggregates] = []
+
+    def matches() -> Aggregates | None:
+        app.restart_stalled()  # a worker that detected a stalled partition exits 75: restart it
+        got = app.aggregates()
+        last[:] = [got]
+        same = (got.totals, got.orders, got.tiers, got.revenue) == (
+            want.totals,
+            want.orders,
+            want.tiers,
+            want.revenue,
+        )
+        return got if same else None
+
+    try:
+        return wait_until(matches, timeout=timeout, what="the aggregates to equal the input's", interval=1.0)
+    except AssertionError as exc:
+        got = last[0] if last else Aggregates()
+        off = {c: (got.orders.get(c), n) for c, n in want.orders.items() if got.orders.get(c) != n}
+        raise AssertionError(
+            f"{exc}; {len(off)} customers differ (counted, input): {list(off.items())[:5]}"
+        ) from None
