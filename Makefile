@@ -37,6 +37,7 @@ status: venv
 demo: up
 	$(BIN)/evstream topics apply -f deploy/topics.yaml
 	$(BIN)/evstream demo -f deploy/topics.yaml
+	$(BIN)/python -m streams.showcase
 	@echo
 	@echo "The local stack is still running (EVSTREAM_STACK_DIR=$(EVSTREAM_STACK_DIR)). Stop it with: make down"
 
