@@ -42,6 +42,17 @@ class MessageContext:
         return self._msg.offset() or 0
 
     @property
+    def source(self) -> tuple[str, int, int]:
+        """``(topic, partition, offset)`` of the original record, also when this one was read
+        back from a retry topic: the stable position for idempotent handlers."""
+        if self.retry_tier == 0:
+            return self.topic, self.partition, self.offset
+        from consumers.failures import Origin  # noqa: PLC0415 - only for retried records
+
+        origin = Origin.of(self._msg)
+        return origin.topic, origin.partition, origin.offset
+
+    @property
     def timestamp(self) -> datetime | None:
         """The record's timestamp (UTC), or None when it has none."""
         ts_type, ts = self._msg.timestamp()

@@ -90,11 +90,8 @@ class OrderProjection:
                 (event.order_id,),
             ).fetchone()
             row = dict(zip(COLUMNS.replace(" ", "").split(","), found, strict=True)) if found else None
-            if (
-                row is not None
-                and row["last_partition"] == ctx.partition
-                and ctx.offset <= row["last_offset"]
-            ):
+            _topic, partition, offset = ctx.source  # the original record, not a retry topic's
+            if row is not None and row["last_partition"] == partition and offset <= row["last_offset"]:
                 return  # redelivered: already in the row
             row = row or {
                 "order_id": event.order_id,
@@ -120,7 +117,7 @@ class OrderProjection:
             elif isinstance(event, OrderCancelled):
                 refund = event.refund.amount_minor if event.refund else 0
                 row |= {"status": "cancelled", "refunded_minor": row["refunded_minor"] + refund}
-            row |= {"events": row["events"] + 1, "last_partition": ctx.partition, "last_offset": ctx.offset}
+            row |= {"events": row["events"] + 1, "last_partition": partition, "last_offset": offset}
             db.execute(
                 f"INSERT OR REPLACE INTO {self.table} ({COLUMNS}) VALUES ({', '.join('?' * 10)})",  # noqa: S608
                 tuple(row[c] for c in COLUMNS.replace(" ", "").split(",")),

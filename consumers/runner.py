@@ -100,7 +100,15 @@ class ConsumerRunner:
         if store is None:
             registry_client = SchemaRegistryClient((self._registry or RegistrySettings()).client_config())
             store = RegistrySchemaStore(registry_client)
-        producer = Producer({**conf, "acks": "all", "enable.idempotence": True, "linger.ms": 0})
+        producer = Producer(
+            {
+                **conf,
+                "acks": "all",
+                "enable.idempotence": True,
+                "linger.ms": 0,
+                "partitioner": "murmur2_random",
+            }
+        )
         loop = asyncio.new_event_loop()
         self._dispatcher = Dispatcher(
             self.group_id,

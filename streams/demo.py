@@ -135,13 +135,13 @@ def create_app(
             sums[currency] = sums.get(currency, 0) + amount
             previous = state.get("tier")
             tier = tier_for(len(counted) + 1)
+            if tier.value != previous:  # emitted before the state records it: a crash re-emits, never loses
+                await _tier_changed(order, previous, tier, len(counted) + 1)
             totals[order.customer_id] = {
                 "total_minor": sums,
                 "events": [*counted, event_id],
                 "tier": tier.value,
             }
-            if tier.value != previous:
-                await _tier_changed(order, previous, tier, len(counted) + 1)
         key = f"{currency}#p{partition}"
         window = dict(revenue[key].value())  # .value(): the window of relative_to (event time)
         if event_id not in window.get("events", []):

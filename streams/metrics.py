@@ -59,7 +59,9 @@ class LagTracker:
             key = (tp.topic, tp.partition)
             lags[key] = max(0, end - (committed if committed is not None else 0))
             before = self._progress.get(key)
-            if before is None or before[0] != committed or lags[key] == 0:
+            # A transaction's commit marker is never delivered, so an idle partition of a
+            # transactionally written topic shows lag 1 for ever: that is not a stall.
+            if before is None or before[0] != committed or lags[key] <= 1:
                 self._progress[key] = (committed, now)
         current = {(t, str(p)) for t, p in lags}
         for topic, partition in self._labels - current:  # no longer ours: drop the stale series

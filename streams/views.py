@@ -11,7 +11,7 @@ import json
 import uuid
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from evstream.errors import EvstreamError
 from evstream.settings import KafkaSettings, librdkafka_config
@@ -34,7 +34,7 @@ def read_changelog(kafka: KafkaSettings, topic: str, timeout: float = 60.0) -> d
             p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
             for p in found.partitions
         }
-        consumer.assign([TopicPartition(topic, p, 0) for p, end in ends.items() if end > 0])
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p, end in ends.items() if end > 0])
         remaining = {p for p, end in ends.items() if end > 0}
         idle = 0
         while remaining and idle < timeout * 2:
@@ -51,6 +51,10 @@ def read_changelog(kafka: KafkaSettings, topic: str, timeout: float = 60.0) -> d
             for tp in consumer.position([TopicPartition(topic, p) for p in remaining]):
                 if tp.offset >= ends[tp.partition]:
                     remaining.discard(tp.partition)
+        if remaining:  # never hand out a partial table as if it were the whole one
+            raise EvstreamError(
+                f"{topic}: partitions {sorted(remaining)} not read to their end in {timeout:g} s"
+            )
     finally:
         consumer.close()
     return latest

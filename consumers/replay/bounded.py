@@ -96,9 +96,20 @@ class BoundedReplay:
             for tp in committed
             if tp.offset >= 0 and tp.metadata and tp.metadata.startswith(_META)
         }
-        if len(saved) == len(keys):
-            return saved, True
         earliest, end = cluster.earliest(keys), cluster.latest(keys)
+        if saved:  # resume with the bounds of the first run
+            ranges = {}
+            for key in keys:
+                if key not in saved:  # a partition added since the replay began: not part of it
+                    ranges[key] = (end[key], end[key])
+                    continue
+                start, stop = saved[key]
+                if start < earliest[key]:
+                    log.warning(
+                        "replay %s: %s[%d] %d..%d deleted by retention", self.name, *key, start, earliest[key]
+                    )
+                ranges[key] = (min(max(start, earliest[key]), stop), stop)
+            return ranges, True
         starts = self._resolve(cluster, keys, self.start, earliest, end, "from")
         ends = (
             end if self.until == "now" else self._resolve(cluster, keys, self.until, earliest, end, "until")
@@ -140,6 +151,7 @@ class BoundedReplay:
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
                 "queued.max.messages.kbytes": 16_384,  # bounded read-ahead: memory stays flat
+                "auto.offset.reset": "earliest",  # never jump to the end past unread records
             }
         )
         client = None
@@ -165,7 +177,15 @@ class BoundedReplay:
                     store = RegistrySchemaStore(client)
                 decode = AvroCodec(store)
             else:
-                producer = Producer({**conf, "acks": "all", "enable.idempotence": True, "linger.ms": 5})
+                producer = Producer(
+                    {
+                        **conf,
+                        "acks": "all",
+                        "enable.idempotence": True,
+                        "linger.ms": 5,
+                        "partitioner": "murmur2_random",
+                    }
+                )
             consumer.assign([TopicPartition(t, p, start) for (t, p), (start, _end) in work.items()])
             self._loop(consumer, producer, decode, ranges, work, result, progress, stop)
             return result
@@ -189,46 +209,71 @@ class BoundedReplay:
     ) -> None:
         remaining = set(work)
         position = {k: start for k, (start, _end) in work.items()}
+        saved = dict(position)  # what is committed
         idle_since = time.monotonic()
         while remaining and not (stop is not None and stop.is_set()):
             batch = consumer.consume(self.batch_size, 0.5)
             touched: set[Key] = set()
-            interrupted = False
-            for msg in batch:
-                if stop is not None and stop.is_set():
-                    interrupted = True
-                    break  # the rest of the batch is read again on resume
-                if self._skip_error(msg):
-                    continue
-                key = (msg.topic() or "", msg.partition() or 0)
-                offset = msg.offset() or 0
-                if key not in remaining or offset >= ranges[key][1]:
-                    continue  # past the snapshot: new records are not part of this replay
-                self._one(msg, producer, codec, result)
-                position[key] = offset + 1
-                touched.add(key)
-                result.per_partition[key] = result.per_partition.get(key, 0) + 1
-                if position[key] >= ranges[key][1]:
-                    remaining.discard(key)
-                    consumer.pause([TopicPartition(*key)])
+            try:
+                interrupted = self._batch(
+                    batch, consumer, producer, codec, ranges, remaining, position, result, stop
+                )
+            finally:  # what was handled stays handled, also when a handler failed mid-batch
+                touched = {k for k in work if position[k] != saved.get(k)}
+                if touched:
+                    self._checkpoint(consumer, producer, touched, position, ranges)
+                    saved.update({k: position[k] for k in touched})
             # Transaction markers and aborted records occupy offsets that are never delivered:
             # a partition is also done when the fetch position itself has passed its end (only
             # meaningful when every record handed over was processed).
+            finished: set[Key] = set()
             for tp in [] if interrupted else consumer.position([TopicPartition(*k) for k in remaining]):
                 key = (tp.topic, tp.partition)
                 if tp.offset >= ranges[key][1]:
                     position[key] = max(position[key], ranges[key][1])
-                    touched.add(key)
-                    remaining.discard(key)
-                    consumer.pause([TopicPartition(*key)])
-            if touched:
+                    finished.add(key)
+            if finished:
+                remaining -= finished
+                consumer.pause([TopicPartition(*k) for k in finished])
+                self._checkpoint(consumer, producer, finished, position, ranges)
+                saved.update({k: position[k] for k in finished})
+            if touched or finished:
                 idle_since = time.monotonic()
-                self._checkpoint(consumer, producer, touched, position, ranges)
                 if progress is not None:
                     progress(result.processed, result.total)
             elif time.monotonic() - idle_since > 60:
                 left = {f"{t}[{p}]": ranges[(t, p)][1] - position[(t, p)] for t, p in sorted(remaining)}
                 raise ReplayError(f"no records for 60 s with records still in range: {left}")
+
+    def _batch(
+        self,
+        batch: list[Message],
+        consumer: Consumer,
+        producer: Producer | None,
+        codec: AvroCodec | None,
+        ranges: dict[Key, tuple[int, int]],
+        remaining: set[Key],
+        position: dict[Key, int],
+        result: ReplayResult,
+        stop: threading.Event | None,
+    ) -> bool:
+        """Process one batch inside the bounds; True when ``stop`` cut it short."""
+        for msg in batch:
+            if stop is not None and stop.is_set():
+                return True  # the rest of the batch is read again on resume
+            if self._skip_error(msg):
+                continue
+            key = (msg.topic() or "", msg.partition() or 0)
+            offset = msg.offset() or 0
+            if key not in remaining or offset >= ranges[key][1]:
+                continue  # past the snapshot: new records are not part of this replay
+            self._one(msg, producer, codec, result)
+            position[key] = offset + 1
+            result.per_partition[key] = result.per_partition.get(key, 0) + 1
+            if position[key] >= ranges[key][1]:
+                remaining.discard(key)
+                consumer.pause([TopicPartition(*key)])
+        return False
 
     def _skip_error(self, msg: Message) -> bool:
         err = msg.error()

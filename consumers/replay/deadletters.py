@@ -219,7 +219,17 @@ def redrive(
     result = RedriveResult(dry_run, passed_over=seen - len(records))
     conf = librdkafka_config(kafka)
     producer = (
-        None if dry_run else Producer({**conf, "acks": "all", "enable.idempotence": True, "linger.ms": 5})
+        None
+        if dry_run
+        else Producer(
+            {
+                **conf,
+                "acks": "all",
+                "enable.idempotence": True,
+                "linger.ms": 5,
+                "partitioner": "murmur2_random",
+            }
+        )
     )
     failures: list[str] = []
     for record in records:

@@ -59,10 +59,9 @@ def test_retry_tiers_delay_then_dead_letter_with_the_source_coordinates(
     assert tier1 == f"{topic}.{group}.retry.500ms"
     assert sum(end_offsets(endpoints.bootstrap_servers, tier1)) == 15
     assert sum(end_offsets(endpoints.bootstrap_servers, tier2)) == 5
-    for name, partitions in ((topic, 3), (tier1, 3), (tier2, 3)):
-        assert committed_offsets(endpoints.bootstrap_servers, group, name, partitions) == end_offsets(
-            endpoints.bootstrap_servers, name
-        )
+    for name, partitions in ((topic, 3), (tier1, 3), (tier2, 3)):  # lag 0 (an empty partition has no commit)
+        committed = committed_offsets(endpoints.bootstrap_servers, group, name, partitions)
+        assert [max(c, 0) for c in committed] == end_offsets(endpoints.bootstrap_servers, name)
     dead = read_records(endpoints.bootstrap_servers, [dlq], 5)
     for record in dead:
         headers = dict(header_pairs(record))

@@ -80,10 +80,9 @@ def test_ten_thousand_events_with_mixed_failures(
             )
         else:
             assert (record.value() or b"").startswith(b"\x07garbage-")
-    for name in (topic, consumer.retry.topic(topic, 1)):  # lag 0 everywhere
-        assert committed_offsets(endpoints.bootstrap_servers, group, name, 6) == end_offsets(
-            endpoints.bootstrap_servers, name
-        )
+    for name in (topic, consumer.retry.topic(topic, 1)):  # lag 0 everywhere (an empty partition: no commit)
+        committed = committed_offsets(endpoints.bootstrap_servers, group, name, 6)
+        assert [max(c, 0) for c in committed] == end_offsets(endpoints.bootstrap_servers, name)
 
 
 def test_two_members_of_one_group_split_the_partitions(endpoints: Endpoints, new_topic: TopicFactory) -> None:
