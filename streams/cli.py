@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -38,11 +38,9 @@ def worker(
     """
     from streams.worker import WorkerSettings, run_worker  # noqa: PLC0415 - faust loads only for workers
 
-    base = load_settings(WorkerSettings, prefix="EVSTREAM_WORKER_")
-    overrides = {
-        k: v for k, v in {"group": group, "http_host": host, "http_port": port}.items() if v is not None
-    }
-    settings = base.model_copy(update=overrides)
+    given: dict[str, Any] = {"group": group, "http_host": host, "http_port": port}
+    options = {k: v for k, v in given.items() if v is not None}
+    settings = load_settings(lambda: WorkerSettings(**options), prefix="EVSTREAM_WORKER_")  # options over env
     configure_logging("text", settings.log_level.upper())
     logging.getLogger("evstream").setLevel(settings.log_level.upper())
     code = run_worker(
