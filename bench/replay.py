@@ -26,6 +26,7 @@ import uuid
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from bench.consumer import drain_rate
 from bench.producer import new_topic, small
 from consumers import Handlers, MessageContext
 from consumers.replay import BoundedReplay
@@ -67,16 +68,7 @@ def fill(bootstrap: str, registry_url: str, count: int) -> str:
 def raw_run(bootstrap: str, topic: str, count: int) -> float:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"raw-{uuid.uuid4().hex[:8]}"})
     consumer.assign([TopicPartition(topic, p, 0) for p in range(6)])
-    seen, start = 0, 0.0
-    try:
-        while seen < count:
-            batch = consumer.consume(1000, timeout=1.0)
-            if batch and not start:
-                start = time.perf_counter()
-            seen += sum(1 for m in batch if m.error() is None)
-        return count / (time.perf_counter() - start)
-    finally:
-        consumer.close()
+    return drain_rate(consumer, count)
 
 
 def replay_run(
@@ -154,15 +146,12 @@ def main() -> None:
 def rss_only(topic: str, count: int) -> None:
     stack = LocalStack().state()
     rate, samples = replay_run(stack.bootstrap_servers, stack.registry_url or "", topic, count)
-    args_rss = count
     if samples:
         peak = max(mb for _, mb in samples)
-        print(
-            f"RSS over a {args_rss:,}-event replay in its own process ({rate:,.0f} ev/s): peak {peak:.0f} MB"
-        )
+        print(f"RSS over a {count:,}-event replay in its own process ({rate:,.0f} ev/s): peak {peak:.0f} MB")
         steps = []
         for pct in range(10, 101, 10):
-            goal = args_rss * pct // 100
+            goal = count * pct // 100
             at = next((mb for n, mb in samples if n >= goal), samples[-1][1])
             steps.append(f"{pct}%: {at:.0f} MB")
         print("  " + ", ".join(steps))

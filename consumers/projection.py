@@ -31,6 +31,7 @@ COLUMNS = (
     "order_id, customer_id, status, currency, total_minor, paid_minor, refunded_minor, events,"
     " last_partition, last_offset"
 )
+_NAMES = COLUMNS.replace(" ", "").split(",")
 
 
 def _table(name: str) -> str:
@@ -89,7 +90,7 @@ class OrderProjection:
                 f"SELECT {COLUMNS} FROM {self.table} WHERE order_id = ?",  # noqa: S608 - name checked
                 (event.order_id,),
             ).fetchone()
-            row = dict(zip(COLUMNS.replace(" ", "").split(","), found, strict=True)) if found else None
+            row = dict(zip(_NAMES, found, strict=True)) if found else None
             _topic, partition, offset = ctx.source  # the original record, not a retry topic's
             if row is not None and row["last_partition"] == partition and offset <= row["last_offset"]:
                 return  # redelivered: already in the row
@@ -120,7 +121,7 @@ class OrderProjection:
             row |= {"events": row["events"] + 1, "last_partition": partition, "last_offset": offset}
             db.execute(
                 f"INSERT OR REPLACE INTO {self.table} ({COLUMNS}) VALUES ({', '.join('?' * 10)})",  # noqa: S608
-                tuple(row[c] for c in COLUMNS.replace(" ", "").split(",")),
+                tuple(row[c] for c in _NAMES),
             )
 
     def rows(self) -> list[tuple[Any, ...]]:

@@ -171,7 +171,6 @@ def create_app(
             headers=[(k, v if isinstance(v, bytes) else (v or "").encode()) for k, v in headers],
         )
 
-    app.evstream_tables = {"customers": people, "customer-totals": totals, "revenue": revenue}  # type: ignore[attr-defined]
     return app
 
 

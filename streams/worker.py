@@ -24,7 +24,7 @@ from evstream.ops import OpsServer
 from evstream.settings import KafkaSettings, RegistrySettings
 from streams.metrics import LagTracker, PrometheusSensor
 
-__all__ = ["STALLED", "STALLED_AT_STARTUP", "WorkerSettings", "faust_readiness", "run_worker"]
+__all__ = ["STALLED", "WorkerSettings", "faust_readiness", "run_worker"]
 
 log = logging.getLogger("evstream.worker")
 
@@ -101,7 +101,6 @@ def run_worker(
 
 
 STALLED = 75  # exit code: restart me
-STALLED_AT_STARTUP = STALLED
 
 
 def _startup_watchdog(app: faust.App, timeout: float) -> None:

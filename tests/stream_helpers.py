@@ -20,7 +20,7 @@ from schemas.domain import CustomerRegistered, OrderPlaced
 from schemas.events import Event
 from streams.demo import tier_for
 from streams.views import Aggregates, read_aggregates
-from streams.worker import STALLED_AT_STARTUP
+from streams.worker import STALLED
 from tests.conftest import Endpoints, TopicFactory
 from tests.factories import mixed_events
 from tests.helpers import wait_until
@@ -165,7 +165,7 @@ class StreamApp:
                 return port
             worker = self.workers[port]
             if worker.poll() is not None:
-                assert worker.returncode == STALLED_AT_STARTUP, f"worker exited {worker.returncode}"
+                assert worker.returncode == STALLED, f"worker exited {worker.returncode}"
                 del self.workers[port]
                 port = self.start()
             time.sleep(0.2)
@@ -177,7 +177,7 @@ class StreamApp:
         restarted = 0
         for port, worker in list(self.workers.items()):
             if worker.poll() is not None:
-                assert worker.returncode == STALLED_AT_STARTUP, f"worker exited {worker.returncode}"
+                assert worker.returncode == STALLED, f"worker exited {worker.returncode}"
                 del self.workers[port]
                 self.start()
                 restarted += 1

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from pydantic import ValidationError
 
@@ -141,8 +142,6 @@ class BoundedReplay:
     def run(self, *, progress: Progress | None = None, stop: threading.Event | None = None) -> ReplayResult:
         """Process the range; returns early (progress committed, resumable) when ``stop`` is set."""
         conf = librdkafka_config(self.kafka or KafkaSettings())
-        from confluent_kafka.admin import AdminClient  # noqa: PLC0415 - only needed here
-
         cluster = Cluster(AdminClient(conf))
         consumer = Consumer(
             {

@@ -112,6 +112,19 @@ def _show_plan(plan: ReplayPlan) -> None:
     )
 
 
+def _plan_from_flags(
+    cluster: Cluster,
+    group: str | None,
+    topic: str | None,
+    target: Target,
+    partitions: list[int] | None,
+    allow_new_group: bool,
+) -> ReplayPlan:
+    if not group or not topic:
+        raise ReplayInputError("--group and --topic are required (or, for apply, a plan file)")
+    return plan_replay(cluster, group, topic, target, partitions=partitions, allow_new_group=allow_new_group)
+
+
 def _plan_dict(plan: ReplayPlan) -> dict[str, Any]:
     return {**plan.model_dump(mode="json"), "replayed": plan.replayed, "skipped": plan.skipped}
 
@@ -136,17 +149,8 @@ def plan(
 
     Changes nothing. Save it with --save (or -o json) and apply it with `evstream replay apply`.
     """
-    if not group or not topic:
-        raise ReplayInputError("--group and --topic are required")
     target = _target(to_earliest, to_latest, to_offset, to_datetime, by_duration, shift_by)
-    made = plan_replay(
-        _cluster(bootstrap_servers),
-        group,
-        topic,
-        target,
-        partitions=partition,
-        allow_new_group=allow_new_group,
-    )
+    made = _plan_from_flags(_cluster(bootstrap_servers), group, topic, target, partition, allow_new_group)
     if save is not None:
         made.save(save)
     if output is OutputFormat.json:
@@ -186,12 +190,8 @@ def apply(
             raise ReplayInputError("give a plan file or --group/--topic with a target, not both")
         chosen = ReplayPlan.load(plan_file)
     else:
-        if not group or not topic:
-            raise ReplayInputError("give a plan file, or --group and --topic with a target")
         target = _target(to_earliest, to_latest, to_offset, to_datetime, by_duration, shift_by)
-        chosen = plan_replay(
-            cluster, group, topic, target, partitions=partition, allow_new_group=allow_new_group
-        )
+        chosen = _plan_from_flags(cluster, group, topic, target, partition, allow_new_group)
     result = apply_plan(cluster, chosen, dry_run=dry_run)
     _show_apply(result, output)
 

@@ -16,6 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from consumers.failures import DLQ_PREFIX, RETRY_PREFIX, header_pairs
 from consumers.replay.cluster import Cluster
@@ -118,8 +119,6 @@ def _read(
     """Matching records from the start position (``group_id``'s committed offsets, else the
     earliest, else ``offset``) up to the end; and, per partition, the offset after the last
     record examined."""
-    from confluent_kafka.admin import AdminClient  # noqa: PLC0415
-
     conf = librdkafka_config(kafka)
     cluster = Cluster(AdminClient(conf))
     keys = [(dlq, p) for p in cluster.partitions(dlq) if partition is None or p == partition]
