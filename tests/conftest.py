@@ -23,6 +23,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from evstream.errors import StackError
 from evstream.stack import LocalStack
 from tests.helpers import wait_until
+from tests.kafka_helpers import end_offsets
 
 if TYPE_CHECKING:
     from tests.stream_helpers import StreamApp
@@ -110,7 +111,9 @@ TopicFactory = Callable[..., str]
 
 
 @pytest.fixture
-def new_topic(admin: AdminClient, request: pytest.FixtureRequest) -> Iterator[TopicFactory]:
+def new_topic(
+    admin: AdminClient, endpoints: Endpoints, request: pytest.FixtureRequest
+) -> Iterator[TopicFactory]:
     """Create fresh, uniquely named topics for this test; delete them afterwards."""
     created: list[str] = []
 
@@ -144,6 +147,7 @@ def new_topic(admin: AdminClient, request: pytest.FixtureRequest) -> Iterator[To
             )
 
         wait_until(ready, timeout=30, what=f"topic {name} with a leader for every partition")
+        end_offsets(endpoints.bootstrap_servers, name)  # every leader answers, not just listed
         created.append(name)
         return name
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from tests.helpers import wait_until
 
@@ -14,12 +14,34 @@ def _probe(bootstrap: str, **conf: Any) -> Consumer:
     return Consumer({"bootstrap.servers": bootstrap, "group.id": f"probe-{uuid.uuid4().hex[:8]}", **conf})
 
 
+# A fresh topic's partitions can be listed with a leader before that broker serves them yet.
+_SETTLING = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+}
+
+
 def end_offsets(bootstrap: str, topic: str) -> list[int]:
-    """The high watermark of every partition of ``topic``, by partition number."""
+    """The high watermark of every partition of ``topic``, by partition number.
+
+    Leadership still settling (a topic created a moment ago) is retried for up to 30 s.
+    """
     consumer = _probe(bootstrap)
+
+    def read() -> list[int] | None:
+        try:
+            partitions = sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
+            return [
+                consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions
+            ]
+        except KafkaException as exc:
+            if exc.args[0].code() in _SETTLING:
+                return None
+            raise
+
     try:
-        partitions = sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
-        return [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions]
+        return wait_until(read, timeout=30, what=f"end offsets of {topic}")
     finally:
         consumer.close()
 
