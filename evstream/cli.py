@@ -22,6 +22,7 @@ from evstream.stack.cli import app as stack_app
 from evstream.topics.cli import app as topics_app
 from producers.cli import publish
 from producers.demo import demo
+from producers.gateway.cli import app as gateway_app
 from schemas.cli import app as schemas_app
 from streams.cli import worker
 
@@ -36,6 +37,7 @@ app = typer.Typer(
     "publish validate events (JSON or JSONL) and publish them\n\n"
     "consume run a consumer group from a module's handlers\n\n"
     "groups  list consumer groups; describe members, offsets and lag\n\n"
+    "gateway serve the HTTP publishing gateway (tokens, limits, idempotency, OpenAPI)\n\n"
     "demo    publish and consume a few demo events end to end\n\n"
     "Connection settings come from EVSTREAM_* variables (EVSTREAM_BOOTSTRAP_SERVERS, "
     "EVSTREAM_REGISTRY_URL, ...); see the README.",
@@ -53,6 +55,7 @@ app.add_typer(groups_app, name="groups")
 app.add_typer(replay_app, name="replay")
 app.add_typer(dlq_app, name="dlq")
 app.command("worker")(worker)
+app.add_typer(gateway_app, name="gateway")
 
 
 def _version(value: bool) -> None:

@@ -29,6 +29,7 @@ matching built-in (``ValueError``, ``LookupError``...) so generic code keeps wor
     ├── PublishError                          a publish did not succeed
     │   ├── DeliveryFailedError               the broker refused it: not written
     │   └── DeliveryIndeterminateError        timed out in flight: possibly written
+    ├── GatewayRequestError                   an HTTP gateway request refused (status, title, detail)
     ├── ReplayError                           replay plans, offset resets, bounded replays, DLQ tools
     │   ├── ReplayInputError (ValueError)     bad input: unknown group/topic/partition, future time,
     │   │                                     offset out of range, malformed plan file
@@ -67,6 +68,7 @@ __all__ = [
     "EventValidationError",
     "EvstreamError",
     "EvstreamSignal",
+    "GatewayRequestError",
     "GroupActiveError",
     "IncompatibleSchemaError",
     "PartitionDecreaseError",
@@ -242,6 +244,23 @@ class DeliveryFailedError(PublishError):
 
 class DeliveryIndeterminateError(PublishError):
     """The delivery timed out in flight: the event may or may not have been written."""
+
+
+class GatewayRequestError(EvstreamError):
+    """A gateway request refused: the HTTP status, a title and the detail the client sees."""
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str,
+        *,
+        errors: list[dict[str, object]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(f"{status} {title}: {detail}")
+        self.status, self.title, self.detail = status, title, detail
+        self.errors, self.headers = errors, headers or {}
 
 
 class ReplayError(EvstreamError):

@@ -115,12 +115,19 @@ class EventProducer:
         assert producer is not None
         while not self._stop.is_set():
             try:
-                if time.monotonic() - self._last_publish > 0.05:
-                    producer.poll(0.05)
+                if time.monotonic() - self._last_publish > 0.005:
+                    producer.poll(0.05)  # returns as soon as a report is ready
                 else:
-                    self._stop.wait(0.05)
+                    self._stop.wait(0.005)
             except Exception:  # a failing callback must not stop delivery reports for everyone else
                 log.exception("delivery report handling failed")
+
+    def cluster_topics(self, timeout: float = 2.0) -> set[str]:
+        """The cluster's topic names; :class:`PublishError` if no broker answers within ``timeout``."""
+        try:
+            return set(self._require().list_topics(timeout=timeout).topics)
+        except KafkaException as exc:
+            raise PublishError(f"the Kafka cluster did not answer: {exc.args[0].str()}") from exc
 
     def flush(self, timeout: float = 30.0) -> int:
         """Wait for in-flight events; returns how many are still not acknowledged."""

@@ -1,4 +1,5 @@
-"""A 3-node KRaft cluster on loopback: RF=3, min ISR 2, a broker killed and brought back."""
+"""A 3-node KRaft cluster on loopback: RF=3, min ISR 2, a broker killed and brought back; the
+gateway answering 503 while min ISR is not met."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient, NewTopic, PartitionMetadata
 
 from evstream.stack import LocalStack
+from tests.conftest import Endpoints
+from tests.gateway_helpers import Gateway, token
 from tests.helpers import wait_until
+from tests.kafka_helpers import end_offsets
 
 pytestmark = pytest.mark.slow
 
@@ -107,3 +111,47 @@ def test_acks_all_survives_a_killed_broker_which_rejoins_the_isr(cluster: LocalS
     finally:
         consumer.close()
     assert got == [m.value() for m in before + during]
+
+
+def test_gateway_answers_503_while_min_isr_is_not_met_and_writes_nothing(
+    cluster: LocalStack, endpoints: Endpoints, tmp_path: Path
+) -> None:
+    """RF 2 with min ISR 2 and one replica down: acks=all cannot be met, so no 2xx and no record."""
+    from tests.integration.test_gateway import orders  # noqa: PLC0415
+
+    bootstrap = cluster.state().bootstrap_servers
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    topic = "gw-min-isr2"
+    admin.create_topics(
+        [NewTopic(topic, num_partitions=1, replication_factor=2, config={"min.insync.replicas": "2"})]
+    )[topic].result(timeout=30)
+    wait_until(lambda: len(isr(admin, topic)) == 2, timeout=60, what="full ISR")
+    writer = token("writer")
+    gw = Gateway(
+        bootstrap,
+        endpoints.registry_url,  # the session's registry: the schemas live there
+        {"OrderPlaced": topic, "PaymentCaptured": topic, "OrderShipped": topic, "OrderCancelled": topic},
+        [writer],
+        tmp_path / "gateway.log",
+        settings={
+            "EVSTREAM_GATEWAY_DELIVERY_TIMEOUT_MS": "3000",
+            "EVSTREAM_GATEWAY_CATALOG": "tests.gateway_helpers:ORDERS_CATALOG",
+        },
+    ).start()
+    bodies = orders(3, seed=51)
+    victim = next(n for n in isr(admin, topic) if n != leader(admin, topic))
+    try:
+        assert gw.post("OrderPlaced", writer, bodies[0]).status_code == 201
+        cluster.stop_node(victim)
+        wait_until(lambda: len(isr(admin, topic)) == 1, timeout=60, what=f"ISR without node {victim}")
+        refused = gw.post("OrderPlaced", writer, bodies[1])
+        assert refused.status_code == 503, refused.text
+        # librdkafka retries NOT_ENOUGH_REPLICAS until the delivery timeout, then reports a timeout
+        assert "written:" in refused.json()["detail"]
+        assert end_offsets(bootstrap, topic) == [1]
+        cluster.start_node(victim)
+        wait_until(lambda: len(isr(admin, topic)) == 2, timeout=90, what=f"node {victim} back in ISR")
+        assert gw.post("OrderPlaced", writer, bodies[2]).status_code == 201
+    finally:
+        gw.stop()
+    assert end_offsets(bootstrap, topic) == [2]

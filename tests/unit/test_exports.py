@@ -9,7 +9,16 @@ import pytest
 
 import evstream
 
-PACKAGES = ["evstream", "evstream.stack", "evstream.topics", "schemas", "producers", "consumers", "streams"]
+PACKAGES = [
+    "evstream",
+    "evstream.stack",
+    "evstream.topics",
+    "schemas",
+    "producers",
+    "producers.gateway",
+    "consumers",
+    "streams",
+]
 
 
 @pytest.mark.parametrize("name", PACKAGES)

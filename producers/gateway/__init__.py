@@ -1,0 +1,22 @@
+"""The HTTP publishing gateway: ``evstream gateway`` (FastAPI + uvicorn) in front of EventProducer."""
+
+from producers.gateway.app import BatchPublished, Published, create_app
+from producers.gateway.auth import Principal, TokenStore, hash_token, new_token
+from producers.gateway.idempotency import IdempotencyStore, event_id_for
+from producers.gateway.publisher import Publisher
+from producers.gateway.settings import GatewaySettings, TokenSpec
+
+__all__ = [
+    "BatchPublished",
+    "GatewaySettings",
+    "IdempotencyStore",
+    "Principal",
+    "Published",
+    "Publisher",
+    "TokenSpec",
+    "TokenStore",
+    "create_app",
+    "event_id_for",
+    "hash_token",
+    "new_token",
+]

@@ -1,0 +1,190 @@
+"""The HTTP publishing gateway app: one FastAPI route per event type, a batch route, ops routes.
+
+``POST /v1/events/{EventType}`` publishes one event, ``POST /v1/events:batch`` many (optionally
+in one transaction); see :mod:`producers.gateway.handlers` for the order of checks.
+``/openapi.json`` documents one request schema per event type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal, Union, cast
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from pydantic import BaseModel, Field, create_model
+from pydantic.json_schema import models_json_schema
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+
+from evstream import __version__
+from evstream.errors import GatewayRequestError
+from evstream.settings import KafkaSettings, RegistrySettings
+from producers.gateway.auth import TokenStore
+from producers.gateway.handlers import Gateway
+from producers.gateway.http import Problem, problem_response
+from producers.gateway.publisher import Publisher
+from producers.gateway.settings import GatewaySettings
+from producers.settings import ProducerSettings
+from schemas import Catalog
+from schemas.catalog import load_catalog
+
+__all__ = ["BatchPublished", "Published", "create_app"]
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": Problem, "description": text}
+    for status, text in {
+        400: "Malformed JSON or header",
+        401: "Missing or unknown bearer token",
+        403: "The token may not publish this event type",
+        413: "Body too large",
+        415: "Not JSON",
+        422: "The event does not match its schema (field errors listed)",
+        429: "Rate limit of the token exceeded (see Retry-After)",
+        503: "Kafka or the schema registry unavailable; says whether anything was written",
+    }.items()
+}
+
+
+class Published(BaseModel):
+    """Where Kafka acknowledged an event: a consumer finds it at topic/partition/offset."""
+
+    event_id: str
+    event_type: str
+    topic: str
+    partition: int
+    offset: int
+
+
+class BatchPublished(BaseModel):
+    """Every event of a batch, acknowledged (in one transaction when ``atomic``)."""
+
+    atomic: bool
+    results: list[Published]
+
+
+def batch_model(catalog: Catalog, max_events: int) -> type[BaseModel]:
+    """``{"events": [{"event_type": T, "data": <T>}, ...], "atomic": bool}``, discriminated by type."""
+    literal = cast(Any, Literal)
+    items: list[Any] = [
+        create_model(f"{m.event_type()}Item", event_type=(literal[m.event_type()], ...), data=(m, ...))
+        for m in catalog
+    ]
+    item = Annotated[Union[tuple(items)], Field(discriminator="event_type")]  # type: ignore[valid-type]  # noqa: UP007
+    return create_model(
+        "BatchRequest",
+        events=(list[item], Field(min_length=1, max_length=max_events)),  # type: ignore[valid-type]
+        atomic=(bool, Field(default=False, description="All events in one transaction: all or none.")),
+    )
+
+
+def create_app(
+    settings: GatewaySettings | None = None,
+    *,
+    kafka: KafkaSettings | None = None,
+    registry: RegistrySettings | None = None,
+    producer: ProducerSettings | None = None,
+    catalog: Catalog | None = None,
+) -> FastAPI:
+    """The gateway app. Nothing connects until the server starts it (lifespan)."""
+    settings = settings or GatewaySettings()
+    catalog = catalog or load_catalog(settings.catalog)
+    publisher = Publisher(settings, catalog, kafka=kafka, registry=registry, producer=producer)
+    batch = batch_model(catalog, settings.max_batch_events)
+    gateway = Gateway(settings, TokenStore(settings.all_tokens(), settings.rate_limit), publisher, batch)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await publisher.start()
+        try:
+            yield
+        finally:
+            await publisher.close()
+
+    app = FastAPI(
+        title="evstream gateway",
+        version=__version__,
+        description="Publish schema-checked events to Kafka over HTTP. A 201 means Kafka acknowledged "
+        "the event (acks=all); its topic, partition and offset are in the response.",
+        lifespan=lifespan,
+    )
+    app.state.gateway = gateway
+    for model in catalog:
+        event_type = model.event_type()
+        app.add_api_route(
+            f"/v1/events/{event_type}",
+            gateway.single(model),
+            methods=["POST"],
+            name=f"publish_{event_type}",
+            summary=f"Publish one {event_type} (topic {publisher.topic_for(event_type)})",
+            tags=["events"],
+            status_code=201,
+            response_model=None,
+            responses={201: {"model": Published, "description": "Acknowledged by Kafka"}, **_ERRORS},
+            openapi_extra={"requestBody": _body_ref(model.__name__), "x-event-type": event_type},
+        )
+    app.add_api_route(
+        "/v1/events:batch",
+        gateway.batch,
+        methods=["POST"],
+        name="publish_batch",
+        summary="Publish many events; atomic=true publishes them in one Kafka transaction",
+        tags=["events"],
+        status_code=201,
+        response_model=None,
+        responses={201: {"model": BatchPublished, "description": "All acknowledged"}, **_ERRORS},
+        openapi_extra={"requestBody": _body_ref("BatchRequest")},
+    )
+
+    async def unknown_type(request: Request) -> Response:
+        known = ", ".join(m.event_type() for m in catalog)
+        name = request.path_params["event_type"]
+        return problem_response(GatewayRequestError(404, "unknown event type", f"{name!r}; known: {known}"))
+
+    app.add_api_route("/v1/events/{event_type}", unknown_type, methods=["POST"], include_in_schema=False)
+    _ops_routes(app, publisher)
+    app.openapi = lambda: _openapi(app, [*catalog, batch])  # type: ignore[method-assign]
+    return app
+
+
+def _body_ref(name: str) -> dict[str, Any]:
+    return {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}},
+    }
+
+
+def _openapi(app: FastAPI, models: list[type[BaseModel]]) -> dict[str, Any]:
+    """FastAPI's document plus one request schema per event type (and the batch body)."""
+    if app.openapi_schema is None:
+        doc = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        _, defs = models_json_schema(
+            [(m, "validation") for m in models], ref_template="#/components/schemas/{model}"
+        )
+        doc.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
+        app.openapi_schema = doc
+    return app.openapi_schema
+
+
+def _ops_routes(app: FastAPI, publisher: Publisher) -> None:
+    async def healthz() -> PlainTextResponse:
+        return PlainTextResponse("ok\n")
+
+    async def readyz() -> PlainTextResponse:
+        reason = await publisher.readiness()
+        if reason is None:
+            return PlainTextResponse("ready\n")
+        return PlainTextResponse(f"not ready: {reason}\n", status_code=503)
+
+    async def metrics() -> Response:
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_api_route("/healthz", healthz, methods=["GET"], tags=["ops"], summary="Liveness")
+    app.add_api_route(
+        "/readyz", readyz, methods=["GET"], tags=["ops"], summary="Ready: a Kafka broker answers"
+    )
+    app.add_api_route("/metrics", metrics, methods=["GET"], tags=["ops"], summary="Prometheus metrics")

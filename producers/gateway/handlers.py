@@ -1,0 +1,241 @@
+"""The gateway's request handling: who is calling, within which limits, publishing what.
+
+Checks run in this order: 401 (token), 429 (rate), 403 (type; for batches after parsing),
+415 (content type), 413 (size), 400 (JSON), 422 (schema), then Kafka: 201 after the broker's
+acknowledgement, or 503 saying whether anything was written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from uuid import UUID
+
+from limits.storage import MemoryStorage
+from limits.strategies import SlidingWindowCounterRateLimiter
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from evstream.errors import GatewayRequestError
+from producers.delivery import Delivery
+from producers.gateway.auth import Principal, TokenStore
+from producers.gateway.http import (
+    check_json_content_type,
+    from_validation,
+    json_response,
+    problem_response,
+    read_body,
+    too_many,
+)
+from producers.gateway.idempotency import IdempotencyStore, Stored, event_id_for
+from producers.gateway.metrics import observe
+from producers.gateway.publisher import Outgoing, Publisher
+from producers.gateway.settings import GatewaySettings
+from schemas import Envelope, Event
+from schemas.events import check_traceparent
+
+__all__ = ["Gateway", "published"]
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+Run = Callable[[str | None], Awaitable[tuple[int, dict[str, Any]]]]
+
+
+def published(d: Delivery) -> dict[str, Any]:
+    """The JSON of a :class:`Delivery` (what a 201 carries per event)."""
+    return {
+        "event_id": str(d.event_id),
+        "event_type": d.event_type,
+        "topic": d.topic,
+        "partition": d.partition,
+        "offset": d.offset,
+    }
+
+
+def _header(request: Request, name: str, limit: int = 255) -> str | None:
+    value = request.headers.get(name)
+    if value is None:
+        return None
+    if not value or len(value) > limit or not value.isprintable():
+        raise GatewayRequestError(400, "bad request", f"{name} must be 1-{limit} printable characters")
+    return value
+
+
+class Gateway:
+    """Builds the endpoints; holds the token store, rate limiter, idempotency store and publisher."""
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        tokens: TokenStore,
+        publisher: Publisher,
+        batch_model: type[BaseModel],
+    ) -> None:
+        self.settings = settings
+        self.tokens = tokens
+        self.publisher = publisher
+        self.batch_model = batch_model
+        self.limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
+        self.keys = IdempotencyStore(settings.idempotency_ttl_s, settings.idempotency_max_keys)
+
+    # ------------------------------------------------------------------ checks
+
+    def admit(self, request: Request) -> Principal:
+        """The caller (401 without a known token), within its rate (429)."""
+        principal = self.tokens.authenticate(request.headers.get("authorization"))
+        if principal is None:
+            raise GatewayRequestError(
+                401,
+                "unauthorized",
+                "send Authorization: Bearer <token>",
+                headers={"WWW-Authenticate": 'Bearer realm="evstream"'},
+            )
+        if not self.limiter.hit(principal.rate, principal.name):
+            stats = self.limiter.get_window_stats(principal.rate, principal.name)
+            raise too_many(stats.reset_time, str(principal.rate))
+        return principal
+
+    async def body(self, request: Request) -> bytes:
+        check_json_content_type(request)
+        return await read_body(request, self.settings.max_body_bytes)
+
+    @staticmethod
+    def envelope(request: Request, principal: Principal, event_type: str, event_id: UUID | None) -> Envelope:
+        """The event's envelope: source gateway/<token>, correlation/causation/trace from headers."""
+        try:  # an invalid traceparent is ignored (W3C: start a new trace), never an error
+            traceparent = check_traceparent(request.headers.get("traceparent"))
+        except ValueError:
+            traceparent = None
+        options: dict[str, Any] = {} if event_id is None else {"event_id": event_id}
+        return Envelope(
+            event_type=event_type,
+            source=f"gateway/{principal.name}",
+            correlation_id=_header(request, "x-correlation-id"),
+            causation_id=_header(request, "x-causation-id"),
+            traceparent=traceparent,
+            **options,
+        )
+
+    async def once(
+        self, request: Request, principal: Principal, route: str, body: bytes, run: Run
+    ) -> Response:
+        """Run ``run(key)`` once per Idempotency-Key; repeats get the first response."""
+        key = _header(request, "idempotency-key")
+        if key is None:
+            status, payload = await run(None)
+            return json_response(status, payload)
+        scope = (principal.name, route, key)
+        fingerprint = hashlib.sha256(body).hexdigest()
+        stored = await self.keys.claim(scope)
+        if stored is None:
+            try:
+                status, payload = await run(key)
+            except BaseException:
+                self.keys.finish(scope, None)
+                raise
+            response = json_response(status, payload)
+            self.keys.finish(scope, Stored(fingerprint, status, bytes(response.body)))
+            return response
+        if stored.fingerprint != fingerprint:
+            raise GatewayRequestError(
+                422, "idempotency key reused", f"Idempotency-Key {key!r} was used with a different body"
+            )
+        return Response(
+            stored.body, stored.status, {"Idempotent-Replayed": "true"}, media_type="application/json"
+        )
+
+    # ------------------------------------------------------------------ endpoints
+
+    def single(self, model: type[Event]) -> Endpoint:
+        """``POST /v1/events/<type>``: one event, 201 once Kafka acknowledged it."""
+        event_type = model.event_type()
+        topic = self.publisher.topic_for(event_type)
+
+        async def publish_event(request: Request) -> Response:
+            started = time.perf_counter()
+            try:
+                principal = self.admit(request)
+                if not principal.may_publish(event_type):
+                    raise GatewayRequestError(
+                        403, "forbidden", f"token {principal.name!r} may not publish {event_type}"
+                    )
+                body = await self.body(request)
+                try:
+                    event = model.model_validate_json(body)
+                except ValidationError as exc:
+                    raise from_validation(exc, event_type) from exc
+
+                async def run(key: str | None) -> tuple[int, dict[str, Any]]:
+                    event_id = None if key is None else event_id_for(principal.name, event_type, key)
+                    out = Outgoing(event, self.envelope(request, principal, event_type, event_id), topic)
+                    return 201, published(await self.publisher.publish(out))
+
+                response = await self.once(request, principal, event_type, body, run)
+            except GatewayRequestError as exc:
+                response = problem_response(exc)
+            observe(event_type, response.status_code, started)
+            return response
+
+        return publish_event
+
+    async def batch(self, request: Request) -> Response:
+        """``POST /v1/events:batch``: many events, each acknowledged, or all in one transaction."""
+        started = time.perf_counter()
+        try:
+            principal = self.admit(request)
+            body = await self.body(request)
+            try:
+                batch: Any = self.batch_model.model_validate_json(body)
+            except ValidationError as exc:
+                raise from_validation(exc, "batch") from exc
+            forbidden = sorted(
+                {i.event_type for i in batch.events if not principal.may_publish(i.event_type)}
+            )
+            if forbidden:
+                raise GatewayRequestError(
+                    403, "forbidden", f"token {principal.name!r} may not publish {', '.join(forbidden)}"
+                )
+
+            async def run(key: str | None) -> tuple[int, dict[str, Any]]:
+                outgoing = [
+                    Outgoing(
+                        item.data,
+                        self.envelope(
+                            request,
+                            principal,
+                            item.event_type,
+                            None if key is None else event_id_for(principal.name, "batch", f"{key}#{n}"),
+                        ),
+                        self.publisher.topic_for(item.event_type),
+                    )
+                    for n, item in enumerate(batch.events)
+                ]
+                return await self._publish_batch(outgoing, atomic=batch.atomic)
+
+            response = await self.once(request, principal, "batch", body, run)
+        except GatewayRequestError as exc:
+            response = problem_response(exc)
+        observe("batch", response.status_code, started)
+        return response
+
+    async def _publish_batch(self, outgoing: list[Outgoing], *, atomic: bool) -> tuple[int, dict[str, Any]]:
+        if atomic:
+            done = await self.publisher.publish_atomic(outgoing)
+            return 201, {"atomic": True, "results": [published(d) for d in done]}
+        results = await self.publisher.publish_many(outgoing)
+        failed = sum(1 for r in results if isinstance(r, GatewayRequestError))
+        if failed:  # say exactly which were written, so the client retries only the rest
+            listed = [
+                {"index": n, "error": r.detail} if isinstance(r, GatewayRequestError) else published(r)
+                for n, r in enumerate(results)
+            ]
+            raise GatewayRequestError(
+                503,
+                "Kafka unavailable",
+                f"{failed} of {len(results)} events were not acknowledged; see errors",
+                errors=listed,
+                headers={"Retry-After": "1"},
+            )
+        return 201, {"atomic": False, "results": [published(r) for r in results if isinstance(r, Delivery)]}

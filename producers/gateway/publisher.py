@@ -1,0 +1,228 @@
+"""The gateway's Kafka side: one producer for single events, a transactional one for atomic batches.
+
+Every call returns only after Kafka acknowledged (or refused) the events, within the gateway's
+delivery timeout; failures become :class:`GatewayRequestError` 503s that say whether the events
+were written (no), or may have been (indeterminate: a retry with the same Idempotency-Key
+carries the same event id, so consumers drop the duplicate).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from evstream.errors import (
+    DeliveryIndeterminateError,
+    EvstreamError,
+    GatewayRequestError,
+    PublishError,
+    RegistryError,
+)
+from evstream.settings import KafkaSettings, RegistrySettings
+from producers.delivery import Delivery, DeliveryFuture
+from producers.gateway.settings import GatewaySettings
+from producers.producer import EventProducer
+from producers.settings import ProducerSettings
+from schemas import Catalog, Envelope, Event
+
+__all__ = ["Outgoing", "Publisher"]
+
+log = logging.getLogger("evstream.gateway")
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One validated event with its envelope, bound for ``topic``."""
+
+    event: Event
+    envelope: Envelope
+    topic: str
+
+
+def unavailable(exc: BaseException) -> GatewayRequestError:
+    """The 503 for a publish that did not succeed, saying whether anything was written."""
+    if isinstance(exc, DeliveryIndeterminateError | TimeoutError):
+        written = "unknown: the delivery timed out in flight (retry with the same Idempotency-Key)"
+    else:
+        written = "no"
+    return GatewayRequestError(
+        503,
+        "Kafka unavailable",
+        f"{exc}; written: {written}",
+        headers={"Retry-After": "1"},
+    )
+
+
+class Publisher:
+    """Producers for the gateway; nothing connects until :meth:`start`."""
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        catalog: Catalog,
+        *,
+        kafka: KafkaSettings | None = None,
+        registry: RegistrySettings | None = None,
+        producer: ProducerSettings | None = None,
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self._kafka, self._registry = kafka, registry
+        base = producer or ProducerSettings()
+        self._producer_settings = base.model_copy(
+            update={
+                "delivery_timeout_ms": settings.delivery_timeout_ms,
+                "linger_ms": settings.linger_ms,
+                "source": "evstream-gateway",
+            }
+        )
+        self._single: EventProducer | None = None
+        self._atomic: EventProducer | None = None
+        self._atomic_lock = asyncio.Lock()
+        self._warm: set[tuple[EventProducer, str, type[Event]]] = set()
+        self._ready_at = 0.0
+        self._ready: str | None = "starting"
+
+    @property
+    def deadline_s(self) -> float:
+        """How long a request may wait for Kafka: the delivery timeout plus a margin."""
+        return self.settings.delivery_timeout_ms / 1000 + 2.0
+
+    def topic_for(self, event_type: str) -> str:
+        return self.settings.topics.get(event_type) or self.catalog.model(event_type).topic
+
+    async def start(self) -> None:
+        """Create the producer and fetch every event type's schema id (best effort)."""
+        self._single = self._new_producer(None)
+        await asyncio.to_thread(self._single.start)
+        for model in self.catalog:
+            try:
+                await self._encoder_ready(self._single, self.topic_for(model.event_type()), model)
+            except GatewayRequestError as exc:  # the registry may come up later: retried per request
+                log.warning("schema of %s not ready yet: %s", model.event_type(), exc.detail)
+
+    async def close(self) -> None:
+        for producer in (self._single, self._atomic):
+            if producer is not None:
+                await asyncio.to_thread(producer.close, 5.0)
+        self._single = self._atomic = None
+
+    def _new_producer(self, transactional_id: str | None) -> EventProducer:
+        settings = self._producer_settings
+        if transactional_id is not None:
+            settings = settings.model_copy(update={"transactional_id": transactional_id})
+        return EventProducer(
+            kafka=self._kafka, registry=self._registry, settings=settings, catalog=self.catalog
+        )
+
+    async def _encoder_ready(self, producer: EventProducer, topic: str, model: type[Event]) -> None:
+        """Fetch or register the schema off the event loop (registry I/O), once per topic and type."""
+        if (producer, topic, model) in self._warm:
+            return
+        try:
+            await asyncio.to_thread(producer.encoder, topic, model)
+        except RegistryError as exc:
+            raise GatewayRequestError(
+                503, "schema registry unavailable", f"{exc}; written: no", headers={"Retry-After": "1"}
+            ) from exc
+        self._warm.add((producer, topic, model))
+
+    # ------------------------------------------------------------------ publishing
+
+    async def publish(self, out: Outgoing) -> Delivery:
+        """Publish one event; the :class:`Delivery` once Kafka acknowledged it."""
+        producer = self._require()
+        await self._encoder_ready(producer, out.topic, type(out.event))
+        try:
+            future = producer.publish(out.event, topic=out.topic, envelope=out.envelope)
+            return await asyncio.wait_for(_awaitable(future), self.deadline_s)
+        except (PublishError, TimeoutError) as exc:
+            raise unavailable(exc) from exc
+
+    async def publish_many(self, batch: Sequence[Outgoing]) -> list[Delivery | GatewayRequestError]:
+        """Publish each event (not atomic); per event its delivery or the 503 it got."""
+        producer = self._require()
+        for out in batch:
+            await self._encoder_ready(producer, out.topic, type(out.event))
+        futures: list[DeliveryFuture | GatewayRequestError] = []
+        for out in batch:
+            try:
+                futures.append(producer.publish(out.event, topic=out.topic, envelope=out.envelope))
+            except PublishError as exc:
+                futures.append(unavailable(exc))
+        results: list[Delivery | GatewayRequestError] = []
+        deadline = time.monotonic() + self.deadline_s
+        for future in futures:
+            if isinstance(future, GatewayRequestError):
+                results.append(future)
+                continue
+            try:
+                remaining = max(0.0, deadline - time.monotonic())
+                results.append(await asyncio.wait_for(_awaitable(future), remaining))
+            except (PublishError, TimeoutError) as exc:
+                results.append(unavailable(exc))
+        return results
+
+    async def publish_atomic(self, batch: Sequence[Outgoing]) -> list[Delivery]:
+        """Publish ``batch`` in one Kafka transaction: read-committed readers see all or none."""
+        async with self._atomic_lock:  # one transaction at a time per producer
+            if self._atomic is None:
+                txn_id = f"{self.settings.transactional_id_prefix}-{socket.gethostname()}-{os.getpid()}"
+                producer = self._new_producer(txn_id)
+                try:
+                    await asyncio.to_thread(producer.start)
+                except EvstreamError as exc:
+                    raise unavailable(exc) from exc
+                self._atomic = producer
+            producer = self._atomic
+            for out in batch:
+                await self._encoder_ready(producer, out.topic, type(out.event))
+            try:
+                return await asyncio.to_thread(self._transaction, producer, batch)
+            except PublishError as exc:
+                # A failed transaction can leave the producer unusable: start a fresh one next time.
+                self._atomic = None
+                await asyncio.to_thread(producer.close, 0.0)
+                error = unavailable(exc)
+                error.detail = f"the batch was not committed: {exc}; written: no (aborted, invisible)"
+                if isinstance(exc, DeliveryIndeterminateError):
+                    error.detail = f"the transaction's outcome is unknown: {exc}"
+                raise error from exc
+
+    def _transaction(self, producer: EventProducer, batch: Sequence[Outgoing]) -> list[Delivery]:
+        timeout = self.settings.delivery_timeout_ms / 1000
+        with producer.transaction(timeout=timeout):
+            futures = [producer.publish(o.event, topic=o.topic, envelope=o.envelope) for o in batch]
+        return [future.result(timeout=timeout) for future in futures]
+
+    # ------------------------------------------------------------------ readiness
+
+    async def readiness(self) -> str | None:
+        """None when a broker answers and every topic exists, else why not (cached for 1 s)."""
+        if self._single is None:
+            return "starting"
+        if time.monotonic() - self._ready_at > 1.0:
+            try:
+                found = await asyncio.to_thread(
+                    self._single.cluster_topics, self.settings.readiness_timeout_s
+                )
+                missing = sorted({self.topic_for(m.event_type()) for m in self.catalog} - found)
+                self._ready = f"topics missing: {', '.join(missing)}" if missing else None
+            except PublishError as exc:
+                self._ready = str(exc)
+            self._ready_at = time.monotonic()
+        return self._ready
+
+    def _require(self) -> EventProducer:
+        if self._single is None:
+            raise GatewayRequestError(503, "starting", "the gateway is not connected to Kafka yet")
+        return self._single
+
+
+async def _awaitable(future: DeliveryFuture) -> Delivery:
+    return await future

@@ -1,0 +1,108 @@
+"""Gateway settings: where it listens, who may publish what, limits. Env ``EVSTREAM_GATEWAY_<FIELD>``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from limits import parse
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from evstream.errors import ConfigError
+
+__all__ = ["GatewaySettings", "TokenSpec"]
+
+
+def _rate(value: str) -> str:
+    try:
+        parse(value)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a rate like '100/second' or '5000/minute'") from exc
+    return value
+
+
+class TokenSpec(BaseModel):
+    """One API token: its SHA-256 (never the token itself) and what it may publish."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(
+        min_length=1, description="Who holds the token; the events' ce_source is gateway/<name>."
+    )
+    sha256: str = Field(
+        pattern=r"^[0-9a-f]{64}$", description="Hex SHA-256 of the token (`evstream gateway token`)."
+    )
+    event_types: list[str] = Field(min_length=1, description="Event types it may publish; '*' for all.")
+    rate_limit: str | None = Field(
+        default=None, description="Overrides the gateway's default rate for this token."
+    )
+
+    _check_rate = field_validator("rate_limit")(lambda v: None if v is None else _rate(v))
+
+
+class GatewaySettings(BaseSettings):
+    """How ``evstream gateway`` serves. Every field reads ``EVSTREAM_GATEWAY_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="EVSTREAM_GATEWAY_", frozen=True, extra="ignore")
+
+    host: str = Field(default="127.0.0.1", description="Interface to bind; default 127.0.0.1.")
+    port: int = Field(default=8080, ge=0, le=65535, description="TCP port; default 8080.")
+    tokens: list[TokenSpec] = Field(
+        default_factory=list, description="API tokens as JSON (see TokenSpec); added to tokens_file's."
+    )
+    tokens_file: Path | None = Field(
+        default=None,
+        description="YAML or JSON file with `tokens: [{name, sha256, event_types, rate_limit}]`.",
+    )
+    rate_limit: str = Field(
+        default="2000/second", description="Requests per token (limits syntax); a batch counts as one."
+    )
+    max_body_bytes: int = Field(
+        default=1_048_576, ge=1024, description="Larger bodies get 413; default 1 MiB."
+    )
+    max_batch_events: int = Field(default=500, ge=1, le=100_000, description="Events per batch request.")
+    delivery_timeout_ms: int = Field(
+        default=5_000,
+        ge=1_000,
+        le=300_000,
+        description="How long a request waits for Kafka's acknowledgement before answering 503.",
+    )
+    linger_ms: int = Field(default=2, ge=0, le=100, description="Producer batching delay; default 2 ms.")
+    idempotency_ttl_s: float = Field(default=86_400, gt=0, description="How long an Idempotency-Key is kept.")
+    idempotency_max_keys: int = Field(default=200_000, ge=1, description="Oldest keys are dropped past this.")
+    topics: dict[str, str] = Field(
+        default_factory=dict,
+        description="Event type -> topic overrides (JSON); default the catalog's topics.",
+    )
+    catalog: str = Field(default="schemas.domain:CATALOG", description="The event catalog, module:attribute.")
+    transactional_id_prefix: str = Field(
+        default="evstream-gateway",
+        description="Atomic batches use <prefix>-<host>-<pid> as transactional.id.",
+    )
+    readiness_timeout_s: float = Field(default=2.0, gt=0, le=30, description="Broker check for /readyz.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(default="info")
+
+    _check_rate = field_validator("rate_limit")(_rate)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> GatewaySettings:
+        names = [t.name for t in self.tokens]
+        if len(names) != len(set(names)):
+            raise ValueError("token names must be unique")
+        return self
+
+    def all_tokens(self) -> list[TokenSpec]:
+        """``tokens`` plus those in ``tokens_file``; :class:`ConfigError` if the file is unusable."""
+        found = list(self.tokens)
+        if self.tokens_file is not None:
+            try:
+                data = yaml.safe_load(self.tokens_file.read_text(encoding="utf-8")) or {}
+                found += [TokenSpec.model_validate(t) for t in data.get("tokens", [])]
+            except (OSError, yaml.YAMLError, AttributeError, ValueError) as exc:
+                raise ConfigError(f"tokens file {self.tokens_file}: {exc}".splitlines()[0]) from exc
+        names = [t.name for t in found]
+        if len(names) != len(set(names)):
+            raise ConfigError("token names must be unique (tokens and tokens_file together)")
+        return found

@@ -1,0 +1,117 @@
+"""Running `evstream gateway` as a real process for tests, and tokens for it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from producers.gateway import hash_token, new_token
+from schemas import Catalog
+from schemas.domain import CATALOG, OrderCancelled, OrderPlaced, OrderShipped, PaymentCaptured
+from tests.helpers import wait_until
+from tests.stream_helpers import free_port
+
+ORDERS_CATALOG = Catalog([OrderPlaced, PaymentCaptured, OrderShipped, OrderCancelled])
+"""The order event types only (for clusters that have no customer topics)."""
+
+
+@dataclass(frozen=True)
+class Token:
+    name: str
+    secret: str
+    event_types: tuple[str, ...] = ("*",)
+    rate_limit: str | None = None
+
+    def spec(self) -> dict[str, object]:
+        spec: dict[str, object] = {
+            "name": self.name,
+            "sha256": hash_token(self.secret),
+            "event_types": list(self.event_types),
+        }
+        if self.rate_limit is not None:
+            spec["rate_limit"] = self.rate_limit
+        return spec
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.secret}"}
+
+
+def token(name: str, *types: str, rate_limit: str | None = None) -> Token:
+    return Token(name, new_token(), types or ("*",), rate_limit)
+
+
+def topic_map(orders: str, customers: str, tiers: str) -> dict[str, str]:
+    """Every catalog event type mapped onto the test's topics (by its catalog topic)."""
+    by_catalog = {"orders": orders, "customers": customers, "customer-tiers": tiers}
+    return {m.event_type(): by_catalog[m.topic] for m in CATALOG}
+
+
+@dataclass
+class Gateway:
+    """One `evstream gateway` process; stopped by :meth:`stop`."""
+
+    bootstrap: str
+    registry: str
+    topics: dict[str, str]
+    tokens: list[Token]
+    log: Path
+    settings: dict[str, str] = field(default_factory=dict)
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, *, ready: bool = True) -> Gateway:
+        self.port = free_port()
+        env = {
+            **os.environ,
+            "EVSTREAM_BOOTSTRAP_SERVERS": self.bootstrap,
+            "EVSTREAM_REGISTRY_URL": self.registry,
+            "EVSTREAM_GATEWAY_TOPICS": json.dumps(self.topics),
+            "EVSTREAM_GATEWAY_TOKENS": json.dumps([t.spec() for t in self.tokens]),
+            **self.settings,
+        }
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "evstream", "gateway", "--port", str(self.port)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        wait_until(
+            lambda: self._status("/readyz" if ready else "/healthz") == 200,
+            timeout=60,
+            what=f"the gateway on port {self.port} (log {self.log})",
+            interval=0.2,
+        )
+        return self
+
+    def _status(self, path: str) -> int:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"gateway exited {self.process.returncode}: {self.log.read_text()[-2000:]}")
+        try:
+            return httpx.get(self.url + path, timeout=5).status_code
+        except httpx.HTTPError:
+            return 0
+
+    def post(self, event_type: str, tok: Token, body: object) -> httpx.Response:
+        return httpx.post(f"{self.url}/v1/events/{event_type}", json=body, headers=tok.headers, timeout=30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)

@@ -1,0 +1,162 @@
+"""Gateway parts without a broker: tokens, settings, idempotency store, error mapping, CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from evstream.errors import ConfigError
+from producers.gateway import (
+    GatewaySettings,
+    IdempotencyStore,
+    TokenSpec,
+    TokenStore,
+    event_id_for,
+    hash_token,
+    new_token,
+)
+from producers.gateway.http import from_validation
+from producers.gateway.idempotency import Stored
+from schemas.domain import OrderPlaced
+from tests.helpers import run_cli
+
+
+def spec(name: str, secret: str, *types: str, rate: str | None = None) -> TokenSpec:
+    return TokenSpec(name=name, sha256=hash_token(secret), event_types=list(types) or ["*"], rate_limit=rate)
+
+
+def test_tokens_are_random_and_only_their_digest_is_needed() -> None:
+    a, b = new_token(), new_token()
+    assert a != b
+    assert a.startswith("evs_")
+    assert len(a) > 40
+    store = TokenStore([spec("billing", a, "OrderPlaced"), spec("admin", b)], "10/second")
+    billing = store.authenticate(f"Bearer {a}")
+    assert billing is not None
+    assert billing.name == "billing"
+    assert billing.may_publish("OrderPlaced")
+    assert not billing.may_publish("CustomerRegistered")
+    admin = store.authenticate(f"bearer  {b} ")
+    assert admin is not None
+    assert admin.may_publish("CustomerRegistered")
+    assert str(billing.rate) == "10 per 1 second"
+    for bad in (None, "", f"Basic {a}", "Bearer", "Bearer ", f"Bearer {a}x", a):
+        assert store.authenticate(bad) is None, bad
+
+
+def test_settings_check_rates_tokens_and_files(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="not a rate"):
+        GatewaySettings(rate_limit="fast")
+    with pytest.raises(ValidationError, match="not a rate"):
+        spec("x", "y", rate="lots")
+    with pytest.raises(ValidationError, match="sha256"):
+        TokenSpec(name="x", sha256="not-hex", event_types=["*"])
+    with pytest.raises(ValidationError, match="unique"):
+        GatewaySettings(tokens=[spec("x", "a"), spec("x", "b")])
+    tokens_file = tmp_path / "tokens.yaml"
+    tokens_file.write_text(yaml.safe_dump({"tokens": [spec("file", "s", "OrderPlaced").model_dump()]}))
+    settings = GatewaySettings(tokens=[spec("env", "t")], tokens_file=tokens_file)
+    assert [t.name for t in settings.all_tokens()] == ["env", "file"]
+    tokens_file.write_text("tokens: [{name: broken}]")
+    with pytest.raises(ConfigError, match="tokens file"):
+        settings.all_tokens()
+    with pytest.raises(ConfigError, match="tokens file"):
+        GatewaySettings(tokens_file=tmp_path / "missing.yaml").all_tokens()
+
+
+def test_event_ids_from_idempotency_keys_are_stable_and_scoped() -> None:
+    assert event_id_for("a", "OrderPlaced", "k") == event_id_for("a", "OrderPlaced", "k")
+    assert event_id_for("a", "OrderPlaced", "k") != event_id_for("b", "OrderPlaced", "k")
+    assert event_id_for("a", "OrderPlaced", "k") != event_id_for("a", "batch", "k")
+
+
+def test_idempotency_store_runs_once_and_repeats_the_result() -> None:
+    async def scenario() -> None:
+        store = IdempotencyStore(ttl_s=60, max_keys=2)
+        scope = ("a", "OrderPlaced", "k1")
+        assert await store.claim(scope) is None  # the first runs
+        waiter = asyncio.create_task(store.claim(scope))  # a concurrent repeat waits
+        await asyncio.sleep(0)
+        assert not waiter.done()
+        result = Stored("fp", 201, b"{}")
+        store.finish(scope, result)
+        assert await waiter == result
+        assert await store.claim(scope) == result
+        failing = ("a", "OrderPlaced", "k2")
+        assert await store.claim(failing) is None
+        retry = asyncio.create_task(store.claim(failing))
+        await asyncio.sleep(0)
+        store.finish(failing, None)  # a failure is not kept: the waiter becomes the one that runs
+        assert await retry is None
+        store.finish(failing, Stored("fp2", 201, b"[]"))
+        for n in range(3):  # past max_keys the oldest go
+            assert await store.claim(("a", "x", str(n))) is None
+            store.finish(("a", "x", str(n)), Stored("f", 201, b""))
+        assert len(store) == 2
+        assert await store.claim(scope) is None
+
+    asyncio.run(scenario())
+
+
+def test_idempotency_keys_expire() -> None:
+    async def scenario() -> None:
+        store = IdempotencyStore(ttl_s=0.05, max_keys=10)
+        scope = ("a", "b", "c")
+        assert await store.claim(scope) is None
+        store.finish(scope, Stored("f", 201, b""))
+        assert await store.claim(scope) is not None
+        deadline = asyncio.get_running_loop().time() + 5
+        while asyncio.get_running_loop().time() < deadline and len(store):
+            await asyncio.sleep(0.01)
+            if await store.claim(scope) is None:
+                return
+        raise AssertionError("the key did not expire")
+
+    asyncio.run(scenario())
+
+
+def test_validation_errors_map_to_400_or_422() -> None:
+    with pytest.raises(ValidationError) as broken:
+        OrderPlaced.model_validate_json(b'{"order_id": ')
+    assert from_validation(broken.value, "OrderPlaced").status == 400
+    with pytest.raises(ValidationError) as invalid:
+        OrderPlaced.model_validate_json(b'{"order_id": "o-1"}')
+    error = from_validation(invalid.value, "OrderPlaced")
+    assert error.status == 422
+    assert error.errors is not None
+    assert {tuple(e["loc"]) for e in error.errors} >= {("customer_id",), ("total",)}  # type: ignore[arg-type]
+
+
+def test_token_command_prints_a_token_and_its_entry() -> None:
+    result = run_cli(
+        "gateway", "token", "--name", "billing", "--types", "OrderPlaced,OrderShipped", "-o", "json"
+    )
+    assert result.returncode == 0, result.stderr
+    secret, entry_line = result.stdout.strip().splitlines()
+    entry = json.loads(entry_line)
+    assert entry == {
+        "name": "billing",
+        "sha256": hash_token(secret),
+        "event_types": ["OrderPlaced", "OrderShipped"],
+    }
+    yaml_out = run_cli("gateway", "token", "--name", "ops")
+    assert yaml.safe_load("\n".join(yaml_out.stdout.splitlines()[1:]))["tokens"][0]["event_types"] == ["*"]
+
+
+def test_gateway_refuses_bad_settings_in_one_line(tmp_path: Path) -> None:
+    result = run_cli("gateway", "--port", "8080", env={"EVSTREAM_GATEWAY_RATE_LIMIT": "fast"})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: invalid EVSTREAM_GATEWAY_RATE_LIMIT: Value error, "
+        "'fast' is not a rate like '100/second' or '5000/minute'"
+    ]
+    missing = run_cli("gateway", env={"EVSTREAM_GATEWAY_TOKENS_FILE": str(tmp_path / "nope.yaml")})
+    assert missing.returncode == 2
+    assert missing.stderr.startswith("error: tokens file")
+    helped = run_cli("gateway", "--help")
+    assert "Tokens come from EVSTREAM_GATEWAY_TOKENS" in helped.stdout
