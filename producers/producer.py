@@ -195,8 +195,11 @@ class EventProducer:
         traceparent: str | None = None,
         envelope: Envelope | None = None,
         extra_headers: Iterable[tuple[str, bytes]] = (),
+        event_id: UUID | None = None,
     ) -> DeliveryFuture:
         """Encode ``event`` and hand it to Kafka; the key is its aggregate id unless given.
+
+        ``event_id`` is a new UUIDv7 unless given (e.g. derived from an idempotency key).
 
         ``extra_headers`` follow the envelope's (envelope names, ``ce_*`` and ``traceparent``, are
         refused).
@@ -210,7 +213,7 @@ class EventProducer:
                 raise EnvelopeError(f"envelope says {envelope.event_type!r} but the event is {event_type!r}")
             event_id, headers = envelope.event_id, envelope.to_headers()
         else:
-            event_id = new_event_id()
+            event_id = event_id or new_event_id()
             cause = current_cause()
             if cause is not None:  # published while handling an event: continue its story
                 correlation_id = correlation_id or cause.correlation_id

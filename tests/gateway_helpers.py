@@ -64,6 +64,7 @@ class Gateway:
     log: Path
     settings: dict[str, str] = field(default_factory=dict)
     port: int = 0
+    extra_args: list[str] = field(default_factory=list)
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -82,7 +83,7 @@ class Gateway:
         }
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "evstream", "gateway", "--port", str(self.port)],
+                [sys.executable, "-m", "evstream", "gateway", "--port", str(self.port), *self.extra_args],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=env,

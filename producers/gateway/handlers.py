@@ -34,7 +34,7 @@ from producers.gateway.idempotency import IdempotencyStore, Stored, event_id_for
 from producers.gateway.metrics import observe
 from producers.gateway.publisher import Outgoing, Publisher
 from producers.gateway.settings import GatewaySettings
-from schemas import Envelope, Event
+from schemas import Event
 from schemas.events import check_traceparent
 
 __all__ = ["Gateway", "published"]
@@ -102,20 +102,22 @@ class Gateway:
         return await read_body(request, self.settings.max_body_bytes)
 
     @staticmethod
-    def envelope(request: Request, principal: Principal, event_type: str, event_id: UUID | None) -> Envelope:
-        """The event's envelope: source gateway/<token>, correlation/causation/trace from headers."""
+    def outgoing(
+        request: Request, principal: Principal, event: Event, topic: str, event_id: UUID | None
+    ) -> Outgoing:
+        """The event with its envelope fields: source gateway/<token>, ids and trace from headers."""
         try:  # an invalid traceparent is ignored (W3C: start a new trace), never an error
             traceparent = check_traceparent(request.headers.get("traceparent"))
         except ValueError:
             traceparent = None
-        options: dict[str, Any] = {} if event_id is None else {"event_id": event_id}
-        return Envelope(
-            event_type=event_type,
-            source=f"gateway/{principal.name}",
-            correlation_id=_header(request, "x-correlation-id"),
-            causation_id=_header(request, "x-causation-id"),
-            traceparent=traceparent,
-            **options,
+        return Outgoing(
+            event,
+            topic,
+            f"gateway/{principal.name}",
+            event_id,
+            _header(request, "x-correlation-id"),
+            _header(request, "x-causation-id"),
+            traceparent,
         )
 
     async def once(
@@ -169,7 +171,7 @@ class Gateway:
 
                 async def run(key: str | None) -> tuple[int, dict[str, Any]]:
                     event_id = None if key is None else event_id_for(principal.name, event_type, key)
-                    out = Outgoing(event, self.envelope(request, principal, event_type, event_id), topic)
+                    out = self.outgoing(request, principal, event, topic, event_id)
                     return 201, published(await self.publisher.publish(out))
 
                 response = await self.once(request, principal, event_type, body, run)
@@ -200,15 +202,12 @@ class Gateway:
 
             async def run(key: str | None) -> tuple[int, dict[str, Any]]:
                 outgoing = [
-                    Outgoing(
+                    self.outgoing(
+                        request,
+                        principal,
                         item.data,
-                        self.envelope(
-                            request,
-                            principal,
-                            item.event_type,
-                            None if key is None else event_id_for(principal.name, "batch", f"{key}#{n}"),
-                        ),
                         self.publisher.topic_for(item.event_type),
+                        None if key is None else event_id_for(principal.name, "batch", f"{key}#{n}"),
                     )
                     for n, item in enumerate(batch.events)
                 ]

@@ -15,6 +15,7 @@ import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from uuid import UUID
 
 from evstream.errors import (
     DeliveryIndeterminateError,
@@ -28,7 +29,7 @@ from producers.delivery import Delivery, DeliveryFuture
 from producers.gateway.settings import GatewaySettings
 from producers.producer import EventProducer
 from producers.settings import ProducerSettings
-from schemas import Catalog, Envelope, Event
+from schemas import Catalog, Event
 
 __all__ = ["Outgoing", "Publisher"]
 
@@ -37,11 +38,26 @@ log = logging.getLogger("evstream.gateway")
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """One validated event with its envelope, bound for ``topic``."""
+    """One validated event bound for ``topic``, with its envelope's fields (None: generated)."""
 
     event: Event
-    envelope: Envelope
     topic: str
+    source: str
+    event_id: UUID | None = None
+    correlation_id: str | None = None
+    causation_id: str | None = None
+    traceparent: str | None = None
+
+    def send(self, producer: EventProducer) -> DeliveryFuture:
+        return producer.publish(
+            self.event,
+            topic=self.topic,
+            source=self.source,
+            event_id=self.event_id,
+            correlation_id=self.correlation_id,
+            causation_id=self.causation_id,
+            traceparent=self.traceparent,
+        )
 
 
 def unavailable(exc: BaseException) -> GatewayRequestError:
@@ -139,8 +155,9 @@ class Publisher:
         producer = self._require()
         await self._encoder_ready(producer, out.topic, type(out.event))
         try:
-            future = producer.publish(out.event, topic=out.topic, envelope=out.envelope)
-            return await asyncio.wait_for(_awaitable(future), self.deadline_s)
+            future = out.send(producer)
+            async with asyncio.timeout(self.deadline_s):
+                return await future
         except (PublishError, TimeoutError) as exc:
             raise unavailable(exc) from exc
 
@@ -152,18 +169,18 @@ class Publisher:
         futures: list[DeliveryFuture | GatewayRequestError] = []
         for out in batch:
             try:
-                futures.append(producer.publish(out.event, topic=out.topic, envelope=out.envelope))
+                futures.append(out.send(producer))
             except PublishError as exc:
                 futures.append(unavailable(exc))
         results: list[Delivery | GatewayRequestError] = []
-        deadline = time.monotonic() + self.deadline_s
+        deadline = asyncio.get_running_loop().time() + self.deadline_s
         for future in futures:
             if isinstance(future, GatewayRequestError):
                 results.append(future)
                 continue
             try:
-                remaining = max(0.0, deadline - time.monotonic())
-                results.append(await asyncio.wait_for(_awaitable(future), remaining))
+                async with asyncio.timeout_at(deadline):
+                    results.append(await future)
             except (PublishError, TimeoutError) as exc:
                 results.append(unavailable(exc))
         return results
@@ -197,7 +214,7 @@ class Publisher:
     def _transaction(self, producer: EventProducer, batch: Sequence[Outgoing]) -> list[Delivery]:
         timeout = self.settings.delivery_timeout_ms / 1000
         with producer.transaction(timeout=timeout):
-            futures = [producer.publish(o.event, topic=o.topic, envelope=o.envelope) for o in batch]
+            futures = [out.send(producer) for out in batch]
         return [future.result(timeout=timeout) for future in futures]
 
     # ------------------------------------------------------------------ readiness
@@ -222,7 +239,3 @@ class Publisher:
         if self._single is None:
             raise GatewayRequestError(503, "starting", "the gateway is not connected to Kafka yet")
         return self._single
-
-
-async def _awaitable(future: DeliveryFuture) -> Delivery:
-    return await future

@@ -269,3 +269,37 @@ def test_ops_endpoints(gateway: Gateway) -> None:
         if ln.startswith('evstream_gateway_requests_total{route="OrderPlaced",status="401"}')
     )
     assert float(line.rsplit(" ", 1)[1]) >= 1
+
+
+def test_correlation_and_trace_headers_reach_the_record(
+    endpoints: Endpoints, gateway: Gateway, topics: dict[str, str]
+) -> None:
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    headers = {"X-Correlation-Id": "checkout-42", "X-Causation-Id": "cart-7", "traceparent": traceparent}
+    answer = post(gateway, "/v1/events/OrderPlaced", WRITER, orders(1, seed=71)[0], headers=headers).json()
+    ignored = post(
+        gateway, "/v1/events/OrderPlaced", WRITER, orders(1, seed=72)[0], headers={"traceparent": "garbage"}
+    )
+    assert ignored.status_code == 201  # an invalid traceparent starts a new trace (W3C), not an error
+    too_long = post(
+        gateway,
+        "/v1/events/OrderPlaced",
+        WRITER,
+        orders(1, seed=73)[0],
+        headers={"X-Correlation-Id": "x" * 300},
+    )
+    assert too_long.status_code == 400
+    wanted = {
+        (answer["partition"], answer["offset"]),
+        (ignored.json()["partition"], ignored.json()["offset"]),
+    }
+    total = sum(end_offsets(endpoints.bootstrap_servers, topics["orders"]))
+    records = read_records(endpoints.bootstrap_servers, [topics["orders"]], total)
+    found = {(m.partition(), m.offset()): dict(m.headers() or []) for m in records}
+    first, second = (
+        found[w] for w in sorted(wanted, key=lambda w: w != (answer["partition"], answer["offset"]))
+    )
+    assert first["ce_correlationid"] == b"checkout-42"
+    assert first["ce_causationid"] == b"cart-7"
+    assert first["traceparent"] == traceparent.encode()
+    assert "traceparent" not in second
