@@ -71,3 +71,21 @@ def read_records(bootstrap: str, topics: list[str], count: int, **conf: Any) -> 
     finally:
         consumer.close()
     return got
+
+
+def record_at(bootstrap: str, topic: str, partition: int, offset: int) -> Message:
+    """The record at ``topic``/``partition``/``offset`` (read-committed; 30 s deadline)."""
+    consumer = _probe(bootstrap, **{"enable.auto.commit": False, "isolation.level": "read_committed"})
+    consumer.assign([TopicPartition(topic, partition, offset)])
+    found: list[Message] = []
+
+    def read() -> bool:
+        found.extend(m for m in consumer.consume(1, timeout=0.5) if m.error() is None)
+        return bool(found)
+
+    try:
+        wait_until(read, timeout=30, what=f"{topic}[{partition}]@{offset}")
+    finally:
+        consumer.close()
+    assert found[0].offset() == offset, f"no record at {offset}: the next is at {found[0].offset()}"
+    return found[0]

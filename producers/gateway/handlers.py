@@ -13,8 +13,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from uuid import UUID
 
-from limits.storage import MemoryStorage
-from limits.strategies import SlidingWindowCounterRateLimiter
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
@@ -33,6 +31,7 @@ from producers.gateway.http import (
 from producers.gateway.idempotency import IdempotencyStore, Stored, event_id_for
 from producers.gateway.metrics import observe
 from producers.gateway.publisher import Outgoing, Publisher
+from producers.gateway.ratelimit import RateLimiter
 from producers.gateway.settings import GatewaySettings
 from schemas import Event
 from schemas.events import check_traceparent
@@ -77,7 +76,7 @@ class Gateway:
         self.tokens = tokens
         self.publisher = publisher
         self.batch_model = batch_model
-        self.limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
+        self.limiter = RateLimiter()
         self.keys = IdempotencyStore(settings.idempotency_ttl_s, settings.idempotency_max_keys)
 
     # ------------------------------------------------------------------ checks
@@ -92,9 +91,9 @@ class Gateway:
                 "send Authorization: Bearer <token>",
                 headers={"WWW-Authenticate": 'Bearer realm="evstream"'},
             )
-        if not self.limiter.hit(principal.rate, principal.name):
-            stats = self.limiter.get_window_stats(principal.rate, principal.name)
-            raise too_many(stats.reset_time, str(principal.rate))
+        wait = self.limiter.admit(principal.name, principal.rate)
+        if wait is not None:
+            raise too_many(wait, str(principal.rate))
         return principal
 
     async def body(self, request: Request) -> bytes:

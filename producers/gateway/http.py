@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
@@ -104,9 +103,11 @@ def from_validation(exc: ValidationError, what: str) -> GatewayRequestError:
     )
 
 
-def too_many(reset_time: float, rate: str) -> GatewayRequestError:
+def too_many(wait_s: float, rate: str) -> GatewayRequestError:
     """429 with Retry-After in whole seconds (at least 1)."""
-    wait = max(1, math.ceil(reset_time - time.time()))
     return GatewayRequestError(
-        429, "too many requests", f"this token may send {rate}", headers={"Retry-After": str(wait)}
+        429,
+        "too many requests",
+        f"this token may send {rate}",
+        headers={"Retry-After": str(max(1, math.ceil(wait_s)))},
     )

@@ -15,7 +15,7 @@ from schemas.domain import OrderPlaced
 from tests.conftest import Endpoints
 from tests.factories import mixed_events
 from tests.gateway_helpers import Gateway, Token, token, topic_map
-from tests.kafka_helpers import end_offsets, read_records
+from tests.kafka_helpers import end_offsets, read_records, record_at
 
 WRITER = token("writer")
 ORDERS_ONLY = token("orders-only", "OrderPlaced")
@@ -289,15 +289,12 @@ def test_correlation_and_trace_headers_reach_the_record(
         headers={"X-Correlation-Id": "x" * 300},
     )
     assert too_long.status_code == 400
-    wanted = {
-        (answer["partition"], answer["offset"]),
-        (ignored.json()["partition"], ignored.json()["offset"]),
-    }
-    total = sum(end_offsets(endpoints.bootstrap_servers, topics["orders"]))
-    records = read_records(endpoints.bootstrap_servers, [topics["orders"]], total)
-    found = {(m.partition(), m.offset()): dict(m.headers() or []) for m in records}
     first, second = (
-        found[w] for w in sorted(wanted, key=lambda w: w != (answer["partition"], answer["offset"]))
+        dict(
+            record_at(endpoints.bootstrap_servers, topics["orders"], a["partition"], a["offset"]).headers()
+            or []
+        )
+        for a in (answer, ignored.json())
     )
     assert first["ce_correlationid"] == b"checkout-42"
     assert first["ce_causationid"] == b"cart-7"
