@@ -37,6 +37,7 @@ from schemas.domain import (
     OrderPlaced,
 )
 from schemas.events import envelope_headers
+from streams import transport
 from streams.codec import EventCodec
 from streams.settings import StreamsSettings
 
@@ -69,6 +70,8 @@ def create_app(
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{server}" for server in kafka.bootstrap_servers.split(",")],
+        # faust's aiokafka consumer, fixed to never skip a partition after a rebalance (see the module)
+        broker_consumer=[f"{transport.SCHEME}://{server}" for server in kafka.bootstrap_servers.split(",")],
         store=settings.store,
         processing_guarantee=settings.processing_guarantee,
         topic_partitions=settings.partitions,
