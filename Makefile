@@ -42,9 +42,9 @@ demo: up
 	@echo "The local stack is still running (EVSTREAM_STACK_DIR=$(EVSTREAM_STACK_DIR)). Stop it with: make down"
 
 test: up
-	$(BIN)/pytest -m "unit or integration" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "unit or integration or reliability" $(PYTEST_ARGS)
 
-reliability: up  # fault-injection scenarios (not part of `make test`; see tests/reliability)
+reliability: up  # only the fault-injection scenarios (also part of `make test`; see tests/reliability)
 	$(BIN)/pytest -m reliability $(PYTEST_ARGS)
 
 lint: venv

@@ -166,9 +166,7 @@ def _body_ref(name: str) -> dict[str, Any]:
 def _openapi(app: FastAPI, routes: list[BaseRoute], models: list[type[BaseModel]]) -> dict[str, Any]:
     """FastAPI's document plus one request schema per event type (and the batch body)."""
     if app.openapi_schema is None:
-        doc = get_openapi(
-            title=app.title, version=app.version, description=app.description, routes=routes
-        )
+        doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=routes)
         _, defs = models_json_schema(
             [(m, "validation") for m in models], ref_template="#/components/schemas/{model}"
         )
