@@ -1,6 +1,6 @@
 """The HTTP publishing gateway: ``evstream gateway`` (FastAPI + uvicorn) in front of EventProducer."""
 
-from producers.gateway.app import BatchPublished, Published, create_app
+from producers.gateway.app import BatchPublished, FastPath, Published, create_app
 from producers.gateway.auth import Principal, TokenStore, hash_token, new_token
 from producers.gateway.idempotency import IdempotencyStore, event_id_for
 from producers.gateway.publisher import Publisher
@@ -8,6 +8,7 @@ from producers.gateway.settings import GatewaySettings, TokenSpec
 
 __all__ = [
     "BatchPublished",
+    "FastPath",
     "GatewaySettings",
     "IdempotencyStore",
     "Principal",

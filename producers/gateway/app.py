@@ -18,7 +18,8 @@ from pydantic import BaseModel, Field, create_model
 from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Route, request_response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from evstream import __version__
 from evstream.errors import GatewayRequestError
@@ -32,7 +33,7 @@ from producers.settings import ProducerSettings
 from schemas import Catalog
 from schemas.catalog import load_catalog
 
-__all__ = ["BatchPublished", "Published", "create_app"]
+__all__ = ["BatchPublished", "FastPath", "Published", "create_app"]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": Problem, "description": text}
@@ -112,6 +113,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.gateway = gateway
+    app.state.fast_paths = {}
     # Requests are served by plain Starlette routes (FastAPI's per-request wrapping cost ~10 % of
     # the gateway's CPU); the same endpoints declared on a docs-only router feed /openapi.json.
     docs = APIRouter()
@@ -119,6 +121,7 @@ def create_app(
         event_type = model.event_type()
         endpoint = gateway.single(model)
         app.router.routes.append(Route(f"/v1/events/{event_type}", endpoint, methods=["POST"]))
+        app.state.fast_paths[f"/v1/events/{event_type}"] = request_response(endpoint)
         docs.add_api_route(
             f"/v1/events/{event_type}",
             endpoint,
@@ -132,6 +135,7 @@ def create_app(
             openapi_extra={"requestBody": _body_ref(model.__name__), "x-event-type": event_type},
         )
     app.router.routes.append(Route("/v1/events:batch", gateway.batch, methods=["POST"]))
+    app.state.fast_paths["/v1/events:batch"] = request_response(gateway.batch)
     docs.add_api_route(
         "/v1/events:batch",
         gateway.batch,
@@ -154,6 +158,27 @@ def create_app(
     _ops_routes(app, publisher)
     app.openapi = lambda: _openapi(app, [*docs.routes, *app.routes], [*catalog, batch])  # type: ignore[method-assign]
     return app
+
+
+class FastPath:
+    """What the server runs: POSTs to the publish routes go straight to their endpoints; all else
+    (lifespan, docs, ops, unknown paths) to the FastAPI app.
+
+    FastAPI's middleware stack and router cost ~11 % of the gateway's CPU per request; the publish
+    endpoints handle their own errors (problem+json), so they do not need them.
+    """
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        self.paths: dict[str, ASGIApp] = app.state.fast_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            endpoint = self.paths.get(scope["path"])
+            if endpoint is not None:
+                await endpoint(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _body_ref(name: str) -> dict[str, Any]:

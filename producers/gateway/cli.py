@@ -102,7 +102,7 @@ def token(
 
 def from_environment() -> object:
     """The app built from EVSTREAM_* variables (what each uvicorn worker process calls)."""
-    from producers.gateway.app import create_app  # noqa: PLC0415
+    from producers.gateway.app import FastPath, create_app  # noqa: PLC0415
 
     settings = load_settings(GatewaySettings, prefix="EVSTREAM_GATEWAY_")
-    return create_app(settings, kafka=kafka_settings(None), registry=registry_settings(None))
+    return FastPath(create_app(settings, kafka=kafka_settings(None), registry=registry_settings(None)))
