@@ -94,7 +94,7 @@ class EventProducer:
         producer = Producer(conf)
         try:
             if self.settings.transactional_id is not None:
-                producer.init_transactions(30)
+                producer.init_transactions(min(30.0, self.settings.delivery_timeout_ms / 1000))
         except KafkaException as exc:
             if client is not None:
                 client.close()
@@ -314,13 +314,16 @@ class EventProducer:
             raise EvstreamError("transactions need ProducerSettings(transactional_id=...)")
         if self._in_transaction:
             raise EvstreamError("transactions do not nest")
-        producer.begin_transaction()
+        try:
+            producer.begin_transaction()
+        except KafkaException as exc:
+            raise PublishError(f"cannot begin a transaction: {exc}") from exc
         self._in_transaction = True
         self._txn_futures = []
         try:
             yield self
-        except BaseException:
-            producer.abort_transaction(timeout)
+        except BaseException as exc:
+            self._abort(producer, timeout, f"the block failed ({exc!r})", exc)
             self._settle_transaction(
                 DeliveryFailedError("the transaction was aborted: not visible to readers")
             )
@@ -329,19 +332,21 @@ class EventProducer:
             try:
                 producer.commit_transaction(timeout)
             except KafkaException as exc:
-                try:
-                    producer.abort_transaction(timeout)
-                except KafkaException as abort_exc:
-                    unknown = DeliveryIndeterminateError(
-                        f"commit failed ({exc}) and abort failed ({abort_exc})"
-                    )
-                    self._settle_transaction(unknown)
-                    raise unknown from exc
+                self._abort(producer, timeout, f"commit failed ({exc})", exc)
                 self._settle_transaction(DeliveryFailedError(f"commit failed and was aborted: {exc}"))
                 raise PublishError(f"transaction commit failed and was aborted: {exc}") from exc
             self._settle_transaction(None)
         finally:
             self._in_transaction = False
+
+    def _abort(self, producer: Producer, timeout: float, why: str, cause: BaseException) -> None:
+        """Abort the open transaction; if even that fails its outcome is unknown, and that is raised."""
+        try:
+            producer.abort_transaction(timeout)
+        except KafkaException as abort_exc:
+            unknown = DeliveryIndeterminateError(f"{why} and abort failed ({abort_exc})")
+            self._settle_transaction(unknown)
+            raise unknown from cause
 
     def _settle_transaction(self, error: PublishError | None) -> None:
         """Resolve the futures handed out inside the transaction: committed deliveries, or ``error``."""

@@ -22,7 +22,7 @@ from starlette.routing import BaseRoute, Route, request_response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from evstream import __version__
-from evstream.errors import GatewayRequestError
+from evstream.errors import ConfigError, GatewayRequestError
 from evstream.settings import KafkaSettings, RegistrySettings
 from producers.gateway.auth import TokenStore
 from producers.gateway.handlers import Gateway
@@ -95,7 +95,13 @@ def create_app(
     catalog = catalog or load_catalog(settings.catalog)
     publisher = Publisher(settings, catalog, kafka=kafka, registry=registry, producer=producer)
     batch = batch_model(catalog, settings.max_batch_events)
-    gateway = Gateway(settings, TokenStore(settings.all_tokens(), settings.rate_limit), publisher, batch)
+    tokens = settings.all_tokens()
+    known = {m.event_type() for m in catalog}
+    for spec in tokens:
+        unknown = sorted(set(spec.event_types) - known - {"*"})
+        if unknown:
+            raise ConfigError(f"token {spec.name!r} names unknown event types: {', '.join(unknown)}")
+    gateway = Gateway(settings, TokenStore(tokens, settings.rate_limit), publisher, batch)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -64,6 +64,7 @@ def serve(
     )
     os.environ["EVSTREAM_BOOTSTRAP_SERVERS"] = kafka_settings(None).bootstrap_servers
     os.environ["EVSTREAM_REGISTRY_URL"] = registry_settings(None).url
+    from_environment()  # config errors (catalog, tokens) stop here, once, not in every worker
     err_console.print(f"evstream gateway on http://{settings.host}:{settings.port} ({len(tokens)} tokens)")
     uvicorn.run(
         "producers.gateway.cli:from_environment",

@@ -8,6 +8,7 @@ acknowledgement, or 503 saying whether anything was written.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -38,8 +39,9 @@ from schemas.events import check_traceparent
 
 __all__ = ["Gateway", "published"]
 
+log = logging.getLogger("evstream.gateway")
 Endpoint = Callable[[Request], Awaitable[Response]]
-Run = Callable[[str | None], Awaitable[tuple[int, dict[str, Any]]]]
+Run = Callable[[str | None, str], Awaitable[tuple[int, dict[str, Any]]]]
 
 
 def published(d: Delivery) -> dict[str, Any]:
@@ -51,6 +53,12 @@ def published(d: Delivery) -> dict[str, Any]:
         "partition": d.partition,
         "offset": d.offset,
     }
+
+
+def internal_error() -> Response:
+    """A 500 as problem+json for an error nobody expected (logged with its traceback)."""
+    log.exception("gateway request failed")
+    return problem_response(GatewayRequestError(500, "internal error", "the gateway failed; see its log"))
 
 
 def _header(request: Request, name: str, limit: int = 255) -> str | None:
@@ -122,30 +130,32 @@ class Gateway:
     async def once(
         self, request: Request, principal: Principal, route: str, body: bytes, run: Run
     ) -> Response:
-        """Run ``run(key)`` once per Idempotency-Key; repeats get the first response."""
+        """Run ``run(key, fingerprint)`` once per Idempotency-Key; repeats get the first response."""
         key = _header(request, "idempotency-key")
         if key is None:
-            status, payload = await run(None)
+            status, payload = await run(None, "")
             return json_response(status, payload)
         scope = (principal.name, route, key)
         fingerprint = hashlib.sha256(body).hexdigest()
-        stored = await self.keys.claim(scope)
-        if stored is None:
-            try:
-                status, payload = await run(key)
-            except BaseException:
-                self.keys.finish(scope, None)
-                raise
-            response = json_response(status, payload)
-            self.keys.finish(scope, Stored(fingerprint, status, bytes(response.body)))
-            return response
-        if stored.fingerprint != fingerprint:
-            raise GatewayRequestError(
-                422, "idempotency key reused", f"Idempotency-Key {key!r} was used with a different body"
+        stored = await self.keys.claim(scope, fingerprint)
+        if stored is not None:
+            return Response(
+                stored.body, stored.status, {"Idempotent-Replayed": "true"}, media_type=stored.media_type
             )
-        return Response(
-            stored.body, stored.status, {"Idempotent-Replayed": "true"}, media_type="application/json"
-        )
+        try:
+            status, payload = await run(key, fingerprint)
+        except GatewayRequestError as exc:  # waiting repeats get this answer; later ones run again
+            failed = problem_response(exc)
+            self.keys.finish(
+                scope, Stored(fingerprint, exc.status, bytes(failed.body), "application/problem+json")
+            )
+            raise
+        except BaseException:
+            self.keys.finish(scope, None)
+            raise
+        response = json_response(status, payload)
+        self.keys.finish(scope, Stored(fingerprint, status, bytes(response.body)))
+        return response
 
     # ------------------------------------------------------------------ endpoints
 
@@ -168,14 +178,18 @@ class Gateway:
                 except ValidationError as exc:
                     raise from_validation(exc, event_type) from exc
 
-                async def run(key: str | None) -> tuple[int, dict[str, Any]]:
-                    event_id = None if key is None else event_id_for(principal.name, event_type, key)
+                async def run(key: str | None, fingerprint: str) -> tuple[int, dict[str, Any]]:
+                    event_id = (
+                        None if key is None else event_id_for(principal.name, event_type, key, fingerprint)
+                    )
                     out = self.outgoing(request, principal, event, topic, event_id)
                     return 201, published(await self.publisher.publish(out))
 
                 response = await self.once(request, principal, event_type, body, run)
             except GatewayRequestError as exc:
                 response = problem_response(exc)
+            except Exception:
+                response = internal_error()
             observe(event_type, response.status_code, started)
             return response
 
@@ -199,14 +213,16 @@ class Gateway:
                     403, "forbidden", f"token {principal.name!r} may not publish {', '.join(forbidden)}"
                 )
 
-            async def run(key: str | None) -> tuple[int, dict[str, Any]]:
+            async def run(key: str | None, fingerprint: str) -> tuple[int, dict[str, Any]]:
                 outgoing = [
                     self.outgoing(
                         request,
                         principal,
                         item.data,
                         self.publisher.topic_for(item.event_type),
-                        None if key is None else event_id_for(principal.name, "batch", f"{key}#{n}"),
+                        None
+                        if key is None
+                        else event_id_for(principal.name, "batch", f"{key}#{n}", fingerprint),
                     )
                     for n, item in enumerate(batch.events)
                 ]
@@ -215,6 +231,8 @@ class Gateway:
             response = await self.once(request, principal, "batch", body, run)
         except GatewayRequestError as exc:
             response = problem_response(exc)
+        except Exception:
+            response = internal_error()
         observe("batch", response.status_code, started)
         return response
 

@@ -13,12 +13,14 @@ import logging
 import os
 import socket
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
 from evstream.errors import (
     DeliveryIndeterminateError,
+    EncodeError,
     EvstreamError,
     GatewayRequestError,
     PublishError,
@@ -58,6 +60,22 @@ class Outgoing:
             causation_id=self.causation_id,
             traceparent=self.traceparent,
         )
+
+
+def not_encodable(exc: EncodeError, loc: list[object]) -> GatewayRequestError:
+    """422 for an event that passed its model but not its Avro schema (e.g. a long out of range)."""
+    return GatewayRequestError(
+        422, "invalid event", f"{exc}", errors=[{"loc": loc, "msg": str(exc), "type": "avro_encode"}]
+    )
+
+
+def check_encodable(producer: EventProducer, batch: Sequence[Outgoing]) -> None:
+    """Encode every event of ``batch`` once, so that none is produced if one cannot be."""
+    for n, out in enumerate(batch):
+        try:
+            producer.encoder(out.topic, type(out.event))(out.event.model_dump())
+        except EncodeError as exc:
+            raise not_encodable(exc, ["events", n, "data"]) from exc
 
 
 def unavailable(exc: BaseException) -> GatewayRequestError:
@@ -156,16 +174,24 @@ class Publisher:
         await self._encoder_ready(producer, out.topic, type(out.event))
         try:
             future = out.send(producer)
+        except EncodeError as exc:  # nothing was produced
+            raise not_encodable(exc, []) from exc
+        try:
             async with asyncio.timeout(self.deadline_s):
                 return await future
         except (PublishError, TimeoutError) as exc:
             raise unavailable(exc) from exc
 
     async def publish_many(self, batch: Sequence[Outgoing]) -> list[Delivery | GatewayRequestError]:
-        """Publish each event (not atomic); per event its delivery or the 503 it got."""
+        """Publish each event (not atomic); per event its delivery or the 503 it got.
+
+        Every event is encoded first: one that does not fit its schema fails the whole batch (422)
+        before anything is produced.
+        """
         producer = self._require()
         for out in batch:
             await self._encoder_ready(producer, out.topic, type(out.event))
+        check_encodable(producer, batch)
         futures: list[DeliveryFuture | GatewayRequestError] = []
         for out in batch:
             try:
@@ -186,36 +212,74 @@ class Publisher:
         return results
 
     async def publish_atomic(self, batch: Sequence[Outgoing]) -> list[Delivery]:
-        """Publish ``batch`` in one Kafka transaction: read-committed readers see all or none."""
-        async with self._atomic_lock:  # one transaction at a time per producer
-            if self._atomic is None:
-                txn_id = f"{self.settings.transactional_id_prefix}-{socket.gethostname()}-{os.getpid()}"
-                producer = self._new_producer(txn_id)
-                try:
-                    await asyncio.to_thread(producer.start)
-                except EvstreamError as exc:
-                    raise unavailable(exc) from exc
-                self._atomic = producer
-            producer = self._atomic
-            for out in batch:
-                await self._encoder_ready(producer, out.topic, type(out.event))
-            try:
-                return await asyncio.to_thread(self._transaction, producer, batch)
-            except PublishError as exc:
-                # A failed transaction can leave the producer unusable: start a fresh one next time.
-                self._atomic = None
-                await asyncio.to_thread(producer.close, 0.0)
-                error = unavailable(exc)
-                error.detail = f"the batch was not committed: {exc}; written: no (aborted, invisible)"
-                if isinstance(exc, DeliveryIndeterminateError):
-                    error.detail = f"the transaction's outcome is unknown: {exc}"
-                raise error from exc
+        """Publish ``batch`` in one Kafka transaction: read-committed readers see all or none.
 
-    def _transaction(self, producer: EventProducer, batch: Sequence[Outgoing]) -> list[Delivery]:
-        timeout = self.settings.delivery_timeout_ms / 1000
-        with producer.transaction(timeout=timeout):
-            futures = [out.send(producer) for out in batch]
-        return [future.result(timeout=timeout) for future in futures]
+        One transaction at a time per process. The whole call, waiting for earlier transactions
+        included, answers within the deadline; a transaction still running then finishes in its
+        thread (and holds the lock until it does), and the answer is a 503 saying so.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.deadline_s
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._atomic_lock.acquire()
+        except TimeoutError as exc:
+            raise GatewayRequestError(
+                503,
+                "Kafka unavailable",
+                "earlier atomic batches are still running; written: no",
+                headers={"Retry-After": "1"},
+            ) from exc
+        work = asyncio.ensure_future(asyncio.to_thread(self._atomic_batch, batch))
+        work.add_done_callback(lambda _: self._atomic_lock.release())
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await asyncio.shield(work)
+        except TimeoutError as exc:
+            raise GatewayRequestError(
+                503,
+                "Kafka unavailable",
+                "the transaction did not finish in time; written: unknown (it may still commit "
+                "or abort; retry with the same Idempotency-Key)",
+                headers={"Retry-After": "1"},
+            ) from exc
+
+    def _atomic_batch(self, batch: Sequence[Outgoing]) -> list[Delivery]:
+        """In a worker thread: (re)create the transactional producer if needed, run the transaction."""
+        producer = self._atomic
+        if producer is None:
+            suffix = uuid.uuid4().hex[:8]  # unique even for equal host names and pids (containers)
+            txn_id = f"{self.settings.transactional_id_prefix}-{socket.gethostname()}-{os.getpid()}-{suffix}"
+            producer = self._new_producer(txn_id)
+            try:
+                producer.start()
+            except EvstreamError as exc:
+                producer.close(0.0)
+                raise unavailable(exc) from exc
+            self._atomic = producer
+        try:
+            for out in batch:
+                producer.encoder(out.topic, type(out.event))
+            check_encodable(producer, batch)
+            timeout = self.settings.delivery_timeout_ms / 1000
+            with producer.transaction(timeout=timeout):
+                futures = [out.send(producer) for out in batch]
+            return [future.result(timeout=timeout) for future in futures]
+        except GatewayRequestError:
+            raise
+        except RegistryError as exc:
+            raise GatewayRequestError(
+                503, "schema registry unavailable", f"{exc}; written: no", headers={"Retry-After": "1"}
+            ) from exc
+        except (PublishError, TimeoutError) as exc:
+            # A failed transaction can leave the producer unusable: start a fresh one next time.
+            self._atomic = None
+            producer.close(0.0)
+            error = unavailable(exc)
+            error.detail = f"the batch was not committed: {exc}; written: no (aborted, invisible)"
+            if isinstance(exc, DeliveryIndeterminateError | TimeoutError):
+                error.detail = f"the transaction's outcome is unknown: {exc}; written: unknown"
+            raise error from exc
 
     # ------------------------------------------------------------------ readiness
 

@@ -102,7 +102,8 @@ class GatewaySettings(BaseSettings):
                 found += [TokenSpec.model_validate(t) for t in data.get("tokens", [])]
             except (OSError, yaml.YAMLError, AttributeError, ValueError) as exc:
                 raise ConfigError(f"tokens file {self.tokens_file}: {exc}".splitlines()[0]) from exc
-        names = [t.name for t in found]
-        if len(names) != len(set(names)):
-            raise ConfigError("token names must be unique (tokens and tokens_file together)")
+        for field in ("name", "sha256"):
+            values = [getattr(t, field) for t in found]
+            if len(values) != len(set(values)):
+                raise ConfigError(f"token {field}s must be unique (tokens and tokens_file together)")
         return found

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -110,6 +111,14 @@ def test_each_refusal_has_its_status_and_writes_nothing(
                 "registered_at": "2026-11-27T10:00:00Z"}  # fmt: skip
     invalid = {**good, "total": {"amount_minor": -5, "currency": "XXX"}}
     big = {**good, "coupon_code": "x" * 70_000}
+    too_long_for_avro = {**good, "total": {**good["total"], "amount_minor": 10**20}}  # the model allows it
+
+    def chunked() -> Iterator[bytes]:  # no Content-Length: the limit applies while streaming
+        yield b'{"order_id": "'
+        for _ in range(100):
+            yield b"x" * 1000
+        yield b'"}'
+
     before = offsets(endpoints, topics)
     cases: list[tuple[int, str, httpx.Response]] = [
         (401, "no token", post(gateway, "/v1/events/OrderPlaced", None, good)),
@@ -147,6 +156,22 @@ def test_each_refusal_has_its_status_and_writes_nothing(
         (422, "schema-invalid", post(gateway, "/v1/events/OrderPlaced", WRITER, invalid)),
         (422, "wrong type in body", post(gateway, "/v1/events/OrderPlaced", WRITER, customer)),
         (404, "unknown event type", post(gateway, "/v1/events/NoSuchEvent", WRITER, good)),
+        (
+            422,
+            "fits the model, not the Avro long",
+            post(gateway, "/v1/events/OrderPlaced", WRITER, too_long_for_avro),
+        ),
+        (
+            413,
+            "streamed body too large",
+            post(
+                gateway,
+                "/v1/events/OrderPlaced",
+                WRITER,
+                content=chunked(),
+                headers={"Content-Type": "application/json"},
+            ),
+        ),
     ]
     for status, what, response in cases:
         assert response.status_code == status, (what, response.text)
@@ -224,6 +249,11 @@ def test_batches_plain_and_atomic(endpoints: Endpoints, gateway: Gateway, topics
     )
     found = {dict(m.headers() or [])["ce_id"] for m in records}
     assert {a.encode() for a in answered} <= found
+    for result in (plain.json()["results"][0], atomic.json()["results"][-1]):  # the offsets locate them
+        record = record_at(
+            endpoints.bootstrap_servers, result["topic"], result["partition"], result["offset"]
+        )
+        assert dict(record.headers() or [])["ce_id"] == result["event_id"].encode()
 
     after = offsets(endpoints, topics)
     bad = [*items[:3], {"event_type": "OrderPlaced", "data": {**items[0]["data"], "lines": "nope"}}]
@@ -236,6 +266,16 @@ def test_batches_plain_and_atomic(endpoints: Endpoints, gateway: Gateway, topics
     forbidden = post(gateway, "/v1/events:batch", ORDERS_ONLY, {"events": [items[0], customer]})
     assert forbidden.status_code == 403
     assert "CustomerRegistered" in forbidden.json()["detail"]
+    overflow = {
+        "event_type": "OrderPlaced",
+        "data": {**items[1]["data"], "total": {"amount_minor": 10**20, "currency": "EUR"}},
+    }
+    for atomic_flag in (False, True):  # the last event cannot be encoded: none of the batch is sent
+        refused = post(
+            gateway, "/v1/events:batch", WRITER, {"events": [*items[:3], overflow], "atomic": atomic_flag}
+        )
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["errors"][0]["loc"] == ["events", 3, "data"]
     empty = post(gateway, "/v1/events:batch", WRITER, {"events": []})
     assert empty.status_code == 422
     unknown = post(gateway, "/v1/events:batch", WRITER, {"events": [{"event_type": "Nope", "data": {}}]})
@@ -300,3 +340,28 @@ def test_correlation_and_trace_headers_reach_the_record(
     assert first["ce_causationid"] == b"cart-7"
     assert first["traceparent"] == traceparent.encode()
     assert "traceparent" not in second
+
+
+def test_several_worker_processes_serve_the_same_api(
+    endpoints: Endpoints, topics: dict[str, str], tmp_path: Path
+) -> None:
+    gw = Gateway(
+        endpoints.bootstrap_servers,
+        endpoints.registry_url,
+        topic_map(topics["orders"], topics["customers"], topics["tiers"]),
+        [WRITER],
+        tmp_path / "gateway.log",
+        extra_args=["--workers", "2"],
+    ).start()
+    try:
+        before = sum(end_offsets(endpoints.bootstrap_servers, topics["orders"]))
+
+        async def send(bodies: list[dict[str, Any]]) -> list[httpx.Response]:
+            async with httpx.AsyncClient(base_url=gw.url, headers=WRITER.headers) as client:
+                return await asyncio.gather(*(client.post("/v1/events/OrderPlaced", json=b) for b in bodies))
+
+        responses = asyncio.run(send(orders(40, seed=81)))
+        assert [r.status_code for r in responses] == [201] * 40
+        assert sum(end_offsets(endpoints.bootstrap_servers, topics["orders"])) - before == 40
+    finally:
+        gw.stop()

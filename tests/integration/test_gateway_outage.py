@@ -68,6 +68,18 @@ def test_broker_down_gives_503_within_the_deadline_never_2xx_and_recovers(
             assert (
                 "written: no" in response.json()["detail"] or "written: unknown" in response.json()["detail"]
             )
+        for atomic in (False, True):  # batches too: 503 within the deadline, nothing written
+            items = [{"event_type": "OrderPlaced", "data": b} for b in bodies[30:33]]
+            started = time.monotonic()
+            response = httpx.post(
+                gw.url + "/v1/events:batch",
+                json={"events": items, "atomic": atomic},
+                headers=writer.headers,
+                timeout=30,
+            )
+            took = time.monotonic() - started
+            assert response.status_code == 503, response.text
+            assert took < 3.0 + 2.5, f"atomic={atomic}: 503 after {took:.1f}s"
         wait_until(
             lambda: httpx.get(gw.url + "/readyz", timeout=10).status_code == 503,
             timeout=15,

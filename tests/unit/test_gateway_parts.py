@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from limits import parse
 from pydantic import ValidationError
 
-from evstream.errors import ConfigError
+from evstream.errors import ConfigError, GatewayRequestError
 from producers.gateway import (
     GatewaySettings,
     IdempotencyStore,
@@ -22,6 +23,7 @@ from producers.gateway import (
 )
 from producers.gateway.http import from_validation
 from producers.gateway.idempotency import Stored
+from producers.gateway.ratelimit import RateLimiter
 from schemas.domain import OrderPlaced
 from tests.helpers import run_cli
 
@@ -70,35 +72,70 @@ def test_settings_check_rates_tokens_and_files(tmp_path: Path) -> None:
 
 
 def test_event_ids_from_idempotency_keys_are_stable_and_scoped() -> None:
-    assert event_id_for("a", "OrderPlaced", "k") == event_id_for("a", "OrderPlaced", "k")
-    assert event_id_for("a", "OrderPlaced", "k") != event_id_for("b", "OrderPlaced", "k")
-    assert event_id_for("a", "OrderPlaced", "k") != event_id_for("a", "batch", "k")
+    assert event_id_for("a", "OrderPlaced", "k", "f") == event_id_for("a", "OrderPlaced", "k", "f")
+    assert event_id_for("a", "OrderPlaced", "k", "f") != event_id_for("b", "OrderPlaced", "k", "f")
+    assert event_id_for("a", "OrderPlaced", "k", "f") != event_id_for("a", "batch", "k", "f")
+    assert event_id_for("a", "OrderPlaced", "k", "f") != event_id_for("a", "OrderPlaced", "k", "g")
+
+
+OK = Stored("fp", 201, b"{}")
 
 
 def test_idempotency_store_runs_once_and_repeats_the_result() -> None:
     async def scenario() -> None:
         store = IdempotencyStore(ttl_s=60, max_keys=2)
         scope = ("a", "OrderPlaced", "k1")
-        assert await store.claim(scope) is None  # the first runs
-        waiter = asyncio.create_task(store.claim(scope))  # a concurrent repeat waits
+        assert await store.claim(scope, "fp") is None  # the first runs
+        waiter = asyncio.create_task(store.claim(scope, "fp"))  # a concurrent repeat waits
+        other_body = asyncio.create_task(store.claim(scope, "other"))
         await asyncio.sleep(0)
         assert not waiter.done()
-        result = Stored("fp", 201, b"{}")
-        store.finish(scope, result)
-        assert await waiter == result
-        assert await store.claim(scope) == result
-        failing = ("a", "OrderPlaced", "k2")
-        assert await store.claim(failing) is None
-        retry = asyncio.create_task(store.claim(failing))
-        await asyncio.sleep(0)
-        store.finish(failing, None)  # a failure is not kept: the waiter becomes the one that runs
-        assert await retry is None
-        store.finish(failing, Stored("fp2", 201, b"[]"))
+        with pytest.raises(GatewayRequestError, match="different body"):
+            await other_body
+        store.finish(scope, OK)
+        assert await waiter == OK
+        assert await store.claim(scope, "fp") == OK
+        with pytest.raises(GatewayRequestError) as reused:
+            await store.claim(scope, "other")
+        assert reused.value.status == 422
         for n in range(3):  # past max_keys the oldest go
-            assert await store.claim(("a", "x", str(n))) is None
+            assert await store.claim(("a", "x", str(n)), "f") is None
             store.finish(("a", "x", str(n)), Stored("f", 201, b""))
         assert len(store) == 2
-        assert await store.claim(scope) is None
+        assert await store.claim(scope, "fp") is None
+
+    asyncio.run(scenario())
+
+
+def test_a_failure_goes_to_waiters_then_runs_again_and_keeps_its_body() -> None:
+    async def scenario() -> None:
+        store = IdempotencyStore(ttl_s=60, max_keys=10)
+        scope = ("a", "OrderPlaced", "k2")
+        assert await store.claim(scope, "fp") is None
+        waiter = asyncio.create_task(store.claim(scope, "fp"))
+        await asyncio.sleep(0)
+        failed = Stored("fp", 503, b"{}", "application/problem+json")
+        store.finish(scope, failed)
+        assert await waiter == failed  # a concurrent repeat does not publish again meanwhile
+        with pytest.raises(GatewayRequestError):  # the key stays bound to the failed body
+            await store.claim(scope, "corrected")
+        assert await store.claim(scope, "fp") is None  # a later repeat runs again
+        store.finish(scope, OK)
+        assert await store.claim(scope, "fp") == OK
+
+        cancelled = ("a", "OrderPlaced", "k3")
+        assert await store.claim(cancelled, "fp") is None
+        waiter = asyncio.create_task(store.claim(cancelled, "fp"))
+        await asyncio.sleep(0)
+        store.finish(cancelled, None)  # the first ended without a response: the waiter runs
+        assert await waiter is None
+        waiter_of_waiter = asyncio.create_task(store.claim(cancelled, "fp"))
+        await asyncio.sleep(0)
+        waiter_of_waiter.cancel()  # a cancelled waiter does not disturb the running one
+        with pytest.raises(asyncio.CancelledError):
+            await waiter_of_waiter
+        store.finish(cancelled, OK)
+        assert await store.claim(cancelled, "fp") == OK
 
     asyncio.run(scenario())
 
@@ -107,17 +144,33 @@ def test_idempotency_keys_expire() -> None:
     async def scenario() -> None:
         store = IdempotencyStore(ttl_s=0.05, max_keys=10)
         scope = ("a", "b", "c")
-        assert await store.claim(scope) is None
+        assert await store.claim(scope, "f") is None
         store.finish(scope, Stored("f", 201, b""))
-        assert await store.claim(scope) is not None
-        deadline = asyncio.get_running_loop().time() + 5
-        while asyncio.get_running_loop().time() < deadline and len(store):
+        assert await store.claim(scope, "f") is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while loop.time() < deadline:
             await asyncio.sleep(0.01)
-            if await store.claim(scope) is None:
+            if await store.claim(scope, "f") is None:  # expired: runs again
+                store.finish(scope, None)
+                assert await store.claim(scope, "another body is fine now") is None
                 return
         raise AssertionError("the key did not expire")
 
     asyncio.run(scenario())
+
+
+def test_rate_limiter_admits_a_burst_then_one_per_interval() -> None:
+    limiter = RateLimiter()
+    rate = parse("3/minute")
+    assert [limiter.admit("a", rate) for _ in range(3)] == [None, None, None]
+    wait = limiter.admit("a", rate)
+    assert wait is not None
+    assert 19 < wait <= 20  # the next slot: one every 20 s
+    assert limiter.admit("b", rate) is None  # per key
+    fast = parse("1000/second")
+    admitted = sum(limiter.admit("c", fast) is None for _ in range(5000))
+    assert 1000 <= admitted <= 1100  # a burst of 1000, plus what refilled meanwhile
 
 
 def test_validation_errors_map_to_400_or_422() -> None:
