@@ -73,6 +73,7 @@ def create_app(
         # faust's aiokafka consumer, fixed to never skip a partition after a rebalance (see the module)
         broker_consumer=[f"{transport.SCHEME}://{server}" for server in kafka.bootstrap_servers.split(",")],
         store=settings.store,
+        datadir=str(settings.data_dir or f"{settings.app_id}-data"),
         processing_guarantee=settings.processing_guarantee,
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -35,6 +36,11 @@ class StreamsSettings(BaseSettings):
     window_s: int = Field(default=60, ge=1, description="Tumbling window of the revenue table.")
     store: str = Field(
         default_factory=default_store, description="memory:// (changelog recovery) or rocksdb://."
+    )
+    data_dir: Path | None = Field(
+        default=None,
+        description="Where table stores (rocksdb://) keep their files; default <app_id>-data in the "
+        "working directory. A cache: the changelogs rebuild it.",
     )
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
     replication_factor: int = Field(

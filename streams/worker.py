@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -140,11 +142,38 @@ def _run_faust(app: faust.App, settings: WorkerSettings) -> int:
     watchdog = threading.Thread(target=_startup_watchdog, args=(app, settings.startup_timeout_s), daemon=True)
     watchdog.start()
     log.info("operations endpoints on http://%s:%d", settings.http_host, port)
+    marker = prepare_table_files(app)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    code = 0
     try:
         worker.execute_from_commandline()
     except SystemExit as exit_:
-        return int(exit_.code or 0)
+        code = int(exit_.code or 0)
     finally:
         ops.stop()
-    return 0
+    if marker is not None and code == 0:  # stopped cleanly: the files match the changelogs
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    return code
+
+
+def prepare_table_files(app: faust.App) -> Path | None:
+    """Local table files (``rocksdb://``) are a cache of the changelogs, trusted only after a
+    clean stop; returns the marker a clean stop leaves (None for in-memory tables).
+
+    A worker killed mid-stream can leave files that disagree with its changelogs (a write applied
+    locally whose changelog record was never produced); the next owner would serve it and never
+    write it to the changelog. So without the marker the files are removed and the tables rebuilt
+    from the changelogs, as Kafka Streams does without its checkpoint file.
+    """
+    if not str(app.conf.store).startswith("rocksdb"):
+        return None
+    tables = Path(app.conf.tabledir)
+    marker = tables / ".evstream-clean-stop"
+    if tables.exists() and not marker.exists():
+        log.warning(
+            "%s: no clean stop recorded; removing the table files to rebuild them from the changelogs", tables
+        )
+        shutil.rmtree(tables)
+    marker.unlink(missing_ok=True)
+    return marker

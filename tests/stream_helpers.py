@@ -111,6 +111,7 @@ class StreamApp:
     repo_root: Path
     logs: Path
     workers: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+    store: str = "memory://"  # rocksdb:// keeps table files in logs/state (shared: one worker at a time)
     restarts: int = 0
 
     @classmethod
@@ -138,6 +139,8 @@ class StreamApp:
             "EVSTREAM_WORKER_HTTP_PORT": str(port),
             "EVSTREAM_WORKER_STARTUP_TIMEOUT_S": "30",
             "EVSTREAM_WORKER_STALL_TIMEOUT_S": "30",
+            "EVSTREAM_STREAMS_STORE": self.store,
+            "EVSTREAM_STREAMS_DATA_DIR": str(self.logs / "state"),
             "EVSTREAM_WORKER_LAG_INTERVAL_S": "2",
         }
 
@@ -233,6 +236,15 @@ def wait_exact(app: StreamApp, want: Aggregates, timeout: float) -> Aggregates:
     except AssertionError as exc:
         got = last[0] if last else Aggregates()
         off = {c: (got.orders.get(c), n) for c, n in want.orders.items() if got.orders.get(c) != n}
+        parts = {
+            name: [
+                (k, getattr(got, name).get(k), v)
+                for k, v in getattr(want, name).items()
+                if getattr(got, name).get(k) != v
+            ]
+            for name in ("totals", "tiers", "revenue")
+        }
         raise AssertionError(
-            f"{exc}; {len(off)} customers differ (counted, input): {list(off.items())[:5]}"
+            f"{exc}; {len(off)} customers differ (counted, input): {list(off.items())[:5]}; "
+            + "; ".join(f"{name}: {len(d)} differ, e.g. {d[:3]}" for name, d in parts.items() if d)
         ) from None

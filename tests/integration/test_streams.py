@@ -65,9 +65,11 @@ def test_twenty_thousand_events_aggregate_exactly_and_tiers_are_derived(
     assert "evstream_stream_processing_seconds_bucket" in http(port, "/metrics")[1]
 
 
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
 def test_a_worker_killed_mid_stream_recovers_its_tables_and_totals_stay_exact(
-    endpoints: Endpoints, stream_app: StreamApp
+    endpoints: Endpoints, stream_app: StreamApp, store: str
 ) -> None:
+    stream_app.store = store  # rocksdb: the restarted worker reopens the killed one's files
     events = orders_only(9000, seed=42)
     publish(endpoints, stream_app.orders, events)
     first = stream_app.start_ready()
@@ -92,3 +94,10 @@ def test_a_worker_killed_mid_stream_recovers_its_tables_and_totals_stay_exact(
     assert all(status in (0, 503) for status, _ in seen[:-1])  # never ready, then ready: no flapping
     assert any(status == 503 and body.startswith("not ready: ") for status, body in seen)
     assert http(second, "/healthz") == (200, "ok\n")
+    if store == "rocksdb://":  # a clean stop keeps the table files, and the next worker reuses them
+        assert "no clean stop recorded" in (stream_app.logs / f"worker-{second}.log").read_text()
+        assert stream_app.stop_all() == [0]
+        assert (stream_app.logs / "state" / "v1" / "tables" / ".evstream-clean-stop").exists()
+        third = stream_app.start_ready()
+        wait_exact(stream_app, expected(events), timeout=120)
+        assert "no clean stop recorded" not in (stream_app.logs / f"worker-{third}.log").read_text()
