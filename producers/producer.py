@@ -109,7 +109,9 @@ class EventProducer:
         """Serve delivery reports while the application is not publishing.
 
         While it publishes, ``publish`` serves them inline (``poll(0)``); polling from both
-        threads at once would only hand the GIL back and forth.
+        threads at once would only hand the GIL back and forth. 5 ms after the last publish this
+        thread takes over, so the report of the last event of a burst waits at most that long
+        (the gateway answers each request only after its report).
         """
         producer = self._producer
         assert producer is not None
