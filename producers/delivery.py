@@ -100,6 +100,7 @@ class DeliveryFuture:
 
     def __await__(self) -> Generator[Any, None, Delivery]:
         loop = asyncio.get_running_loop()
+        loop_thread = threading.get_ident()
         waiter: asyncio.Future[Delivery] = loop.create_future()
 
         def copy(done: DeliveryFuture) -> None:
@@ -111,7 +112,9 @@ class DeliveryFuture:
                 waiter.set_result(done._value)
 
         def hand_over(done: DeliveryFuture) -> None:
-            if not loop.is_closed():  # the awaiting loop may be gone (e.g. after a timeout)
+            if threading.get_ident() == loop_thread:  # resolved by a poll(0) on the loop's own thread
+                loop.call_soon(copy, done)  # no wake-up write needed
+            elif not loop.is_closed():  # the awaiting loop may be gone (e.g. after a timeout)
                 loop.call_soon_threadsafe(copy, done)
 
         self.add_done_callback(hand_over)

@@ -7,6 +7,7 @@ in one transaction); see :mod:`producers.gateway.handlers` for the order of chec
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal, Union, cast
@@ -106,6 +107,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await publisher.start()
+        gc.freeze()  # what start-up built lives as long as the process: keep it out of GC passes
         try:
             yield
         finally:

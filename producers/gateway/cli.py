@@ -77,6 +77,7 @@ def serve(
         access_log=access_log,
         log_level=settings.log_level,
         timeout_graceful_shutdown=10,
+        server_header=False,
     )
 
 
