@@ -9,7 +9,7 @@ from typing import Any
 from faust.sensors import Sensor
 from prometheus_client import Counter, Gauge, Histogram
 
-__all__ = ["STREAM_EVENTS", "STREAM_LAG", "STREAM_LATENCY", "LagTracker", "PrometheusSensor"]
+__all__ = ["STREAM_EVENTS", "STREAM_LAG", "STREAM_LATENCY", "LagTracker", "PrometheusSensor", "SendErrors"]
 
 STREAM_EVENTS = Counter("evstream_stream_events", "Events processed by stream agents, by topic.", ["topic"])
 STREAM_LATENCY = Histogram(
@@ -22,6 +22,15 @@ STREAM_LAG = Gauge(
     "Records between the committed offset and the end, per partition.",
     ["topic", "partition"],
 )
+
+
+class SendErrors(Sensor):
+    """Counts records faust could not produce (changelogs included): any means an unclean stop."""
+
+    count = 0
+
+    def on_send_error(self, producer: Any, exc: BaseException, state: Any) -> None:
+        self.count += 1
 
 
 class PrometheusSensor(Sensor):

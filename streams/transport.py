@@ -65,7 +65,8 @@ async def rewind_uncommitted(
             consumer.seek(tp, 0)
         elif reset == "latest":
             to_end.append(tp)
-        else:  # "none": aiokafka raises on its own when it has to reset
+        else:  # "none": there is no policy to apply; the partition may stay where faust left it
+            log.warning("%s has no committed offset and auto offset reset is none: not rewound", tp)
             continue
         moved.append(tp)
     if to_end:

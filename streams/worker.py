@@ -7,13 +7,14 @@ in-flight events, commit, flush changelogs; the consumer runner: finish the reco
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import shutil
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import faust
 from pydantic import Field
@@ -24,7 +25,7 @@ from evstream.endpoints import load_settings
 from evstream.errors import ConfigError
 from evstream.ops import OpsServer
 from evstream.settings import KafkaSettings, RegistrySettings
-from streams.metrics import LagTracker, PrometheusSensor
+from streams.metrics import LagTracker, PrometheusSensor, SendErrors
 
 __all__ = ["STALLED", "WorkerSettings", "faust_readiness", "run_worker"]
 
@@ -143,6 +144,8 @@ def _run_faust(app: faust.App, settings: WorkerSettings) -> int:
     watchdog.start()
     log.info("operations endpoints on http://%s:%d", settings.http_host, port)
     marker = prepare_table_files(app)
+    send_errors = SendErrors()
+    app.sensors.add(send_errors)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
     code = 0
     try:
@@ -151,10 +154,13 @@ def _run_faust(app: faust.App, settings: WorkerSettings) -> int:
         code = int(exit_.code or 0)
     finally:
         ops.stop()
-    if marker is not None and code == 0:  # stopped cleanly: the files match the changelogs
-        marker.parent.mkdir(parents=True, exist_ok=True)
+    clean = code == 0 and worker.crash_reason is None and send_errors.count == 0
+    if marker is not None and clean:  # every changelog write was acknowledged: the files match
         marker.touch()
     return code
+
+
+_LOCKS: list[TextIO] = []  # held for the life of the process
 
 
 def prepare_table_files(app: faust.App) -> Path | None:
@@ -169,6 +175,17 @@ def prepare_table_files(app: faust.App) -> Path | None:
     if not str(app.conf.store).startswith("rocksdb"):
         return None
     tables = Path(app.conf.tabledir)
+    tables.parent.mkdir(parents=True, exist_ok=True)
+    lock = (tables.parent / ".evstream-worker.lock").open("w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise ConfigError(
+            f"another worker uses the table files in {tables.parent}: give each worker its own "
+            "EVSTREAM_STREAMS_DATA_DIR"
+        ) from None
+    _LOCKS.append(lock)
     marker = tables / ".evstream-clean-stop"
     if tables.exists() and not marker.exists():
         log.warning(
@@ -176,4 +193,5 @@ def prepare_table_files(app: faust.App) -> Path | None:
         )
         shutil.rmtree(tables)
     marker.unlink(missing_ok=True)
+    tables.mkdir(parents=True, exist_ok=True)
     return marker
