@@ -116,3 +116,19 @@ class Gateway:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
+
+
+def orders_gateway(bootstrap: str, registry: str, topic: str, tok: Token, log: Path) -> Gateway:
+    """A started gateway for the order event types only, all on ``topic``, with a 3 s delivery
+    timeout (for brokers without the customer topics, in fault tests)."""
+    return Gateway(
+        bootstrap,
+        registry,
+        {m.event_type(): topic for m in ORDERS_CATALOG},
+        [tok],
+        log,
+        settings={
+            "EVSTREAM_GATEWAY_DELIVERY_TIMEOUT_MS": "3000",
+            "EVSTREAM_GATEWAY_CATALOG": "tests.gateway_helpers:ORDERS_CATALOG",
+        },
+    ).start()

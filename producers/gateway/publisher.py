@@ -78,18 +78,22 @@ def check_encodable(producer: EventProducer, batch: Sequence[Outgoing]) -> None:
             raise not_encodable(exc, ["events", n, "data"]) from exc
 
 
+def retry_later(detail: str, title: str = "Kafka unavailable") -> GatewayRequestError:
+    """A 503 the client may retry after a second; ``detail`` says whether anything was written."""
+    return GatewayRequestError(503, title, detail, headers={"Retry-After": "1"})
+
+
 def unavailable(exc: BaseException) -> GatewayRequestError:
     """The 503 for a publish that did not succeed, saying whether anything was written."""
     if isinstance(exc, DeliveryIndeterminateError | TimeoutError):
         written = "unknown: the delivery timed out in flight (retry with the same Idempotency-Key)"
     else:
         written = "no"
-    return GatewayRequestError(
-        503,
-        "Kafka unavailable",
-        f"{exc}; written: {written}",
-        headers={"Retry-After": "1"},
-    )
+    return retry_later(f"{exc}; written: {written}")
+
+
+def registry_unavailable(exc: RegistryError) -> GatewayRequestError:
+    return retry_later(f"{exc}; written: no", "schema registry unavailable")
 
 
 class Publisher:
@@ -161,9 +165,7 @@ class Publisher:
         try:
             await asyncio.to_thread(producer.encoder, topic, model)
         except RegistryError as exc:
-            raise GatewayRequestError(
-                503, "schema registry unavailable", f"{exc}; written: no", headers={"Retry-After": "1"}
-            ) from exc
+            raise registry_unavailable(exc) from exc
         self._warm.add((producer, topic, model))
 
     # ------------------------------------------------------------------ publishing
@@ -224,24 +226,16 @@ class Publisher:
             async with asyncio.timeout_at(deadline):
                 await self._atomic_lock.acquire()
         except TimeoutError as exc:
-            raise GatewayRequestError(
-                503,
-                "Kafka unavailable",
-                "earlier atomic batches are still running; written: no",
-                headers={"Retry-After": "1"},
-            ) from exc
+            raise retry_later("earlier atomic batches are still running; written: no") from exc
         work = asyncio.ensure_future(asyncio.to_thread(self._atomic_batch, batch))
         work.add_done_callback(lambda _: self._atomic_lock.release())
         try:
             async with asyncio.timeout_at(deadline):
                 return await asyncio.shield(work)
         except TimeoutError as exc:
-            raise GatewayRequestError(
-                503,
-                "Kafka unavailable",
+            raise retry_later(
                 "the transaction did not finish in time; written: unknown (it may still commit "
-                "or abort; retry with the same Idempotency-Key)",
-                headers={"Retry-After": "1"},
+                "or abort; retry with the same Idempotency-Key)"
             ) from exc
 
     def _atomic_batch(self, batch: Sequence[Outgoing]) -> list[Delivery]:
@@ -258,9 +252,7 @@ class Publisher:
                 raise unavailable(exc) from exc
             self._atomic = producer
         try:
-            for out in batch:
-                producer.encoder(out.topic, type(out.event))
-            check_encodable(producer, batch)
+            check_encodable(producer, batch)  # fetches each schema id too (registry I/O: this thread)
             timeout = self.settings.delivery_timeout_ms / 1000
             with producer.transaction(timeout=timeout):
                 futures = [out.send(producer) for out in batch]
@@ -268,18 +260,16 @@ class Publisher:
         except GatewayRequestError:
             raise
         except RegistryError as exc:
-            raise GatewayRequestError(
-                503, "schema registry unavailable", f"{exc}; written: no", headers={"Retry-After": "1"}
-            ) from exc
+            raise registry_unavailable(exc) from exc
         except (PublishError, TimeoutError) as exc:
             # A failed transaction can leave the producer unusable: start a fresh one next time.
             self._atomic = None
             producer.close(0.0)
-            error = unavailable(exc)
-            error.detail = f"the batch was not committed: {exc}; written: no (aborted, invisible)"
             if isinstance(exc, DeliveryIndeterminateError | TimeoutError):
-                error.detail = f"the transaction's outcome is unknown: {exc}; written: unknown"
-            raise error from exc
+                raise retry_later(f"the transaction's outcome is unknown: {exc}; written: unknown") from exc
+            raise retry_later(
+                f"the batch was not committed: {exc}; written: no (aborted, invisible)"
+            ) from exc
 
     # ------------------------------------------------------------------ readiness
 

@@ -13,7 +13,7 @@ from confluent_kafka.admin import AdminClient, NewTopic, PartitionMetadata
 
 from evstream.stack import LocalStack
 from tests.conftest import Endpoints
-from tests.gateway_helpers import Gateway, token
+from tests.gateway_helpers import orders_gateway, token
 from tests.helpers import wait_until
 from tests.kafka_helpers import end_offsets
 
@@ -127,17 +127,8 @@ def test_gateway_answers_503_while_min_isr_is_not_met_and_writes_nothing(
     )[topic].result(timeout=30)
     wait_until(lambda: len(isr(admin, topic)) == 2, timeout=60, what="full ISR")
     writer = token("writer")
-    gw = Gateway(
-        bootstrap,
-        endpoints.registry_url,  # the session's registry: the schemas live there
-        {"OrderPlaced": topic, "PaymentCaptured": topic, "OrderShipped": topic, "OrderCancelled": topic},
-        [writer],
-        tmp_path / "gateway.log",
-        settings={
-            "EVSTREAM_GATEWAY_DELIVERY_TIMEOUT_MS": "3000",
-            "EVSTREAM_GATEWAY_CATALOG": "tests.gateway_helpers:ORDERS_CATALOG",
-        },
-    ).start()
+    # the session's registry holds the schemas
+    gw = orders_gateway(bootstrap, endpoints.registry_url, topic, writer, tmp_path / "gateway.log")
     bodies = orders(3, seed=51)
     victim = next(n for n in isr(admin, topic) if n != leader(admin, topic))
     try:

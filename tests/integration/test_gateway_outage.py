@@ -12,7 +12,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from evstream.stack import LocalStack
 from tests.conftest import Endpoints
-from tests.gateway_helpers import ORDERS_CATALOG, Gateway, token
+from tests.gateway_helpers import orders_gateway, token
 from tests.helpers import wait_until
 from tests.integration.test_gateway import orders
 from tests.kafka_helpers import end_offsets
@@ -40,17 +40,8 @@ def test_broker_down_gives_503_within_the_deadline_never_2xx_and_recovers(
     admin.create_topics([NewTopic(topic, 3)])[topic].result(timeout=30)
     end_offsets(bootstrap, topic)
     writer = token("writer")
-    gw = Gateway(
-        bootstrap,
-        endpoints.registry_url,
-        {m.event_type(): topic for m in ORDERS_CATALOG},
-        [writer],
-        tmp_path / "gateway.log",
-        settings={
-            "EVSTREAM_GATEWAY_DELIVERY_TIMEOUT_MS": "3000",
-            "EVSTREAM_GATEWAY_CATALOG": "tests.gateway_helpers:ORDERS_CATALOG",
-        },
-    ).start()
+    # the session's registry holds the schemas
+    gw = orders_gateway(bootstrap, endpoints.registry_url, topic, writer, tmp_path / "gateway.log")
     bodies = orders(40, seed=61)
     accepted = 0
     try:
