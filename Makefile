@@ -6,7 +6,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
 # One stack per checkout, so a second clone (or CI) never touches this one's processes.
@@ -14,9 +14,9 @@ export EVSTREAM_STACK_DIR ?= $(CURDIR)/.stack
 
 .PHONY: venv jars up down status demo test lint fmt clean reliability
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
 	rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP)
@@ -37,7 +37,7 @@ status: venv
 demo: up
 	$(BIN)/evstream topics apply -f deploy/topics.yaml
 	$(BIN)/evstream demo -f deploy/topics.yaml
-	$(BIN)/python -m streams.showcase
+	$(BIN)/python -m evstream.streams.showcase
 	@echo
 	@echo "The local stack is still running (EVSTREAM_STACK_DIR=$(EVSTREAM_STACK_DIR)). Stop it with: make down"
 

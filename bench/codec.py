@@ -22,7 +22,7 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerialize
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from evstream.endpoints import registry_settings
-from schemas import AvroCodec, RegistrySchemaStore
+from evstream.schemas import AvroCodec, RegistrySchemaStore
 
 SCHEMA = {
     "type": "record",

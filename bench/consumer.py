@@ -19,11 +19,11 @@ from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient
 
 from bench.producer import new_topic, small
-from consumers import ConsumerRunner, ConsumerSettings, Handlers, MessageContext
+from evstream.consumers import ConsumerRunner, ConsumerSettings, Handlers, MessageContext
 from evstream.endpoints import kafka_settings, registry_settings
+from evstream.producers import EventProducer
+from evstream.schemas.domain import PaymentCaptured
 from evstream.stack import LocalStack
-from producers import EventProducer
-from schemas.domain import PaymentCaptured
 
 
 def raw_run(bootstrap: str, topic: str, count: int) -> float:

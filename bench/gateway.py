@@ -26,8 +26,8 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
 from bench.producer import new_topic
+from evstream.schemas.domain import OrderPlaced
 from evstream.stack import LocalStack
-from schemas.domain import OrderPlaced
 from tests.factories import mixed_events
 from tests.gateway_helpers import Gateway, token, topic_map
 from tests.kafka_helpers import end_offsets

@@ -24,10 +24,10 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from evstream.endpoints import kafka_settings, registry_settings
+from evstream.producers import EventProducer, ProducerSettings
+from evstream.schemas.domain import Currency, Money, OrderLine, OrderPlaced, PaymentCaptured, PaymentMethod
+from evstream.schemas.events import Event
 from evstream.stack import LocalStack, find_java
-from producers import EventProducer, ProducerSettings
-from schemas.domain import Currency, Money, OrderLine, OrderPlaced, PaymentCaptured, PaymentMethod
-from schemas.events import Event
 
 PRODUCER = {"acks": "all", "enable.idempotence": True, "compression.type": "lz4", "linger.ms": 10}
 AT = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)

@@ -28,12 +28,12 @@ from confluent_kafka.admin import AdminClient
 
 from bench.consumer import drain_rate
 from bench.producer import new_topic, small
-from consumers import Handlers, MessageContext
-from consumers.replay import BoundedReplay
+from evstream.consumers import Handlers, MessageContext
+from evstream.consumers.replay import BoundedReplay
 from evstream.endpoints import kafka_settings, registry_settings
+from evstream.producers import EventProducer
+from evstream.schemas.domain import PaymentCaptured
 from evstream.stack import LocalStack
-from producers import EventProducer
-from schemas.domain import PaymentCaptured
 from tests.kafka_helpers import read_records
 
 

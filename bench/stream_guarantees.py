@@ -22,10 +22,10 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from evstream import KafkaSettings, RegistrySettings
+from evstream.producers import EventProducer
+from evstream.schemas import Envelope
 from evstream.stack import LocalStack
-from producers import EventProducer
-from schemas import Envelope
-from streams.views import read_aggregates
+from evstream.streams.views import read_aggregates
 from tests.factories import mixed_events
 from tests.stream_helpers import expected, free_port, metric, transitions
 
@@ -33,7 +33,7 @@ from tests.stream_helpers import expected, free_port, metric, transitions
 def start(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     worker = subprocess.Popen(
-        [sys.executable, "-m", "evstream", "worker", "streams.demo:app"],
+        [sys.executable, "-m", "evstream", "worker", "evstream.streams.demo:app"],
         env={**env, "EVSTREAM_WORKER_HTTP_PORT": str(port)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

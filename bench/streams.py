@@ -25,10 +25,10 @@ from pathlib import Path
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from evstream.endpoints import kafka_settings, registry_settings
+from evstream.producers import EventProducer
+from evstream.schemas.domain import OrderPlaced
 from evstream.stack import LocalStack
-from producers import EventProducer
-from schemas.domain import OrderPlaced
-from streams.views import read_aggregates
+from evstream.streams.views import read_aggregates
 from tests.factories import mixed_events
 from tests.stream_helpers import metric
 
@@ -67,7 +67,7 @@ def faust_run(bootstrap: str, registry: str, orders: str, expect: int) -> tuple[
     }
     started = time.perf_counter()
     worker = subprocess.Popen(
-        [sys.executable, "-m", "evstream", "worker", "streams.demo:app"],
+        [sys.executable, "-m", "evstream", "worker", "evstream.streams.demo:app"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -1,13 +1,19 @@
 """Consumer groups: typed handlers, at-least-once runner, retries, retry topics, dead letters,
 dedupe, request-reply."""
 
-from consumers.dedupe import DedupeStore, InMemoryDedupeStore, SQLiteDedupeStore
-from consumers.groups import GroupDescription, GroupListing, PartitionLag, describe_group, list_groups
-from consumers.handlers import Handler, Handlers, HandlerSpec, MessageContext
-from consumers.reply import Requester, reply_with
-from consumers.routing import RetryTopics
-from consumers.runner import ConsumerRunner, RunStats
-from consumers.settings import ConsumerSettings
+from evstream.consumers.dedupe import DedupeStore, InMemoryDedupeStore, SQLiteDedupeStore
+from evstream.consumers.groups import (
+    GroupDescription,
+    GroupListing,
+    PartitionLag,
+    describe_group,
+    list_groups,
+)
+from evstream.consumers.handlers import Handler, Handlers, HandlerSpec, MessageContext
+from evstream.consumers.reply import Requester, reply_with
+from evstream.consumers.routing import RetryTopics
+from evstream.consumers.runner import ConsumerRunner, RunStats
+from evstream.consumers.settings import ConsumerSettings
 
 __all__ = [
     "ConsumerRunner",

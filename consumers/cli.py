@@ -7,10 +7,10 @@ from typing import Annotated
 
 import typer
 
-from consumers.dedupe import SQLiteDedupeStore
-from consumers.handlers import Handlers
-from consumers.runner import ConsumerRunner
-from consumers.settings import ConsumerSettings
+from evstream.consumers.dedupe import SQLiteDedupeStore
+from evstream.consumers.handlers import Handlers
+from evstream.consumers.runner import ConsumerRunner
+from evstream.consumers.settings import ConsumerSettings
 from evstream.endpoints import kafka_settings, load_settings, registry_settings
 from evstream.imports import import_object
 from evstream.logs import LogFormat, configure_logging

@@ -20,15 +20,15 @@ import stamina
 from confluent_kafka import Message
 from pydantic import ValidationError
 
-from consumers.dedupe import DedupeStore
-from consumers.failures import Origin, due_ms
-from consumers.handlers import Handlers, HandlerSpec, MessageContext
-from consumers.metrics import CONSUMED, HANDLER_LATENCY, OUTCOMES
-from consumers.routing import FailureRouter
-from consumers.settings import ConsumerSettings
-from consumers.tracing import run_in_span, tracing_enabled
+from evstream.consumers.dedupe import DedupeStore
+from evstream.consumers.failures import Origin, due_ms
+from evstream.consumers.handlers import Handlers, HandlerSpec, MessageContext
+from evstream.consumers.metrics import CONSUMED, HANDLER_LATENCY, OUTCOMES
+from evstream.consumers.routing import FailureRouter
+from evstream.consumers.settings import ConsumerSettings
+from evstream.consumers.tracing import run_in_span, tracing_enabled
 from evstream.errors import DeadLetter, DecodeError, EnvelopeError, EvstreamError, RegistryError
-from schemas import AvroCodec, Envelope, Event, RecordCoordinates
+from evstream.schemas import AvroCodec, Envelope, Event, RecordCoordinates
 
 __all__ = ["Dispatcher", "RunStats"]
 

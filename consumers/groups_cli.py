@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from confluent_kafka.admin import AdminClient
 
-from consumers.groups import describe_group, list_groups
+from evstream.consumers.groups import describe_group, list_groups
 from evstream.endpoints import kafka_settings
 from evstream.output import OutputFormat, console, print_json, table
 from evstream.settings import librdkafka_config

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 from confluent_kafka import Message
 
 from evstream.errors import ConfigError
-from schemas.events import Envelope, Event
+from evstream.schemas.events import Envelope, Event
 
 __all__ = ["Handler", "HandlerSpec", "Handlers", "MessageContext"]
 
@@ -47,7 +47,7 @@ class MessageContext:
         back from a retry topic: the stable position for idempotent handlers."""
         if self.retry_tier == 0:
             return self.topic, self.partition, self.offset
-        from consumers.failures import Origin  # noqa: PLC0415 - only for retried records
+        from evstream.consumers.failures import Origin  # noqa: PLC0415 - only for retried records
 
         origin = Origin.of(self._msg)
         return origin.topic, origin.partition, origin.offset

@@ -5,9 +5,9 @@ applied and ignores anything at or before it, so at-least-once redelivery cannot
 That is also what makes a rebuild comparable row by row with the live table.
 
 Rebuild recipe (README "Replay"): replay ``orders`` from offset 0 into a fresh table with
-:class:`consumers.replay.BoundedReplay`, :func:`compare` it with the live table, then
+:class:`evstream.consumers.replay.BoundedReplay`, :func:`compare` it with the live table, then
 :func:`swap` them. From the CLI, point ``EVSTREAM_PROJECTION_DB`` / ``EVSTREAM_PROJECTION_TABLE``
-at the new table and use ``--handler consumers.projection:handlers``.
+at the new table and use ``--handler evstream.consumers.projection:handlers``.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from consumers.handlers import Handlers, MessageContext
+from evstream.consumers.handlers import Handlers, MessageContext
 from evstream.errors import ConfigError
-from schemas.domain import OrderCancelled, OrderPlaced, OrderShipped, PaymentCaptured
-from schemas.domain.orders import OrderEvent
+from evstream.schemas.domain import OrderCancelled, OrderPlaced, OrderShipped, PaymentCaptured
+from evstream.schemas.domain.orders import OrderEvent
 
 __all__ = ["OrderProjection", "compare", "swap"]
 
@@ -163,7 +163,7 @@ def swap(path: Path, live: str, rebuilt: str) -> None:
 
 
 def __getattr__(name: str) -> Handlers:
-    """``consumers.projection:handlers`` for the CLI: a projection configured from the environment."""
+    """``evstream.consumers.projection:handlers`` for the CLI: a projection configured from env."""
     if name == "handlers":
         return OrderProjection.from_env().handlers
     raise AttributeError(name)

@@ -26,8 +26,8 @@ from typing import Any, Self, TypeVar
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from consumers.handlers import MessageContext
-from consumers.metrics import REPLIES
+from evstream.consumers.handlers import MessageContext
+from evstream.consumers.metrics import REPLIES
 from evstream.errors import (
     DeadLetter,
     EnvelopeError,
@@ -37,10 +37,10 @@ from evstream.errors import (
     SerdeError,
     TopicsAdminError,
 )
+from evstream.producers.producer import EventProducer
+from evstream.schemas import AvroCodec, Envelope, Event, RegistrySchemaStore, SchemaStore
+from evstream.schemas.causation import current_cause
 from evstream.settings import KafkaSettings, RegistrySettings, librdkafka_config
-from producers.producer import EventProducer
-from schemas import AvroCodec, Envelope, Event, RegistrySchemaStore, SchemaStore
-from schemas.causation import current_cause
 
 __all__ = ["REPLY_TO", "Requester", "reply_with"]
 

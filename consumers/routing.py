@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from consumers.failures import Origin, dead_letter_headers, retry_headers
+from evstream.consumers.failures import Origin, dead_letter_headers, retry_headers
 from evstream.errors import PublishError, TopicsAdminError
 
 __all__ = ["FailureRouter", "RetryTopics", "delay_label"]

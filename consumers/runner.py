@@ -23,15 +23,15 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from consumers.dedupe import DedupeStore
-from consumers.dispatch import Dispatcher, RunStats
-from consumers.handlers import Handlers
-from consumers.metrics import LAG
-from consumers.routing import FailureRouter, RetryTopics
-from consumers.settings import ConsumerSettings
+from evstream.consumers.dedupe import DedupeStore
+from evstream.consumers.dispatch import Dispatcher, RunStats
+from evstream.consumers.handlers import Handlers
+from evstream.consumers.metrics import LAG
+from evstream.consumers.routing import FailureRouter, RetryTopics
+from evstream.consumers.settings import ConsumerSettings
 from evstream.errors import EvstreamError
+from evstream.schemas import AvroCodec, RegistrySchemaStore, SchemaStore
 from evstream.settings import KafkaSettings, RegistrySettings, librdkafka_config
-from schemas import AvroCodec, RegistrySchemaStore, SchemaStore
 
 __all__ = ["ConsumerRunner", "RunStats"]
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from schemas.causation import reset_cause, set_cause
-from schemas.events import Envelope
+from evstream.schemas.causation import reset_cause, set_cause
+from evstream.schemas.events import Envelope
 
 __all__ = ["run_in_span", "tracing_enabled"]
 

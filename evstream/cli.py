@@ -11,20 +11,20 @@ from typing import Annotated
 
 import typer
 
-from consumers.cli import consume
-from consumers.groups_cli import app as groups_app
-from consumers.replay.cli import app as replay_app
-from consumers.replay.dlq_cli import app as dlq_app
 from evstream import __version__
+from evstream.consumers.cli import consume
+from evstream.consumers.groups_cli import app as groups_app
+from evstream.consumers.replay.cli import app as replay_app
+from evstream.consumers.replay.dlq_cli import app as dlq_app
 from evstream.errors import EvstreamError, StackStartError
 from evstream.output import err_console
+from evstream.producers.cli import publish
+from evstream.producers.demo import demo
+from evstream.producers.gateway.cli import app as gateway_app
+from evstream.schemas.cli import app as schemas_app
 from evstream.stack.cli import app as stack_app
+from evstream.streams.cli import worker
 from evstream.topics.cli import app as topics_app
-from producers.cli import publish
-from producers.demo import demo
-from producers.gateway.cli import app as gateway_app
-from schemas.cli import app as schemas_app
-from streams.cli import worker
 
 __all__ = ["app", "main"]
 

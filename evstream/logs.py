@@ -12,7 +12,7 @@ from typing import Literal
 
 from pythonjsonlogger.json import JsonFormatter
 
-from schemas.causation import current_cause
+from evstream.schemas.causation import current_cause
 
 __all__ = ["EventContextFilter", "LogFormat", "configure_logging"]
 

@@ -12,11 +12,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from evstream.endpoints import kafka_settings, load_settings, registry_settings
 from evstream.errors import EventValidationError, EvstreamError, PublishError, UnknownEventTypeError
 from evstream.output import OutputFormat, console, print_json, table
-from producers.delivery import Delivery
-from producers.producer import EventProducer
-from producers.settings import ProducerSettings
-from schemas.catalog import Catalog, load_catalog
-from schemas.events import Event
+from evstream.producers.delivery import Delivery
+from evstream.producers.producer import EventProducer
+from evstream.producers.settings import ProducerSettings
+from evstream.schemas.catalog import Catalog, load_catalog
+from evstream.schemas.events import Event
 
 __all__ = ["publish"]
 
@@ -84,7 +84,7 @@ def publish(
     ] = None,
     catalog: Annotated[
         str, typer.Option(help="The event catalog, module:attribute.")
-    ] = "schemas.domain:CATALOG",
+    ] = "evstream.schemas.domain:CATALOG",
     bootstrap_servers: Annotated[str | None, typer.Option("--bootstrap-servers", "-b")] = None,
     registry_url: Annotated[str | None, typer.Option("--registry-url")] = None,
     output: Annotated[OutputFormat, typer.Option("--output", "-o")] = OutputFormat.table,

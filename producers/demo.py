@@ -21,13 +21,11 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from evstream.endpoints import kafka_settings, registry_settings
 from evstream.errors import EvstreamError
 from evstream.output import console, table
-from evstream.settings import librdkafka_config
-from evstream.topics import apply_changes, describe_topics, load_topics_file, plan_changes
-from producers.delivery import Delivery
-from producers.producer import EventProducer
-from schemas import AvroCodec, Envelope, Event, RecordCoordinates, RegistrySchemaStore, SchemaHistory
-from schemas import register_catalog as register
-from schemas.domain import (
+from evstream.producers.delivery import Delivery
+from evstream.producers.producer import EventProducer
+from evstream.schemas import AvroCodec, Envelope, Event, RecordCoordinates, RegistrySchemaStore, SchemaHistory
+from evstream.schemas import register_catalog as register
+from evstream.schemas.domain import (
     CATALOG,
     CustomerRegistered,
     Money,
@@ -36,7 +34,9 @@ from schemas.domain import (
     OrderShipped,
     PaymentCaptured,
 )
-from schemas.story import demo_story
+from evstream.schemas.story import demo_story
+from evstream.settings import librdkafka_config
+from evstream.topics import apply_changes, describe_topics, load_topics_file, plan_changes
 
 __all__ = ["demo", "run_demo"]
 

@@ -27,15 +27,15 @@ from evstream.errors import (
     EvstreamError,
     PublishError,
 )
+from evstream.producers.delivery import Delivery, DeliveryFuture, classify
+from evstream.producers.metrics import PUBLISH_LATENCY, PUBLISHED
+from evstream.producers.settings import ProducerSettings
+from evstream.schemas import AvroCodec, Catalog, Envelope, Event, RegistrySchemaStore, SchemaStore
+from evstream.schemas.causation import current_cause
+from evstream.schemas.domain import CATALOG
+from evstream.schemas.events import check_traceparent, envelope_headers
+from evstream.schemas.ids import new_event_id
 from evstream.settings import KafkaSettings, RegistrySettings, librdkafka_config
-from producers.delivery import Delivery, DeliveryFuture, classify
-from producers.metrics import PUBLISH_LATENCY, PUBLISHED
-from producers.settings import ProducerSettings
-from schemas import AvroCodec, Catalog, Envelope, Event, RegistrySchemaStore, SchemaStore
-from schemas.causation import current_cause
-from schemas.domain import CATALOG
-from schemas.events import check_traceparent, envelope_headers
-from schemas.ids import new_event_id
 
 __all__ = ["AsyncEventProducer", "EventProducer"]
 

@@ -1,11 +1,11 @@
 """Event models (pydantic), their committed Avro history, compatibility checks and the codec."""
 
-from schemas.catalog import Catalog, load_catalog, validate_event
-from schemas.codec import AvroCodec, RecordCoordinates, RegistrySchemaStore, SchemaStore
-from schemas.compat import Incompatibility, incompatibilities
-from schemas.events import Compatibility, Envelope, Event
-from schemas.history import SchemaHistory, SubjectReport, bump, check
-from schemas.register import Registered, register_catalog
+from evstream.schemas.catalog import Catalog, load_catalog, validate_event
+from evstream.schemas.codec import AvroCodec, RecordCoordinates, RegistrySchemaStore, SchemaStore
+from evstream.schemas.compat import Incompatibility, incompatibilities
+from evstream.schemas.events import Compatibility, Envelope, Event
+from evstream.schemas.history import SchemaHistory, SubjectReport, bump, check
+from evstream.schemas.register import Registered, register_catalog
 
 __all__ = [
     "AvroCodec",

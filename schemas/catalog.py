@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from evstream.errors import ConfigError, EventValidationError, UnknownEventTypeError
 from evstream.imports import import_object
-from schemas.events import Event
+from evstream.schemas.events import Event
 
 __all__ = ["Catalog", "load_catalog", "validate_event"]
 
@@ -56,5 +56,5 @@ class Catalog:
 
 
 def load_catalog(spec: str) -> Catalog:
-    """Import a catalog from ``module:attribute`` (e.g. ``schemas.domain:CATALOG``)."""
+    """Import a catalog from ``module:attribute`` (e.g. ``evstream.schemas.domain:CATALOG``)."""
     return import_object(spec, Catalog, default_attr="CATALOG")

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 
-from schemas.events import Envelope
+from evstream.schemas.events import Envelope
 
 __all__ = ["Cause", "child_traceparent", "current_cause", "handling", "reset_cause", "set_cause"]
 

@@ -11,9 +11,9 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from evstream.endpoints import registry_settings
 from evstream.errors import SchemaHistoryError
 from evstream.output import OutputFormat, console, print_json, table
-from schemas.catalog import load_catalog
-from schemas.history import DEFAULT_ROOT, SchemaHistory, bump, check
-from schemas.register import register_catalog
+from evstream.schemas.catalog import load_catalog
+from evstream.schemas.history import DEFAULT_ROOT, SchemaHistory, bump, check
+from evstream.schemas.register import register_catalog
 
 __all__ = ["app"]
 
@@ -28,7 +28,7 @@ CatalogOpt = Annotated[
 ]
 HistoryOpt = Annotated[Path, typer.Option("--history", help="Root of the committed Avro history.")]
 Output = Annotated[OutputFormat, typer.Option("--output", "-o", help="table for people, json for scripts.")]
-DEFAULT_CATALOG = "schemas.domain:CATALOG"
+DEFAULT_CATALOG = "evstream.schemas.domain:CATALOG"
 
 
 @app.command("check")

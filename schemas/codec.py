@@ -19,7 +19,7 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from evstream.errors import CorruptPayloadError, EncodeError, UnknownMagicByteError, UnknownSchemaIdError
-from schemas._registry import is_not_found, registry_errors
+from evstream.schemas._registry import is_not_found, registry_errors
 
 __all__ = ["AvroCodec", "RecordCoordinates", "RegistrySchemaStore", "SchemaStore"]
 

@@ -16,7 +16,7 @@ from typing import Any
 import avro.schema
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
 
-from schemas.events import Compatibility
+from evstream.schemas.events import Compatibility
 
 __all__ = ["Incompatibility", "incompatibilities"]
 

@@ -20,7 +20,7 @@ from dataclasses_avroschema.pydantic import AvroBaseModel
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from evstream.errors import EnvelopeError
-from schemas.ids import new_event_id
+from evstream.schemas.ids import new_event_id
 
 __all__ = ["Compatibility", "Envelope", "Event", "check_traceparent", "envelope_headers"]
 

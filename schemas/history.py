@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from evstream.errors import IncompatibleSchemaError, SchemaHistoryError
-from schemas.catalog import Catalog
-from schemas.compat import incompatibilities
-from schemas.events import Event
+from evstream.schemas.catalog import Catalog
+from evstream.schemas.compat import incompatibilities
+from evstream.schemas.events import Event
 
 __all__ = ["DEFAULT_ROOT", "SchemaHistory", "SubjectReport", "bump", "check"]
 

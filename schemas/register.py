@@ -9,9 +9,9 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from evstream.errors import IncompatibleSchemaError, SchemaHistoryError
-from schemas._registry import is_not_found, registry_errors
-from schemas.catalog import Catalog
-from schemas.history import SchemaHistory
+from evstream.schemas._registry import is_not_found, registry_errors
+from evstream.schemas.catalog import Catalog
+from evstream.schemas.history import SchemaHistory
 
 __all__ = ["Registered", "register_catalog"]
 

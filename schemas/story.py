@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from schemas.domain import (
+from evstream.schemas.domain import (
     CancellationReason,
     Currency,
     CustomerRegistered,
@@ -16,7 +16,7 @@ from schemas.domain import (
     PaymentCaptured,
     PaymentMethod,
 )
-from schemas.events import Event
+from evstream.schemas.events import Event
 
 __all__ = ["demo_story"]
 

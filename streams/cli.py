@@ -18,7 +18,7 @@ def worker(
     target: Annotated[
         str,
         typer.Argument(
-            help="module:attribute of a faust.App (e.g. streams.demo:app) or a consumers.Handlers."
+            help="module:attribute of a faust.App (e.g. evstream.streams.demo:app) or a consumers.Handlers."
         ),
     ],
     group: Annotated[str | None, typer.Option(help="Consumer group (Handlers targets only).")] = None,
@@ -36,7 +36,7 @@ def worker(
     EVSTREAM_STREAMS_*, EVSTREAM_CONSUMER_* and the Kafka/registry variables. SIGTERM stops it
     gracefully.
     """
-    from streams.worker import WorkerSettings, run_worker  # noqa: PLC0415 - faust loads only for workers
+    from evstream.streams.worker import WorkerSettings, run_worker  # noqa: PLC0415 - faust loads only for workers
 
     given: dict[str, Any] = {"group": group, "http_host": host, "http_port": port}
     options = {k: v for k, v in given.items() if v is not None}

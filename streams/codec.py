@@ -12,7 +12,7 @@ from typing import Any
 from faust.serializers.codecs import Codec
 
 from evstream.errors import EncodeError, UnknownEventTypeError
-from schemas import AvroCodec, Catalog, Event
+from evstream.schemas import AvroCodec, Catalog, Event
 
 __all__ = ["EventCodec"]
 

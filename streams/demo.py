@@ -1,7 +1,7 @@
 """The demo stream app: running totals per customer, revenue per tumbling minute, customer
 tiers derived and published as ``CustomerTierChanged`` (enriched from the customers table).
 
-Topology (all values are evstream events through :class:`streams.codec.EventCodec`)::
+Topology (all values are evstream events through :class:`evstream.streams.codec.EventCodec`)::
 
     customers ──► track_customers ──► table "customers"         (name, email; by customer_id)
     orders ────► route (OrderPlaced) ──► <app>-orders-by-customer (re-keyed by customer_id)
@@ -26,9 +26,8 @@ from typing import Any
 import faust
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from evstream.settings import KafkaSettings, RegistrySettings
-from schemas import AvroCodec, RegistrySchemaStore
-from schemas.domain import (
+from evstream.schemas import AvroCodec, RegistrySchemaStore
+from evstream.schemas.domain import (
     CATALOG,
     CustomerRegistered,
     CustomerTier,
@@ -36,10 +35,11 @@ from schemas.domain import (
     CustomerUpdated,
     OrderPlaced,
 )
-from schemas.events import envelope_headers
-from streams import transport
-from streams.codec import EventCodec
-from streams.settings import StreamsSettings
+from evstream.schemas.events import envelope_headers
+from evstream.settings import KafkaSettings, RegistrySettings
+from evstream.streams import transport
+from evstream.streams.codec import EventCodec
+from evstream.streams.settings import StreamsSettings
 
 __all__ = ["create_app", "tier_for"]
 
@@ -179,4 +179,4 @@ def create_app(
 
 
 app = create_app()
-"""The demo app configured from the environment: ``evstream worker streams.demo:app``."""
+"""The demo app configured from the environment: ``evstream worker evstream.streams.demo:app``."""

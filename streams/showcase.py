@@ -1,7 +1,7 @@
 """The stream part of ``make demo``: run the demo stream worker, feed it an order story, print
 the live aggregates it keeps (read from its changelogs), then stop it gracefully.
 
-    python -m streams.showcase [--orders 24]
+    python -m evstream.streams.showcase [--orders 24]
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import urllib.request
 
 from evstream.endpoints import kafka_settings, registry_settings
 from evstream.output import console, table
-from producers import EventProducer
-from schemas.domain import OrderPlaced
-from schemas.story import demo_story
-from streams.settings import StreamsSettings
-from streams.views import Aggregates, read_aggregates
+from evstream.producers import EventProducer
+from evstream.schemas.domain import OrderPlaced
+from evstream.schemas.story import demo_story
+from evstream.streams.settings import StreamsSettings
+from evstream.streams.views import Aggregates, read_aggregates
 
 __all__ = ["main"]
 
@@ -43,7 +43,7 @@ def _ready(port: int) -> bool:
 
 def _start(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "evstream", "worker", "streams.demo:app"],
+        [sys.executable, "-m", "evstream", "worker", "evstream.streams.demo:app"],
         env={**env, "EVSTREAM_WORKER_HTTP_PORT": str(port)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

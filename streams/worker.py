@@ -20,12 +20,12 @@ import faust
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from consumers import ConsumerRunner, ConsumerSettings, Handlers
+from evstream.consumers import ConsumerRunner, ConsumerSettings, Handlers
 from evstream.endpoints import load_settings
 from evstream.errors import ConfigError
 from evstream.ops import OpsServer
 from evstream.settings import KafkaSettings, RegistrySettings
-from streams.metrics import LagTracker, PrometheusSensor, SendErrors
+from evstream.streams.metrics import LagTracker, PrometheusSensor, SendErrors
 
 __all__ = ["STALLED", "WorkerSettings", "faust_readiness", "run_worker"]
 

@@ -9,10 +9,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from consumers import ConsumerRunner, ConsumerSettings, Handlers
 from evstream import KafkaSettings, RegistrySettings
-from producers import Delivery, EventProducer
-from schemas.domain import (
+from evstream.consumers import ConsumerRunner, ConsumerSettings, Handlers
+from evstream.producers import Delivery, EventProducer
+from evstream.schemas.domain import (
     CustomerRegistered,
     CustomerUpdated,
     OrderCancelled,
@@ -20,7 +20,7 @@ from schemas.domain import (
     OrderShipped,
     PaymentCaptured,
 )
-from schemas.events import Event
+from evstream.schemas.events import Event
 from tests.conftest import Endpoints
 
 ALL = (OrderPlaced, PaymentCaptured, OrderShipped, OrderCancelled, CustomerRegistered, CustomerUpdated)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from datetime import UTC, date, datetime, timedelta
 
-from schemas.domain import (
+from evstream.schemas.domain import (
     CancellationReason,
     Currency,
     CustomerRegistered,
@@ -18,7 +18,7 @@ from schemas.domain import (
     PaymentCaptured,
     PaymentMethod,
 )
-from schemas.events import Event
+from evstream.schemas.events import Event
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 

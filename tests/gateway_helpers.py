@@ -11,9 +11,9 @@ from pathlib import Path
 
 import httpx
 
-from producers.gateway import hash_token, new_token
-from schemas import Catalog
-from schemas.domain import CATALOG, OrderCancelled, OrderPlaced, OrderShipped, PaymentCaptured
+from evstream.producers.gateway import hash_token, new_token
+from evstream.schemas import Catalog
+from evstream.schemas.domain import CATALOG, OrderCancelled, OrderPlaced, OrderShipped, PaymentCaptured
 from tests.helpers import wait_until
 from tests.stream_helpers import free_port
 

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from evstream import KafkaSettings
-from schemas.domain import CustomerRegistered, OrderPlaced
-from schemas.events import Event
-from streams.demo import tier_for
-from streams.views import Aggregates, read_aggregates
-from streams.worker import STALLED
+from evstream.schemas.domain import CustomerRegistered, OrderPlaced
+from evstream.schemas.events import Event
+from evstream.streams.demo import tier_for
+from evstream.streams.views import Aggregates, read_aggregates
+from evstream.streams.worker import STALLED
 from tests.conftest import Endpoints, TopicFactory
 from tests.factories import mixed_events
 from tests.helpers import wait_until
@@ -149,7 +149,7 @@ class StreamApp:
         port = free_port()
         with (self.logs / f"worker-{port}.log").open("wb") as log:  # the child keeps its own copy
             self.workers[port] = subprocess.Popen(
-                [sys.executable, "-m", "evstream", "worker", "streams.demo:app"],
+                [sys.executable, "-m", "evstream", "worker", "evstream.streams.demo:app"],
                 env=self.env(port),
                 cwd=self.repo_root,
                 stdout=log,

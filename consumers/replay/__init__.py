@@ -1,10 +1,10 @@
 """Replay: offset-reset plans (plan, re-check, apply), bounded replays, dead-letter redrive."""
 
-from consumers.replay.apply import ApplyResult, apply_plan, recheck
-from consumers.replay.bounded import BoundedReplay, ReplayResult
-from consumers.replay.cluster import Cluster, GroupState
-from consumers.replay.deadletters import DeadLetterRecord, RedriveResult, read_dead_letters, redrive
-from consumers.replay.plan import PartitionPlan, ReplayPlan, Target, plan_replay
+from evstream.consumers.replay.apply import ApplyResult, apply_plan, recheck
+from evstream.consumers.replay.bounded import BoundedReplay, ReplayResult
+from evstream.consumers.replay.cluster import Cluster, GroupState
+from evstream.consumers.replay.deadletters import DeadLetterRecord, RedriveResult, read_dead_letters, redrive
+from evstream.consumers.replay.plan import PartitionPlan, ReplayPlan, Target, plan_replay
 
 __all__ = [
     "ApplyResult",

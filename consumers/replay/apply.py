@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from consumers.replay.cluster import Cluster, Key
-from consumers.replay.plan import ReplayPlan
+from evstream.consumers.replay.cluster import Cluster, Key
+from evstream.consumers.replay.plan import ReplayPlan
 from evstream.errors import GroupActiveError, StalePlanError
 
 __all__ = ["ApplyResult", "apply_plan", "recheck"]

@@ -23,13 +23,13 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from pydantic import ValidationError
 
-from consumers.failures import header_pairs
-from consumers.handlers import Handlers, MessageContext
-from consumers.replay.cluster import Cluster, Key
-from consumers.replay.plan import epoch_ms, parse_datetime
+from evstream.consumers.failures import header_pairs
+from evstream.consumers.handlers import Handlers, MessageContext
+from evstream.consumers.replay.cluster import Cluster, Key
+from evstream.consumers.replay.plan import epoch_ms, parse_datetime
 from evstream.errors import DecodeError, EnvelopeError, ReplayError, ReplayInputError
+from evstream.schemas import AvroCodec, Envelope, Event, RecordCoordinates, RegistrySchemaStore, SchemaStore
 from evstream.settings import KafkaSettings, RegistrySettings, librdkafka_config
-from schemas import AvroCodec, Envelope, Event, RecordCoordinates, RegistrySchemaStore, SchemaStore
 
 __all__ = ["BoundedReplay", "ReplayResult"]
 

@@ -11,11 +11,11 @@ import typer
 from confluent_kafka.admin import AdminClient
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from consumers.cli import load_handlers
-from consumers.replay.apply import ApplyResult, apply_plan
-from consumers.replay.bounded import BoundedReplay, ReplayResult
-from consumers.replay.cluster import Cluster
-from consumers.replay.plan import ReplayPlan, Target, plan_replay
+from evstream.consumers.cli import load_handlers
+from evstream.consumers.replay.apply import ApplyResult, apply_plan
+from evstream.consumers.replay.bounded import BoundedReplay, ReplayResult
+from evstream.consumers.replay.cluster import Cluster
+from evstream.consumers.replay.plan import ReplayPlan, Target, plan_replay
 from evstream.endpoints import kafka_settings, registry_settings
 from evstream.errors import ReplayInputError
 from evstream.output import OutputFormat, console, print_json, table

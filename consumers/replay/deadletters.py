@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from consumers.failures import DLQ_PREFIX, RETRY_PREFIX, header_pairs
-from consumers.replay.cluster import Cluster
+from evstream.consumers.failures import DLQ_PREFIX, RETRY_PREFIX, header_pairs
+from evstream.consumers.replay.cluster import Cluster
 from evstream.errors import ReplayError
 from evstream.settings import KafkaSettings, librdkafka_config
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from consumers.replay.deadletters import read_dead_letters, redrive
+from evstream.consumers.replay.deadletters import read_dead_letters, redrive
 from evstream.endpoints import kafka_settings
 from evstream.errors import ReplayInputError
 from evstream.output import OutputFormat, console, print_json, table

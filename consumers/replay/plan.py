@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from consumers.replay.cluster import Cluster, Key
+from evstream.consumers.replay.cluster import Cluster, Key
 from evstream.errors import ReplayInputError
 
 __all__ = [

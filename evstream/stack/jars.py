@@ -14,6 +14,7 @@ import subprocess
 import tarfile
 import tempfile
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 
 from evstream.errors import DependencyResolutionError, StackError, ToolNotFoundError
@@ -24,11 +25,16 @@ _COMPLETE = ".complete"
 
 
 def deploy_dir() -> Path:
-    """The repository's ``deploy/`` folder (override with ``EVSTREAM_DEPLOY_DIR``)."""
+    """The stack's poms and config templates, shipped as package data (``evstream/_deploy``).
+
+    ``EVSTREAM_DEPLOY_DIR`` points elsewhere (a folder with the same ``maven/``, ``kafka/`` and
+    ``registry/`` layout), for example to try other pins.
+    """
     override = os.environ.get("EVSTREAM_DEPLOY_DIR")
-    path = Path(override) if override else Path(__file__).resolve().parents[2] / "deploy"
+    # Package data: a real directory in a wheel install and in an editable one (a symlink).
+    path = Path(override) if override else Path(str(resources.files("evstream") / "_deploy"))
     if not (path / "maven").is_dir():
-        raise StackError(f"deploy assets not found at {path}; set EVSTREAM_DEPLOY_DIR to the repo's deploy/")
+        raise StackError(f"deploy assets not found at {path}; reinstall evstream or set EVSTREAM_DEPLOY_DIR")
     return path
 
 

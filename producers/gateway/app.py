@@ -1,7 +1,7 @@
 """The HTTP publishing gateway app: one FastAPI route per event type, a batch route, ops routes.
 
 ``POST /v1/events/{EventType}`` publishes one event, ``POST /v1/events:batch`` many (optionally
-in one transaction); see :mod:`producers.gateway.handlers` for the order of checks.
+in one transaction); see :mod:`evstream.producers.gateway.handlers` for the order of checks.
 ``/openapi.json`` documents one request schema per event type.
 """
 
@@ -24,15 +24,15 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from evstream import __version__
 from evstream.errors import ConfigError, GatewayRequestError
+from evstream.producers.gateway.auth import TokenStore
+from evstream.producers.gateway.handlers import Gateway
+from evstream.producers.gateway.http import Problem, problem_response
+from evstream.producers.gateway.publisher import Publisher
+from evstream.producers.gateway.settings import GatewaySettings
+from evstream.producers.settings import ProducerSettings
+from evstream.schemas import Catalog
+from evstream.schemas.catalog import load_catalog
 from evstream.settings import KafkaSettings, RegistrySettings
-from producers.gateway.auth import TokenStore
-from producers.gateway.handlers import Gateway
-from producers.gateway.http import Problem, problem_response
-from producers.gateway.publisher import Publisher
-from producers.gateway.settings import GatewaySettings
-from producers.settings import ProducerSettings
-from schemas import Catalog
-from schemas.catalog import load_catalog
 
 __all__ = ["BatchPublished", "FastPath", "Published", "create_app"]
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from limits import RateLimitItem, parse
 
-from producers.gateway.settings import TokenSpec
+from evstream.producers.gateway.settings import TokenSpec
 
 __all__ = ["Principal", "TokenStore", "hash_token", "new_token"]
 

@@ -12,8 +12,8 @@ import yaml
 from evstream.endpoints import kafka_settings, load_settings, registry_settings
 from evstream.errors import ConfigError
 from evstream.output import err_console
-from producers.gateway.auth import hash_token, new_token
-from producers.gateway.settings import GatewaySettings
+from evstream.producers.gateway.auth import hash_token, new_token
+from evstream.producers.gateway.settings import GatewaySettings
 
 __all__ = ["app", "from_environment"]
 
@@ -67,7 +67,7 @@ def serve(
     from_environment()  # config errors (catalog, tokens) stop here, once, not in every worker
     err_console.print(f"evstream gateway on http://{settings.host}:{settings.port} ({len(tokens)} tokens)")
     uvicorn.run(
-        "producers.gateway.cli:from_environment",
+        "evstream.producers.gateway.cli:from_environment",
         factory=True,
         host=settings.host,
         port=settings.port,
@@ -104,7 +104,7 @@ def token(
 
 def from_environment() -> object:
     """The app built from EVSTREAM_* variables (what each uvicorn worker process calls)."""
-    from producers.gateway.app import FastPath, create_app  # noqa: PLC0415
+    from evstream.producers.gateway.app import FastPath, create_app  # noqa: PLC0415
 
     settings = load_settings(GatewaySettings, prefix="EVSTREAM_GATEWAY_")
     return FastPath(create_app(settings, kafka=kafka_settings(None), registry=registry_settings(None)))

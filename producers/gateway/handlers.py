@@ -19,9 +19,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from evstream.errors import GatewayRequestError
-from producers.delivery import Delivery
-from producers.gateway.auth import Principal, TokenStore
-from producers.gateway.http import (
+from evstream.producers.delivery import Delivery
+from evstream.producers.gateway.auth import Principal, TokenStore
+from evstream.producers.gateway.http import (
     check_json_content_type,
     from_validation,
     json_response,
@@ -29,13 +29,13 @@ from producers.gateway.http import (
     read_body,
     too_many,
 )
-from producers.gateway.idempotency import IdempotencyStore, Stored, event_id_for
-from producers.gateway.metrics import observe
-from producers.gateway.publisher import Outgoing, Publisher
-from producers.gateway.ratelimit import RateLimiter
-from producers.gateway.settings import GatewaySettings
-from schemas import Event
-from schemas.events import check_traceparent
+from evstream.producers.gateway.idempotency import IdempotencyStore, Stored, event_id_for
+from evstream.producers.gateway.metrics import observe
+from evstream.producers.gateway.publisher import Outgoing, Publisher
+from evstream.producers.gateway.ratelimit import RateLimiter
+from evstream.producers.gateway.settings import GatewaySettings
+from evstream.schemas import Event
+from evstream.schemas.events import check_traceparent
 
 __all__ = ["Gateway", "published"]
 

@@ -26,12 +26,12 @@ from evstream.errors import (
     PublishError,
     RegistryError,
 )
+from evstream.producers.delivery import Delivery, DeliveryFuture
+from evstream.producers.gateway.settings import GatewaySettings
+from evstream.producers.producer import EventProducer
+from evstream.producers.settings import ProducerSettings
+from evstream.schemas import Catalog, Event
 from evstream.settings import KafkaSettings, RegistrySettings
-from producers.delivery import Delivery, DeliveryFuture
-from producers.gateway.settings import GatewaySettings
-from producers.producer import EventProducer
-from producers.settings import ProducerSettings
-from schemas import Catalog, Event
 
 __all__ = ["Outgoing", "Publisher"]
 

@@ -76,7 +76,9 @@ class GatewaySettings(BaseSettings):
         default_factory=dict,
         description="Event type -> topic overrides (JSON); default the catalog's topics.",
     )
-    catalog: str = Field(default="schemas.domain:CATALOG", description="The event catalog, module:attribute.")
+    catalog: str = Field(
+        default="evstream.schemas.domain:CATALOG", description="The event catalog, module:attribute."
+    )
     transactional_id_prefix: str = Field(
         default="evstream-gateway",
         description="Atomic batches use <prefix>-<host>-<pid> as transactional.id.",

@@ -1,15 +1,15 @@
 """The demo domain: orders and customers, and the catalog of their event types."""
 
-from schemas.catalog import Catalog
-from schemas.domain.common import Currency, Money
-from schemas.domain.customers import (
+from evstream.schemas.catalog import Catalog
+from evstream.schemas.domain.common import Currency, Money
+from evstream.schemas.domain.customers import (
     CustomerEvent,
     CustomerRegistered,
     CustomerTier,
     CustomerTierChanged,
     CustomerUpdated,
 )
-from schemas.domain.orders import (
+from evstream.schemas.domain.orders import (
     CancellationReason,
     OrderCancelled,
     OrderEvent,

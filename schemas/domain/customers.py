@@ -8,7 +8,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from schemas.events import Event
+from evstream.schemas.events import Event
 
 __all__ = ["CustomerEvent", "CustomerRegistered", "CustomerTier", "CustomerTierChanged", "CustomerUpdated"]
 

@@ -9,8 +9,8 @@ from typing import ClassVar
 from dataclasses_avroschema.pydantic import AvroBaseModel
 from pydantic import ConfigDict, Field
 
-from schemas.domain.common import Money
-from schemas.events import Event
+from evstream.schemas.domain.common import Money
+from evstream.schemas.events import Event
 
 __all__ = [
     "CancellationReason",

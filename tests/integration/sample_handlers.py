@@ -6,8 +6,8 @@ import os
 import time
 from pathlib import Path
 
-from consumers import Handlers, MessageContext
-from schemas.domain import (
+from evstream.consumers import Handlers, MessageContext
+from evstream.schemas.domain import (
     CustomerRegistered,
     CustomerUpdated,
     OrderCancelled,
@@ -15,7 +15,7 @@ from schemas.domain import (
     OrderShipped,
     PaymentCaptured,
 )
-from schemas.events import Event
+from evstream.schemas.events import Event
 
 handlers = Handlers()
 

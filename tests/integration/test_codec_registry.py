@@ -12,7 +12,7 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerialize
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from evstream import UnknownSchemaIdError
-from schemas import AvroCodec, RecordCoordinates, RegistrySchemaStore
+from evstream.schemas import AvroCodec, RecordCoordinates, RegistrySchemaStore
 
 SCHEMA = {
     "type": "record",

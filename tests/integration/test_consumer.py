@@ -11,12 +11,12 @@ from pathlib import Path
 
 from confluent_kafka import Producer
 
-from consumers import Handlers, InMemoryDedupeStore, MessageContext
-from consumers.failures import header_pairs
 from evstream import DeadLetter, KafkaSettings, RegistrySettings
-from producers import EventProducer
-from schemas import Envelope
-from schemas.events import Event
+from evstream.consumers import Handlers, InMemoryDedupeStore, MessageContext
+from evstream.consumers.failures import header_pairs
+from evstream.producers import EventProducer
+from evstream.schemas import Envelope
+from evstream.schemas.events import Event
 from tests.conftest import Endpoints, TopicFactory
 from tests.consumer_helpers import ALL, consume_cmd, publish, run_until_idle, runner, worker_env
 from tests.factories import mixed_events

@@ -9,11 +9,11 @@ from collections import Counter, defaultdict
 
 from prometheus_client import REGISTRY
 
-from consumers import Handlers, MessageContext
-from consumers.failures import header_pairs
 from evstream import DeadLetter
-from schemas import Envelope
-from schemas.events import Event
+from evstream.consumers import Handlers, MessageContext
+from evstream.consumers.failures import header_pairs
+from evstream.schemas import Envelope
+from evstream.schemas.events import Event
 from tests.conftest import Endpoints, TopicFactory
 from tests.consumer_helpers import ALL, publish, publish_deliveries, runner
 from tests.factories import mixed_events

@@ -18,13 +18,13 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from consumers import Handlers, MessageContext, SQLiteDedupeStore
-from consumers.failures import header_pairs
 from evstream import KafkaSettings, RegistrySettings
+from evstream.consumers import Handlers, MessageContext, SQLiteDedupeStore
+from evstream.consumers.failures import header_pairs
 from evstream.logs import EventContextFilter
-from producers import EventProducer
-from schemas import Envelope
-from schemas.events import Event
+from evstream.producers import EventProducer
+from evstream.schemas import Envelope
+from evstream.schemas.events import Event
 from tests.conftest import Endpoints, TopicFactory
 from tests.consumer_helpers import ALL, consume_cmd, publish, run_until_idle, runner, worker_env
 from tests.factories import mixed_events

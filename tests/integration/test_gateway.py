@@ -12,7 +12,7 @@ import httpx
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from schemas.domain import OrderPlaced
+from evstream.schemas.domain import OrderPlaced
 from tests.conftest import Endpoints
 from tests.factories import mixed_events
 from tests.gateway_helpers import Gateway, Token, token, topic_map
@@ -286,7 +286,7 @@ def test_batches_plain_and_atomic(endpoints: Endpoints, gateway: Gateway, topics
 def test_openapi_documents_one_request_schema_per_event_type(gateway: Gateway) -> None:
     doc = httpx.get(gateway.url + "/openapi.json", timeout=10).json()
     schemas = doc["components"]["schemas"]
-    from schemas.domain import CATALOG  # noqa: PLC0415
+    from evstream.schemas.domain import CATALOG  # noqa: PLC0415
 
     for model in CATALOG:
         op = doc["paths"][f"/v1/events/{model.event_type()}"]["post"]

@@ -14,9 +14,9 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from prometheus_client import REGISTRY
 
 from evstream import DeliveryFailedError, EventValidationError, KafkaSettings, RegistrySettings
-from producers import Delivery, EventProducer, ProducerSettings
-from producers.delivery import DeliveryFuture
-from schemas import Envelope
+from evstream.producers import Delivery, EventProducer, ProducerSettings
+from evstream.producers.delivery import DeliveryFuture
+from evstream.schemas import Envelope
 from tests.conftest import Endpoints, TopicFactory
 from tests.factories import mixed_events
 from tests.kafka_helpers import end_offsets, read_records
@@ -136,7 +136,7 @@ def test_publish_needs_start() -> None:
 def test_async_producer_round_trip(endpoints: Endpoints, topic: str) -> None:
     import asyncio  # noqa: PLC0415
 
-    from producers import AsyncEventProducer  # noqa: PLC0415
+    from evstream.producers import AsyncEventProducer  # noqa: PLC0415
 
     events = mixed_events(30)
 

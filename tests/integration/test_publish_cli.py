@@ -7,7 +7,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
 
-from schemas import Envelope
+from evstream.schemas import Envelope
 from tests.conftest import Endpoints, TopicFactory
 from tests.factories import mixed_events
 from tests.helpers import one_line_error, run_cli

@@ -14,14 +14,14 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
-from consumers import Handlers, MessageContext
-from consumers.failures import header_pairs
-from consumers.projection import OrderProjection, compare, swap
-from consumers.replay import BoundedReplay, Cluster, Target, apply_plan, plan_replay, redrive
 from evstream import DeadLetter, GroupActiveError, KafkaSettings, RegistrySettings
-from producers import EventProducer
-from schemas import Envelope
-from schemas.events import Event
+from evstream.consumers import Handlers, MessageContext
+from evstream.consumers.failures import header_pairs
+from evstream.consumers.projection import OrderProjection, compare, swap
+from evstream.consumers.replay import BoundedReplay, Cluster, Target, apply_plan, plan_replay, redrive
+from evstream.producers import EventProducer
+from evstream.schemas import Envelope
+from evstream.schemas.events import Event
 from tests.conftest import Endpoints, TopicFactory
 from tests.consumer_helpers import ALL, publish, publish_deliveries, runner
 from tests.factories import mixed_events

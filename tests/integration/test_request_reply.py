@@ -12,11 +12,11 @@ from typing import ClassVar
 import pytest
 from pydantic import Field
 
-from consumers import ConsumerRunner, Handlers, MessageContext, Requester, reply_with
-from consumers.failures import header_pairs
 from evstream import DeadLetter, KafkaSettings, RegistrySettings, RequestTimeoutError, TopicsAdminError
-from producers import EventProducer
-from schemas.events import Event
+from evstream.consumers import ConsumerRunner, Handlers, MessageContext, Requester, reply_with
+from evstream.consumers.failures import header_pairs
+from evstream.producers import EventProducer
+from evstream.schemas.events import Event
 from tests.conftest import Endpoints, TopicFactory
 from tests.consumer_helpers import runner
 from tests.helpers import wait_until

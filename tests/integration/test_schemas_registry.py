@@ -11,8 +11,8 @@ import pytest
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from evstream import IncompatibleSchemaError
-from schemas import Catalog, Event, SchemaHistory, register_catalog
-from schemas.domain import CATALOG
+from evstream.schemas import Catalog, Event, SchemaHistory, register_catalog
+from evstream.schemas.domain import CATALOG
 from tests.conftest import Endpoints
 from tests.helpers import one_line_error, run_cli
 

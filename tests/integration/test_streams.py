@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from schemas import Envelope
-from schemas.domain import OrderPlaced
+from evstream.schemas import Envelope
+from evstream.schemas.domain import OrderPlaced
 from tests.conftest import Endpoints
 from tests.consumer_helpers import publish
 from tests.helpers import wait_until

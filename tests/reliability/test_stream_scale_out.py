@@ -16,7 +16,7 @@ import json
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from consumers.groups import describe_group
+from evstream.consumers.groups import describe_group
 from tests.conftest import Endpoints
 from tests.consumer_helpers import publish
 from tests.helpers import wait_until

@@ -11,7 +11,7 @@ import pytest
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from evstream import CorruptPayloadError, EncodeError, UnknownMagicByteError, UnknownSchemaIdError
-from schemas import AvroCodec, RecordCoordinates, RegistrySchemaStore
+from evstream.schemas import AvroCodec, RecordCoordinates, RegistrySchemaStore
 
 V1 = {
     "type": "record",

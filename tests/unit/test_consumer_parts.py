@@ -8,12 +8,12 @@ import logging
 
 import pytest
 
-from consumers import ConsumerSettings, RetryTopics
-from consumers.routing import delay_label
+from evstream.consumers import ConsumerSettings, RetryTopics
+from evstream.consumers.routing import delay_label
 from evstream.errors import EnvelopeError
 from evstream.logs import EventContextFilter, configure_logging
-from schemas import Envelope
-from schemas.causation import child_traceparent, current_cause, handling
+from evstream.schemas import Envelope
+from evstream.schemas.causation import child_traceparent, current_cause, handling
 
 TRACE = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 

@@ -9,9 +9,9 @@ import uuid
 import pytest
 
 from evstream import DeliveryFailedError
-from producers import Delivery
-from producers.delivery import DeliveryFuture
-from schemas.ids import new_event_id
+from evstream.producers import Delivery
+from evstream.producers.delivery import DeliveryFuture
+from evstream.schemas.ids import new_event_id
 
 DELIVERY = Delivery("orders", 2, 41, uuid.uuid4(), "OrderPlaced")
 

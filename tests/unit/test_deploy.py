@@ -15,10 +15,10 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
-from consumers import ConsumerSettings
 from evstream import KafkaSettings, RegistrySettings
-from streams.settings import StreamsSettings
-from streams.worker import WorkerSettings
+from evstream.consumers import ConsumerSettings
+from evstream.streams.settings import StreamsSettings
+from evstream.streams.worker import WorkerSettings
 
 K8S_VERSION = "1.33.0"
 ANALYZE = shutil.which("systemd-analyze") or "systemd-analyze"

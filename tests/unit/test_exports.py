@@ -13,11 +13,11 @@ PACKAGES = [
     "evstream",
     "evstream.stack",
     "evstream.topics",
-    "schemas",
-    "producers",
-    "producers.gateway",
-    "consumers",
-    "streams",
+    "evstream.schemas",
+    "evstream.producers",
+    "evstream.producers.gateway",
+    "evstream.consumers",
+    "evstream.streams",
 ]
 
 

@@ -12,7 +12,7 @@ from limits import parse
 from pydantic import ValidationError
 
 from evstream.errors import ConfigError, GatewayRequestError
-from producers.gateway import (
+from evstream.producers.gateway import (
     GatewaySettings,
     IdempotencyStore,
     TokenSpec,
@@ -21,10 +21,10 @@ from producers.gateway import (
     hash_token,
     new_token,
 )
-from producers.gateway.http import from_validation
-from producers.gateway.idempotency import Stored
-from producers.gateway.ratelimit import RateLimiter
-from schemas.domain import OrderPlaced
+from evstream.producers.gateway.http import from_validation
+from evstream.producers.gateway.idempotency import Stored
+from evstream.producers.gateway.ratelimit import RateLimiter
+from evstream.schemas.domain import OrderPlaced
 from tests.helpers import run_cli
 
 

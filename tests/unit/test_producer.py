@@ -15,10 +15,10 @@ from evstream import (
     EventValidationError,
     KafkaSettings,
 )
-from producers import EventProducer, ProducerSettings
-from producers.delivery import classify
-from schemas import Envelope, RegistrySchemaStore
-from schemas.domain import CATALOG
+from evstream.producers import EventProducer, ProducerSettings
+from evstream.producers.delivery import classify
+from evstream.schemas import Envelope, RegistrySchemaStore
+from evstream.schemas.domain import CATALOG
 from tests.factories import mixed_events
 
 

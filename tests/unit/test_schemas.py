@@ -12,9 +12,9 @@ import pytest
 from pydantic import create_model
 
 from evstream import EventValidationError, IncompatibleSchemaError, SchemaHistoryError, UnknownEventTypeError
-from schemas import Catalog, Envelope, Event, SchemaHistory, bump, check, incompatibilities
-from schemas.domain import CATALOG, OrderPlaced
-from schemas.events import Compatibility
+from evstream.schemas import Catalog, Envelope, Event, SchemaHistory, bump, check, incompatibilities
+from evstream.schemas.domain import CATALOG, OrderPlaced
+from evstream.schemas.events import Compatibility
 from tests.helpers import one_line_error, run_cli
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)

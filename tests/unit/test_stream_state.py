@@ -9,8 +9,8 @@ from typing import Any, cast
 import pytest
 
 from evstream.errors import ConfigError
-from streams import worker as worker_module
-from streams.worker import prepare_table_files
+from evstream.streams import worker as worker_module
+from evstream.streams.worker import prepare_table_files
 
 
 def app(tmp_path: Path, store: str = "rocksdb:") -> Any:

@@ -1,4 +1,4 @@
-"""streams.transport: the demo app consumes through it, the fetcher gets a copy of the active
+"""evstream.streams.transport: the demo app consumes through it, the fetcher gets a copy of the active
 partitions, and partitions without a committed offset are rewound after a rebalance."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
 from evstream.settings import KafkaSettings, RegistrySettings
-from streams import transport
-from streams.demo import create_app
+from evstream.streams import transport
+from evstream.streams.demo import create_app
 
 
 class FakeAiokafka:

@@ -13,9 +13,12 @@ NOWHERE = {"EVSTREAM_BOOTSTRAP_SERVERS": "127.0.0.1:1", "EVSTREAM_REGISTRY_URL":
     ("args", "message"),
     [
         (["no_such_module:app"], "cannot load 'no_such_module:app'"),
-        (["schemas.domain:CATALOG"], "cannot run a Catalog: give a faust.App or a consumers.Handlers"),
+        (
+            ["evstream.schemas.domain:CATALOG"],
+            "cannot run a Catalog: give a faust.App or a consumers.Handlers",
+        ),
         (["tests.integration.sample_handlers:handlers"], "a Handlers worker needs a consumer group"),
-        (["streams.demo:app", "--port", "70000"], "invalid EVSTREAM_WORKER_HTTP_PORT"),
+        (["evstream.streams.demo:app", "--port", "70000"], "invalid EVSTREAM_WORKER_HTTP_PORT"),
     ],
 )
 def test_bad_targets_exit_2_with_one_line(args: list[str], message: str) -> None:

@@ -1,0 +1,67 @@
+"""pytest plugin (entry point ``evstream``): a real broker + registry for a user's own tests.
+
+Installed with evstream; nothing starts unless a test asks for the ``evstream_stack`` fixture.
+The broker is chosen in this order:
+
+1. ``EVSTREAM_BOOTSTRAP_SERVERS`` (and ``EVSTREAM_REGISTRY_URL``) when set;
+2. else the local JVM stack running in ``EVSTREAM_STACK_DIR`` (``evstream stack up``);
+3. else a private local stack started in a temporary folder for the session and stopped (and so
+   wiped) at its end — it holds only what the session wrote.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+__all__ = ["StackEndpoints", "evstream_stack"]
+
+
+@dataclass(frozen=True)
+class StackEndpoints:
+    """Where the session's broker and registry listen, and who provided them."""
+
+    bootstrap_servers: str
+    registry_url: str
+    source: str
+
+    def environment(self) -> dict[str, str]:
+        """The ``EVSTREAM_*`` variables that point evstream's settings at this stack."""
+        return {
+            "EVSTREAM_BOOTSTRAP_SERVERS": self.bootstrap_servers,
+            "EVSTREAM_REGISTRY_URL": self.registry_url,
+        }
+
+
+def stack_endpoints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackEndpoints]:
+    """Yield the endpoints (see the module docstring for the order); stop a private stack after."""
+    if os.environ.get("EVSTREAM_BOOTSTRAP_SERVERS"):
+        registry = os.environ.get("EVSTREAM_REGISTRY_URL", "")
+        yield StackEndpoints(os.environ["EVSTREAM_BOOTSTRAP_SERVERS"], registry, "environment")
+        return
+    from evstream.errors import StackError  # noqa: PLC0415 - keep plugin import cheap for every pytest run
+    from evstream.stack import LocalStack  # noqa: PLC0415
+
+    shared = LocalStack()
+    try:
+        state = shared.state()
+    except StackError:
+        private = LocalStack(tmp_path_factory.mktemp("evstream-stack"))
+        state = private.up(nodes=1)
+        try:
+            yield StackEndpoints(state.bootstrap_servers, state.registry_url or "", "private local stack")
+        finally:
+            private.down()
+        return
+    yield StackEndpoints(
+        state.bootstrap_servers, state.registry_url or "", f"local stack in {shared.data_dir}"
+    )
+
+
+@pytest.fixture(scope="session")
+def evstream_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackEndpoints]:
+    """A real Kafka broker + schema registry for the test session (see the module docstring)."""
+    yield from stack_endpoints(tmp_path_factory)
