@@ -55,6 +55,13 @@ they are not errors and are not caught by ``except EvstreamError``::
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Self
+
+if TYPE_CHECKING:  # the tree stays import-light: no client library loads with it
+    from uuid import UUID
+
+    from confluent_kafka import KafkaError
+
 __all__ = [
     "ConfigError",
     "CorruptPayloadError",
@@ -238,11 +245,37 @@ class PublishError(EvstreamError):
     """A publish did not succeed."""
 
 
-class DeliveryFailedError(PublishError):
+class _DeliveryError(PublishError):
+    """The outcome of one event's delivery, with the event and the Kafka error as attributes.
+
+    ``topic`` and ``event_id`` name the event (``None`` only where no single event is meant);
+    ``kafka_error`` is confluent-kafka's ``KafkaError`` (``.code()``, ``.name()``, ``.str()``)
+    when the client reported one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        topic: str | None = None,
+        event_id: UUID | None = None,
+        kafka_error: KafkaError | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.topic, self.event_id, self.kafka_error = topic, event_id, kafka_error
+
+    def for_event(self, topic: str, event_id: UUID) -> Self:
+        """The same outcome, stated for one event (a transaction's events share one cause)."""
+        return type(self)(
+            f"{topic}: event {event_id}: {self}", topic=topic, event_id=event_id, kafka_error=self.kafka_error
+        )
+
+
+class DeliveryFailedError(_DeliveryError):
     """The broker refused the event: it was not written."""
 
 
-class DeliveryIndeterminateError(PublishError):
+class DeliveryIndeterminateError(_DeliveryError):
     """The delivery timed out in flight: the event may or may not have been written."""
 
 

@@ -125,5 +125,9 @@ def classify(err: KafkaError, *, topic: str, event_id: UUID) -> PublishError:
     """The typed error for a failed delivery: indeterminate when it may have been written."""
     detail = f"{topic}: event {event_id}: {err.str()} ({err.name()})"
     if err.code() in _INDETERMINATE:
-        return DeliveryIndeterminateError(f"{detail}; it may or may not have been written")
-    return DeliveryFailedError(f"{detail}; it was not written")
+        return DeliveryIndeterminateError(
+            f"{detail}; it may or may not have been written", topic=topic, event_id=event_id, kafka_error=err
+        )
+    return DeliveryFailedError(
+        f"{detail}; it was not written", topic=topic, event_id=event_id, kafka_error=err
+    )

@@ -76,7 +76,7 @@ class EventProducer:
         self._cond = threading.Condition()  # shared by every DeliveryFuture of this producer
         self._metric_children: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._last_publish = 0.0
-        self._txn_futures: list[tuple[DeliveryFuture, DeliveryFuture]] = []
+        self._txn_futures: list[tuple[DeliveryFuture, DeliveryFuture, str, UUID]] = []
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -252,7 +252,7 @@ class EventProducer:
                 raise PublishError(f"{target}: cannot produce event {event_id}: {exc}") from exc
         if self._in_transaction:  # resolve only when the transaction's outcome is known
             held = DeliveryFuture(self._cond)
-            self._txn_futures.append((future, held))
+            self._txn_futures.append((future, held, target, event_id))
             return held
         return future
 
@@ -335,7 +335,9 @@ class EventProducer:
                 producer.commit_transaction(timeout)
             except KafkaException as exc:
                 self._abort(producer, timeout, f"commit failed ({exc})", exc)
-                self._settle_transaction(DeliveryFailedError(f"commit failed and was aborted: {exc}"))
+                self._settle_transaction(
+                    DeliveryFailedError(f"commit failed and was aborted: {exc}", kafka_error=exc.args[0])
+                )
                 raise PublishError(f"transaction commit failed and was aborted: {exc}") from exc
             self._settle_transaction(None)
         finally:
@@ -346,16 +348,19 @@ class EventProducer:
         try:
             producer.abort_transaction(timeout)
         except KafkaException as abort_exc:
-            unknown = DeliveryIndeterminateError(f"{why} and abort failed ({abort_exc})")
+            unknown = DeliveryIndeterminateError(
+                f"{why} and abort failed ({abort_exc})", kafka_error=abort_exc.args[0]
+            )
             self._settle_transaction(unknown)
             raise unknown from cause
 
-    def _settle_transaction(self, error: PublishError | None) -> None:
-        """Resolve the futures handed out inside the transaction: committed deliveries, or ``error``."""
+    def _settle_transaction(self, error: DeliveryFailedError | DeliveryIndeterminateError | None) -> None:
+        """Resolve the futures handed out inside the transaction: committed deliveries, or ``error``
+        stated for each of its events."""
         pending, self._txn_futures = self._txn_futures, []
-        for inner, held in pending:
+        for inner, held, topic, event_id in pending:
             if error is not None:
-                held._resolve(None, error)
+                held._resolve(None, error.for_event(topic, event_id))
                 continue
             try:
                 held._resolve(inner.result(timeout=30), None)

@@ -115,9 +115,14 @@ def test_transaction_that_raises_leaves_nothing_visible(
         with producer.transaction():
             committed = [producer.publish(e, topic=topic_of[e.topic]) for e in events[6:]]
         ids = {f.result(timeout=30).event_id for f in committed}
-    for future in aborted:  # their futures say so: never a Delivery for an aborted event
-        with pytest.raises(DeliveryFailedError, match="transaction was aborted"):
+    aborted_ids = set()
+    for event, future in zip(events[:6], aborted, strict=True):  # never a Delivery for an aborted event
+        with pytest.raises(DeliveryFailedError, match="transaction was aborted") as failed:
             future.result(timeout=0)
+        assert failed.value.topic == topic_of[event.topic]  # each error names its own event
+        assert failed.value.event_id is not None
+        aborted_ids.add(failed.value.event_id)
+    assert len(aborted_ids) == 6
     # The aborted six were written first, so a read_committed reader that reached all six committed
     # events has passed every aborted offset: had any been visible, it would be in `got`.
     got = read_records(

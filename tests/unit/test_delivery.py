@@ -7,10 +7,11 @@ import threading
 import uuid
 
 import pytest
+from confluent_kafka import KafkaError
 
-from evstream import DeliveryFailedError
+from evstream import DeliveryFailedError, DeliveryIndeterminateError
 from evstream.producers import Delivery
-from evstream.producers.delivery import DeliveryFuture
+from evstream.producers.delivery import DeliveryFuture, classify
 from evstream.schemas.ids import new_event_id
 
 DELIVERY = Delivery("orders", 2, 41, uuid.uuid4(), "OrderPlaced")
@@ -82,3 +83,28 @@ def test_event_ids_from_threads_are_unique() -> None:
     for t in threads:
         t.join()
     assert len(set(found)) == 20_000
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        (KafkaError.MSG_SIZE_TOO_LARGE, DeliveryFailedError),
+        (KafkaError._MSG_TIMED_OUT, DeliveryIndeterminateError),
+    ],
+)
+def test_delivery_errors_carry_the_event_and_the_kafka_error(code: int, expected: type[Exception]) -> None:
+    event_id = uuid.uuid4()
+    error = classify(KafkaError(code), topic="orders", event_id=event_id)
+    assert type(error) is expected
+    assert isinstance(error, DeliveryFailedError | DeliveryIndeterminateError)
+    assert (error.topic, error.event_id) == ("orders", event_id)
+    assert error.kafka_error is not None
+    assert error.kafka_error.code() == code
+    restated = error.for_event("customers", uuid.UUID(int=7))
+    assert type(restated) is expected
+    assert (restated.topic, restated.event_id, restated.kafka_error) == (
+        "customers",
+        uuid.UUID(int=7),
+        error.kafka_error,
+    )
+    assert str(restated).startswith(f"customers: event {uuid.UUID(int=7)}: ")
