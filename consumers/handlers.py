@@ -1,7 +1,9 @@
-"""Typed handler registration: a handler gets the decoded event and the record's context."""
+"""Typed handler registration: a handler gets the decoded event, and the record's context if it
+asks for it (a second parameter)."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,7 +16,7 @@ from evstream.schemas.events import Envelope, Event
 
 __all__ = ["Handler", "HandlerSpec", "Handlers", "MessageContext"]
 
-E = TypeVar("E", bound=Event)
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class MessageContext:
@@ -77,20 +79,62 @@ class MessageContext:
 
 
 Handler = Callable[[Any, MessageContext], Awaitable[None] | None]
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
+def takes_context(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn`` is called as ``fn(event, ctx)`` (True) or ``fn(event)`` (False).
+
+    Decided once, at registration; :class:`ConfigError` for any other shape (no parameter, a
+    third required one, a required keyword-only one).
+    """
+    name = getattr(fn, "__qualname__", repr(fn))
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):  # a builtin without a signature: the full form
+        return True
+    positional = [p for p in params if p.kind in _POSITIONAL]
+    required = [p for p in positional if p.default is inspect.Parameter.empty]
+    varargs = any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params)
+    keyword_only = [
+        p.name
+        for p in params
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is inspect.Parameter.empty
+    ]
+    if keyword_only:
+        raise ConfigError(f"handler {name} has required keyword-only parameter(s): {', '.join(keyword_only)}")
+    if len(required) > 2:
+        raise ConfigError(f"handler {name} must take (event) or (event, ctx), not {len(required)} arguments")
+    if not positional and not varargs:
+        raise ConfigError(f"handler {name} must take (event) or (event, ctx), not no arguments")
+    return varargs or len(positional) >= 2
+
+
+def _without_context(fn: Callable[[Any], Awaitable[None] | None]) -> Handler:
+    def call(event: Any, _ctx: MessageContext) -> Awaitable[None] | None:
+        return fn(event)
+
+    return call
 
 
 @dataclass(frozen=True, slots=True)
 class HandlerSpec:
-    """A registered handler and how its failures are retried."""
+    """A registered handler and how its failures are retried.
+
+    ``handler`` is always called as ``handler(event, ctx)``: a function registered with one
+    parameter is adapted once, at registration; ``function`` is the function as registered.
+    """
 
     model: type[Event]
     handler: Handler
     ordered: bool = False  # block-and-retry (keeps per-partition order) instead of retry topics
+    function: Callable[..., Any] | None = None
 
 
 class Handlers:
     """Event type -> handler. Use ``@handlers.on(OrderPlaced, OrderShipped)`` on a function taking
-    ``(event, ctx)``; it may be ``async``. One handler per event type.
+    ``(event)`` or ``(event, ctx)`` (a :class:`MessageContext`); it may be ``async``. One handler
+    per event type.
 
     ``ordered=True`` opts into block-and-retry: when in-place retries are exhausted the record's
     partition is paused and the record retried there (later records of the partition wait),
@@ -101,14 +145,16 @@ class Handlers:
     def __init__(self) -> None:
         self._by_type: dict[str, HandlerSpec] = {}
 
-    def on(
-        self, *models: type[E], ordered: bool = False
-    ) -> Callable[[Callable[[E, MessageContext], Any]], Callable[[E, MessageContext], Any]]:
-        def register(fn: Callable[[E, MessageContext], Any]) -> Callable[[E, MessageContext], Any]:
+    def on(self, *models: type[Event], ordered: bool = False) -> Callable[[F], F]:
+        """Register the decorated function for ``models``; returns it unchanged."""
+
+        def register(fn: F) -> F:
+            handler: Handler = fn if takes_context(fn) else _without_context(fn)
             for model in models:
                 if model.event_type() in self._by_type:
                     raise ConfigError(f"a handler for {model.event_type()} is already registered")
-                self._by_type[model.event_type()] = HandlerSpec(model, fn, ordered)
+            for model in models:
+                self._by_type[model.event_type()] = HandlerSpec(model, handler, ordered, fn)
             return fn
 
         if not models:
