@@ -173,12 +173,13 @@ class EventProducer:
     # ------------------------------------------------------------------ publishing
 
     def encoder(self, topic: str, model: type[Event]) -> Encoder:
-        """The Avro encoder for ``model`` on ``topic`` (subject ``<topic>-<record name>``), cached."""
+        """The Avro encoder for ``model`` on ``topic``, cached; the subject follows the catalog's
+        subject strategy (or the model's own; by default ``<topic>-<record name>``)."""
         encoder = self._encoders.get((topic, model))
         if encoder is None:
             if self._codec is None:
                 raise EvstreamError("the producer is not started")
-            subject = f"{topic}-{model.record_name()}"
+            subject = self.catalog.subject(model, topic)
             # The model validated the event and generated the schema: skip fastavro's field-set check.
             encoder = self._encoders[(topic, model)] = self._codec.encoder(
                 subject, model.avro_schema_dict(), strict=False

@@ -3,8 +3,10 @@
 from evstream.schemas.catalog import Catalog, load_catalog, validate_event
 from evstream.schemas.codec import AvroCodec, RecordCoordinates, RegistrySchemaStore, SchemaStore
 from evstream.schemas.compat import Incompatibility, incompatibilities
-from evstream.schemas.events import Compatibility, Envelope, Event
+from evstream.schemas.events import Compatibility, Envelope, Event, SubjectStrategy, subject_name
 from evstream.schemas.history import SchemaHistory, SubjectReport, bump, check
+from evstream.schemas.ids import derived_event_id
+from evstream.schemas.reading import EventReader, event_type_header
 from evstream.schemas.register import Registered, register_catalog
 
 __all__ = [
@@ -13,6 +15,7 @@ __all__ = [
     "Compatibility",
     "Envelope",
     "Event",
+    "EventReader",
     "Incompatibility",
     "RecordCoordinates",
     "Registered",
@@ -20,10 +23,14 @@ __all__ = [
     "SchemaHistory",
     "SchemaStore",
     "SubjectReport",
+    "SubjectStrategy",
     "bump",
     "check",
+    "derived_event_id",
+    "event_type_header",
     "incompatibilities",
     "load_catalog",
     "register_catalog",
+    "subject_name",
     "validate_event",
 ]

@@ -1,4 +1,4 @@
-"""A catalog maps event type names to models and validates raw data into events."""
+"""A catalog maps event type names (and Avro record names) to models and validates raw data into events."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from evstream.errors import ConfigError, EventValidationError, UnknownEventTypeError
 from evstream.imports import import_object
-from evstream.schemas.events import Event
+from evstream.schemas.events import DEFAULT_SUBJECT_STRATEGY, Event, SubjectStrategy, subject_name
 
 __all__ = ["Catalog", "load_catalog", "validate_event"]
 
@@ -25,16 +25,44 @@ def validate_event(model: type[Event], data: Mapping[str, Any]) -> Event:
 
 
 class Catalog:
-    """The event types a service publishes or consumes, by name."""
+    """The event types a service publishes or consumes, by name.
 
-    def __init__(self, models: Iterable[type[Event]]) -> None:
+    ``subject_strategy`` names the registry subjects of the models that declare no strategy of
+    their own (Confluent's TopicRecordNameStrategy by default; see :func:`subject_name`). Two
+    models may not share a subject (under TopicNameStrategy: one event type per topic), nor an
+    Avro full name. Records without a ``ce_type`` header are matched to models by the record
+    name of their writer schema: :meth:`for_record`.
+    """
+
+    def __init__(
+        self, models: Iterable[type[Event]], *, subject_strategy: SubjectStrategy = DEFAULT_SUBJECT_STRATEGY
+    ) -> None:
+        subject_name(subject_strategy, "", "")  # an unknown strategy fails here, not on first use
+        self.subject_strategy: SubjectStrategy = subject_strategy
         self._by_type: dict[str, type[Event]] = {}
+        self._by_record: dict[str, type[Event]] = {}
+        self._by_short: dict[str, list[type[Event]]] = {}
+        subjects: dict[str, type[Event]] = {}
         for model in models:
             if not model.topic or not model.aggregate_field:
                 raise ConfigError(f"{model.__name__} must declare topic and aggregate_field")
             if model.event_type() in self._by_type:
                 raise ConfigError(f"event type {model.event_type()!r} is in the catalog twice")
+            record = model.record_name()
+            if record in self._by_record:
+                raise ConfigError(
+                    f"{model.__name__} and {self._by_record[record].__name__} are both Avro record {record!r}"
+                )
+            subject = self.subject(model)
+            if subject in subjects:
+                raise ConfigError(
+                    f"{model.__name__} and {subjects[subject].__name__} would share subject {subject!r}"
+                    " (TopicNameStrategy allows one event type per topic)"
+                )
+            subjects[subject] = model
             self._by_type[model.event_type()] = model
+            self._by_record[record] = model
+            self._by_short.setdefault(record.rpartition(".")[2], []).append(model)
 
     def __iter__(self) -> Iterator[type[Event]]:
         return iter(self._by_type.values())
@@ -49,6 +77,34 @@ class Catalog:
         except KeyError:
             known = ", ".join(sorted(self._by_type))
             raise UnknownEventTypeError(f"unknown event type {event_type!r}; known: {known}") from None
+
+    def subject(self, model: type[Event], topic: str | None = None) -> str:
+        """``model``'s registry subject on ``topic`` (default: its own) under this catalog's strategy."""
+        return model.subject(topic, self.subject_strategy)
+
+    def find_record(self, record_name: str) -> type[Event] | None:
+        """The model whose Avro record is ``record_name``: by full name, else by short name
+        (the part after the last dot) when exactly one model has it; None otherwise."""
+        found = self._by_record.get(record_name)
+        if found is not None:
+            return found
+        candidates = self._by_short.get(record_name.rpartition(".")[2], [])
+        return candidates[0] if len(candidates) == 1 else None
+
+    def for_record(self, record_name: str) -> type[Event]:
+        """:meth:`find_record`, raising :class:`UnknownEventTypeError` naming the record (and, for
+        an ambiguous short name, the models it could be)."""
+        found = self.find_record(record_name)
+        if found is not None:
+            return found
+        candidates = self._by_short.get(record_name.rpartition(".")[2], [])
+        if len(candidates) > 1:
+            names = ", ".join(sorted(m.record_name() for m in candidates))
+            raise UnknownEventTypeError(
+                f"Avro record {record_name!r} matches no full name in the catalog and its short name"
+                f" is ambiguous ({names})"
+            )
+        raise UnknownEventTypeError(f"no model in the catalog for Avro record {record_name!r}")
 
     def validate(self, event_type: str, data: Mapping[str, Any]) -> Event:
         """Validate raw ``data`` (e.g. parsed JSON) as ``event_type``."""

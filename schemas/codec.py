@@ -203,12 +203,57 @@ class AvroCodec:
 
     def writer_name(self, payload: bytes | None) -> str:
         """The full record name of the schema ``payload`` was written with (looked up by its id)."""
-        if not payload or len(payload) < _HEADER.size or payload[0] != MAGIC:
-            raise UnknownMagicByteError("payload", "not Confluent-framed Avro")
-        _magic, schema_id = _HEADER.unpack_from(payload)
-        writer = self._writers.get(schema_id) or self._writer(schema_id, "payload")
-        name = writer.get("name", "") if isinstance(writer, dict) else ""
+        return self.record_name(self.schema_id_of(payload), "payload")
+
+    @staticmethod
+    def schema_id_of(payload: bytes | None, where: RecordCoordinates | None = None) -> int:
+        """The registry id in ``payload``'s Confluent header; :class:`DecodeError` if it has none."""
+        if not payload or len(payload) < _HEADER.size:
+            raise CorruptPayloadError(
+                str(where or RecordCoordinates()),
+                f"{len(payload or b'')} bytes is too short for a Confluent header",
+            )
+        magic, schema_id = _HEADER.unpack_from(payload)
+        if magic != MAGIC:
+            raise UnknownMagicByteError(
+                str(where or RecordCoordinates()),
+                f"unknown magic byte 0x{magic & 0xFF:02x} (not Confluent-framed Avro)",
+            )
+        return int(schema_id)
+
+    def record_name(self, schema_id: int, at: str = "payload") -> str:
+        """The full name (``namespace.Name``) of the record schema with registry id ``schema_id``.
+
+        The writer schema is fetched once per id (:class:`UnknownSchemaIdError` when the
+        registry has no such id, :class:`RegistryError` when it cannot be asked);
+        :class:`CorruptPayloadError` when the schema is not a record.
+        """
+        writer = self._writers.get(schema_id) or self._writer(schema_id, at)
+        name = writer.get("name", "") if isinstance(writer, dict) and writer.get("type") == "record" else ""
+        if not name:
+            raise CorruptPayloadError(at, f"schema id {schema_id} is not a record schema")
         return str(name)
+
+    def decode_any(self, payload: bytes | None, where: RecordCoordinates | None = None) -> Any:
+        """Read a framed payload of any schema type (a record, a string, a long...) with its
+        writer schema: Confluent-serialized keys, for example."""
+        at = str(where or RecordCoordinates())
+        schema_id = self.schema_id_of(payload, where)
+        assert payload is not None
+        writer = self._writers.get(schema_id) or self._writer(schema_id, at)
+        body = io.BytesIO(payload)
+        body.seek(_HEADER.size)
+        try:
+            value = fastavro.schemaless_reader(body, writer, None)
+        except Exception as exc:  # as in decoder(): fastavro's errors are many
+            raise CorruptPayloadError(
+                at, f"Avro body does not decode with schema id {schema_id}: {exc.__class__.__name__}: {exc}"
+            ) from exc
+        if body.tell() != len(payload):
+            raise CorruptPayloadError(
+                at, f"{len(payload) - body.tell()} trailing byte(s) after the Avro body"
+            )
+        return value
 
     def _writer(self, schema_id: int, at: str) -> Any:
         writer = self._writers.get(schema_id)

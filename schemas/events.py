@@ -19,14 +19,44 @@ from uuid import UUID
 from dataclasses_avroschema.pydantic import AvroBaseModel
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from evstream.errors import EnvelopeError
-from evstream.schemas.ids import new_event_id
+from evstream.errors import ConfigError, EnvelopeError
+from evstream.schemas.ids import derived_event_id, new_event_id
 
-__all__ = ["Compatibility", "Envelope", "Event", "check_traceparent", "envelope_headers"]
+__all__ = [
+    "DEFAULT_SUBJECT_STRATEGY",
+    "Compatibility",
+    "Envelope",
+    "Event",
+    "SubjectStrategy",
+    "check_traceparent",
+    "envelope_headers",
+    "subject_name",
+]
 
 Compatibility = Literal[
     "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE", "FULL", "FULL_TRANSITIVE", "NONE"
 ]
+SubjectStrategy = Literal["TopicRecordNameStrategy", "TopicNameStrategy", "RecordNameStrategy"]
+"""Confluent's subject name strategies, by their Java class names."""
+DEFAULT_SUBJECT_STRATEGY: SubjectStrategy = "TopicRecordNameStrategy"
+_STRATEGIES = frozenset(("TopicRecordNameStrategy", "TopicNameStrategy", "RecordNameStrategy"))
+
+
+def subject_name(strategy: SubjectStrategy, topic: str, record_name: str) -> str:
+    """The registry subject of a value schema under Confluent's ``strategy``.
+
+    ``TopicRecordNameStrategy``: ``<topic>-<namespace.Name>``; ``TopicNameStrategy``:
+    ``<topic>-value`` (one event type per topic); ``RecordNameStrategy``: ``<namespace.Name>``.
+    """
+    if strategy == "TopicNameStrategy":
+        return f"{topic}-value"
+    if strategy == "RecordNameStrategy":
+        return record_name
+    if strategy == "TopicRecordNameStrategy":
+        return f"{topic}-{record_name}"
+    raise ConfigError(f"unknown subject strategy {strategy!r}; use one of {', '.join(sorted(_STRATEGIES))}")
+
+
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 SPEC_VERSION = "1.0"
 CONTENT_TYPE = "application/avro"
@@ -35,10 +65,21 @@ CONTENT_TYPE = "application/avro"
 class Event(AvroBaseModel):
     """Base of every domain event.
 
-    Subclasses declare ``topic`` (one topic per aggregate, so its events keep their order),
-    ``aggregate_field`` (the field whose value is the Kafka key) and optionally
-    ``compatibility`` (the subject's mode, BACKWARD by default), plus an inner ``Meta`` with
-    the Avro ``namespace``. Instances are frozen and reject unknown fields.
+    Declare the settings once, as class arguments; subclasses inherit them::
+
+        class OrderEvent(Event, topic="orders", key="order_id", avro_namespace="evstream.orders"):
+            order_id: str
+
+        class OrderPlaced(OrderEvent): ...
+
+    ``topic`` (one topic per aggregate, so its events keep their order), ``key`` (the field whose
+    value is the Kafka key; the ``aggregate_field`` class variable), ``avro_namespace`` (the Avro
+    namespace; not ``namespace``, which pydantic's metaclass takes for the class body),
+    ``compatibility`` (the subject's mode, BACKWARD by default) and ``subject_strategy`` (a
+    :data:`SubjectStrategy`; unset: the catalog's, by default TopicRecordNameStrategy). The
+    older spelling, ``ClassVar`` attributes and an inner ``Meta`` with the namespace, still works.
+    Schemas carry no ``doc`` unless ``Meta.schema_doc = True``. Instances are frozen and reject
+    unknown fields.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -46,6 +87,43 @@ class Event(AvroBaseModel):
     topic: ClassVar[str] = ""
     aggregate_field: ClassVar[str] = ""
     compatibility: ClassVar[Compatibility] = "BACKWARD"
+    subject_strategy: ClassVar[SubjectStrategy | None] = None
+
+    class Meta:
+        schema_doc = False
+
+    def __init_subclass__(
+        cls,
+        *,
+        topic: str | None = None,
+        key: str | None = None,
+        avro_namespace: str | None = None,
+        compatibility: Compatibility | None = None,
+        subject_strategy: SubjectStrategy | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        if topic is not None:
+            cls.topic = topic
+        if key is not None:
+            cls.aggregate_field = key
+        if compatibility is not None:
+            cls.compatibility = compatibility
+        if subject_strategy is not None:
+            if subject_strategy not in _STRATEGIES:
+                raise ConfigError(
+                    f"{cls.__name__}: unknown subject_strategy {subject_strategy!r};"
+                    f" use one of {', '.join(sorted(_STRATEGIES))}"
+                )
+            cls.subject_strategy = subject_strategy
+        # The Avro options (dataclasses-avroschema's Meta) are inherited attribute by attribute:
+        # a class's own Meta, then avro_namespace, over its parent's (Event's: schema_doc False).
+        own = cls.__dict__.get("Meta")
+        parent = next(b.__dict__["Meta"] for b in cls.__mro__[1:] if "Meta" in b.__dict__)
+        if own is not None or avro_namespace is not None:
+            bases = (own, parent) if own is not None and own is not parent else (parent,)
+            extra = {"namespace": avro_namespace} if avro_namespace is not None else {}
+            cls.Meta = type("Meta", bases, extra)  # type: ignore[misc,assignment]  # a built Meta
 
     @field_validator("*", mode="after")
     @classmethod
@@ -80,9 +158,14 @@ class Event(AvroBaseModel):
         return f"{schema['namespace']}.{schema['name']}" if schema.get("namespace") else str(schema["name"])
 
     @classmethod
-    def subject(cls) -> str:
-        """The registry subject, topic + record name strategy: ``<topic>-<namespace.Name>``."""
-        return f"{cls.topic}-{cls.record_name()}"
+    def subject(cls, topic: str | None = None, strategy: SubjectStrategy | None = None) -> str:
+        """The registry subject on ``topic`` (default: the model's) under ``strategy``.
+
+        The strategy is the model's own ``subject_strategy`` if it declares one, else ``strategy``
+        (a :class:`Catalog` passes its default), else TopicRecordNameStrategy.
+        """
+        chosen = cls.subject_strategy or strategy or DEFAULT_SUBJECT_STRATEGY
+        return subject_name(chosen, cls.topic if topic is None else topic, cls.record_name())
 
 
 def _utcnow() -> datetime:
@@ -101,6 +184,31 @@ class Envelope(BaseModel):
     correlation_id: str | None = None
     causation_id: str | None = None
     traceparent: str | None = None
+
+    @classmethod
+    def derived(
+        cls, event_type: str, topic: str, partition: int, offset: int, timestamp_ms: int | None
+    ) -> Envelope:
+        """The envelope of a record that carries none (a foreign producer's, no ``ce_*`` headers).
+
+        The id is :func:`evstream.schemas.ids.derived_event_id` of the record's position, so a
+        redelivered record has the same id (dedupe works); the time is the record's timestamp
+        (now when it has none), the source is the topic; no correlation, causation or trace.
+        """
+        occurred_at = (
+            datetime.fromtimestamp(timestamp_ms / 1000, UTC)
+            if timestamp_ms is not None and timestamp_ms >= 0
+            else _utcnow()
+        )
+        return cls.model_construct(
+            event_id=derived_event_id(topic, partition, offset),
+            event_type=event_type,
+            occurred_at=occurred_at,
+            source=topic,
+            correlation_id=None,
+            causation_id=None,
+            traceparent=None,
+        )
 
     @field_validator("traceparent")
     @classmethod

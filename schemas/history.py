@@ -73,8 +73,8 @@ class SubjectReport:
         return not self.problems and not self.changed
 
 
-def _report(model: type[Event], history: SchemaHistory) -> SubjectReport:
-    subject, schema = model.subject(), model.avro_schema_dict()
+def _report(model: type[Event], subject: str, history: SchemaHistory) -> SubjectReport:
+    schema = model.avro_schema_dict()
     versions = history.versions(subject)
     problems: list[str] = []
     # The committed history itself must follow the mode, version by version.
@@ -97,8 +97,11 @@ def _report(model: type[Event], history: SchemaHistory) -> SubjectReport:
 
 
 def check(catalog: Catalog, history: SchemaHistory) -> list[SubjectReport]:
-    """One report per event type; the gate passes when every report is ok."""
-    return [_report(model, history) for model in catalog]
+    """One report per event type; the gate passes when every report is ok.
+
+    Subjects follow the catalog's subject strategy (or the model's own).
+    """
+    return [_report(model, catalog.subject(model), history) for model in catalog]
 
 
 def bump(catalog: Catalog, history: SchemaHistory) -> list[Path]:

@@ -1,4 +1,5 @@
-"""Time-ordered event ids (UUIDv7, RFC 9562), cheap enough for the publish hot path.
+"""Event ids: time-ordered ones for new events (UUIDv7, RFC 9562), cheap enough for the publish
+hot path, and derived ones for records that carry no id (:func:`derived_event_id`).
 
 Layout: 48-bit Unix milliseconds, version 7, a 12-bit counter (method 1 of RFC 9562 §6.2) that
 keeps ids from one process strictly increasing within a millisecond, variant, 62 random bits.
@@ -12,9 +13,13 @@ import os
 import random
 import threading
 import time
-from uuid import UUID
+from uuid import UUID, uuid5
 
-__all__ = ["new_event_id"]
+__all__ = ["DERIVED_ID_NAMESPACE", "derived_event_id", "new_event_id"]
+
+DERIVED_ID_NAMESPACE = UUID("ac94b130-1697-5343-ada7-d53d4ec62478")
+"""The UUIDv5 namespace of :func:`derived_event_id`: ``uuid5(NAMESPACE_URL,
+"https://evstream/derived-event-id")``. Fixed: changing it would change every derived id."""
 
 _lock = threading.Lock()
 _rng = random.Random(os.urandom(16))  # noqa: S311 - uniqueness, not secrecy (see module doc)
@@ -45,3 +50,13 @@ def new_event_id() -> UUID:
         tail = _rng.getrandbits(62)
         value = (_last_ms << 80) | (0x7 << 76) | (_counter << 64) | (0b10 << 62) | tail
     return UUID(int=value)
+
+
+def derived_event_id(topic: str, partition: int, offset: int) -> UUID:
+    """The stable id of the record at ``topic[partition]@offset``: UUIDv5 of ``"topic/partition/offset"``
+    in :data:`DERIVED_ID_NAMESPACE`.
+
+    Given to records without a ``ce_id`` header (foreign producers): the same record read again
+    gets the same id, so idempotent handlers and dedupe stores work for it too.
+    """
+    return uuid5(DERIVED_ID_NAMESPACE, f"{topic}/{partition}/{offset}")

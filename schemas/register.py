@@ -52,11 +52,12 @@ def register_catalog(
 
     Before each registration the registry's compatibility endpoint is asked; a "no" raises
     :class:`IncompatibleSchemaError` naming the subject and version, and nothing more is sent
-    for that subject. The subject's compatibility level is set to the model's mode.
+    for that subject. The subject's compatibility level is set to the model's mode. Subjects
+    follow the catalog's subject strategy (or the model's own).
     """
     results = []
     for model in catalog:
-        subject = model.subject()
+        subject = catalog.subject(model)
         versions = history.versions(subject)
         if not versions:
             raise SchemaHistoryError(f"{subject}: no committed version; run `evstream schemas bump` first")

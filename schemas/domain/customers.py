@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import ClassVar
 
 from pydantic import Field
 
@@ -15,11 +14,8 @@ __all__ = ["CustomerEvent", "CustomerRegistered", "CustomerTier", "CustomerTierC
 _EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 
 
-class CustomerEvent(Event):
+class CustomerEvent(Event, topic="customers", key="customer_id", avro_namespace="evstream.customers"):
     """Base of the events on the ``customers`` topic."""
-
-    topic: ClassVar[str] = "customers"
-    aggregate_field: ClassVar[str] = "customer_id"
 
     customer_id: str = Field(min_length=1, max_length=64)
 
@@ -33,10 +29,6 @@ class CustomerRegistered(CustomerEvent):
     registered_at: datetime
     marketing_opt_in: bool = False
 
-    class Meta:
-        namespace = "evstream.customers"
-        schema_doc = False
-
 
 class CustomerUpdated(CustomerEvent):
     """A customer changed their details; absent fields are unchanged."""
@@ -45,10 +37,6 @@ class CustomerUpdated(CustomerEvent):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
     updated_at: datetime
-
-    class Meta:
-        namespace = "evstream.customers"
-        schema_doc = False
 
 
 class CustomerTier(StrEnum):
@@ -59,15 +47,14 @@ class CustomerTier(StrEnum):
     GOLD = "gold"
 
 
-class CustomerTierChanged(Event):
+class CustomerTierChanged(
+    Event, topic="customer-tiers", key="customer_id", avro_namespace="evstream.customers"
+):
     """Derived by the stream processor when a customer's order count moves them to another tier.
 
     Enriched with the customer's name and email from the customers table (None when the
     customer was not known when the order was processed).
     """
-
-    topic: ClassVar[str] = "customer-tiers"
-    aggregate_field: ClassVar[str] = "customer_id"
 
     customer_id: str = Field(min_length=1, max_length=64)
     previous_tier: CustomerTier | None = None
@@ -76,7 +63,3 @@ class CustomerTierChanged(Event):
     name: str | None = None
     email: str | None = None
     changed_at: datetime
-
-    class Meta:
-        namespace = "evstream.customers"
-        schema_doc = False

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from enum import StrEnum
-from typing import ClassVar
 
 from dataclasses_avroschema.pydantic import AvroBaseModel
 from pydantic import ConfigDict, Field
@@ -24,11 +23,8 @@ __all__ = [
 ]
 
 
-class OrderEvent(Event):
+class OrderEvent(Event, topic="orders", key="order_id", avro_namespace="evstream.orders"):
     """Base of the events on the ``orders`` topic."""
-
-    topic: ClassVar[str] = "orders"
-    aggregate_field: ClassVar[str] = "order_id"
 
     order_id: str = Field(min_length=1, max_length=64)
 
@@ -70,10 +66,6 @@ class OrderPlaced(OrderEvent):
     shipping_country: str = Field(pattern=r"^[A-Z]{2}$")
     coupon_code: str | None = None
 
-    class Meta:
-        namespace = "evstream.orders"
-        schema_doc = False
-
 
 class PaymentCaptured(OrderEvent):
     """The payment for an order was captured."""
@@ -82,10 +74,6 @@ class PaymentCaptured(OrderEvent):
     amount: Money
     method: PaymentMethod
     captured_at: datetime
-
-    class Meta:
-        namespace = "evstream.orders"
-        schema_doc = False
 
 
 class OrderShipped(OrderEvent):
@@ -96,10 +84,6 @@ class OrderShipped(OrderEvent):
     shipped_at: datetime
     estimated_delivery: date | None = None
 
-    class Meta:
-        namespace = "evstream.orders"
-        schema_doc = False
-
 
 class OrderCancelled(OrderEvent):
     """An order was cancelled, possibly with a refund."""
@@ -107,7 +91,3 @@ class OrderCancelled(OrderEvent):
     reason: CancellationReason
     cancelled_at: datetime
     refund: Money | None = None
-
-    class Meta:
-        namespace = "evstream.orders"
-        schema_doc = False
