@@ -5,8 +5,8 @@ The broker is chosen in this order:
 
 1. ``EVSTREAM_BOOTSTRAP_SERVERS`` (and ``EVSTREAM_REGISTRY_URL``) when set;
 2. else the local JVM stack running in ``EVSTREAM_STACK_DIR`` (``evstream stack up``);
-3. else a private local stack started in a temporary folder for the session and stopped (and so
-   wiped) at its end — it holds only what the session wrote.
+3. else a private local stack started in a temporary folder for the session, stopped and wiped
+   (``down(purge=True)``) at its end — it holds only what the session wrote.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def stack_endpoints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackE
         try:
             yield StackEndpoints(state.bootstrap_servers, state.registry_url or "", "private local stack")
         finally:
-            private.down()
+            private.down(purge=True)  # a session's own stack in a temp dir: wipe it
         return
     yield StackEndpoints(
         state.bootstrap_servers, state.registry_url or "", f"local stack in {shared.data_dir}"

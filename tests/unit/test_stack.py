@@ -264,7 +264,7 @@ def test_down_signals_only_processes_carrying_its_marker(tmp_path: Path) -> None
         (data_dir / "stack.json").write_text(json.dumps(state))
         proc = run_cli("stack", "down", "--data-dir", str(data_dir), "--timeout", "10")
         assert proc.returncode == 0, proc.stderr
-        assert proc.stdout.strip() == "stopped kafka-1"
+        assert proc.stdout.splitlines()[0] == "stopped kafka-1"
         assert ours.wait(timeout=10) is not None
         assert stranger.poll() is None
         assert lookalike.poll() is None
