@@ -11,7 +11,7 @@ from evstream.consumers.groups import (
 )
 from evstream.consumers.handlers import Handler, Handlers, HandlerSpec, MessageContext
 from evstream.consumers.reply import Requester, reply_with
-from evstream.consumers.routing import RetryTopics
+from evstream.consumers.routing import RetryTopics, add_failure_topics, failure_topic_specs
 from evstream.consumers.runner import ConsumerRunner, RunStats
 from evstream.consumers.settings import ConsumerSettings
 
@@ -31,7 +31,9 @@ __all__ = [
     "RetryTopics",
     "RunStats",
     "SQLiteDedupeStore",
+    "add_failure_topics",
     "describe_group",
+    "failure_topic_specs",
     "list_groups",
     "reply_with",
 ]

@@ -15,6 +15,7 @@ from confluent_kafka import Message
 __all__ = [
     "DLQ_PREFIX",
     "RETRY_PREFIX",
+    "Headers",
     "Origin",
     "dead_letter_headers",
     "due_ms",
@@ -25,6 +26,7 @@ __all__ = [
 DLQ_PREFIX = "evstream.dlq."
 RETRY_PREFIX = "evstream.retry."
 Headers = list[tuple[str, str | bytes | None]]
+"""Record headers as written: ``(name, value)`` pairs."""
 
 
 def header_pairs(msg: Message) -> list[tuple[str, bytes]]:

@@ -5,20 +5,42 @@ see this group's retries): ``<source>.<group>.retry.<delay>``, for example
 ``orders.billing.retry.10s``. The runner subscribes to them next to the source topics and holds
 each record back (pausing that partition) until its due time. Writes are acknowledged before
 the source offset is stored, so a failed record is never dropped on the way.
+
+The runner does not create these topics: they are declared with the others (topics as code,
+:func:`evstream.consumers.add_failure_topics` or ``evstream topics add-retry-topics`` writes the
+declarations) and :meth:`RetryTopics.check` refuses to start without them.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import yaml
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
-from evstream.consumers.failures import Origin, dead_letter_headers, retry_headers
-from evstream.errors import PublishError, TopicsAdminError
+from evstream.consumers.failures import Headers, Origin, dead_letter_headers, retry_headers
+from evstream.consumers.settings import ConsumerSettings
+from evstream.errors import MissingTopicsError, PublishError, TopicsAdminError, TopicsFileError
+from evstream.topics.spec import TopicsFile, TopicSpec, load_topics_file
 
-__all__ = ["FailureRouter", "RetryTopics", "delay_label"]
+__all__ = [
+    "FailureRouter",
+    "FailureWriter",
+    "KafkaFailureWriter",
+    "RetryTopics",
+    "add_failure_topics",
+    "delay_label",
+    "failure_topic_specs",
+]
+
+FailureWriter = Callable[[Message, str, Headers], None]
+"""Writes a failed record's key and value with ``headers`` to a topic, acknowledged, or raises."""
 
 
 def delay_label(delay_s: float) -> str:
@@ -54,62 +76,43 @@ class RetryTopics:
         tiers = {self.topic(s, t): t for s in self.sources for t in range(1, len(self.delays_s) + 1)}
         object.__setattr__(self, "_tiers", tiers)
 
-    def ensure(self, admin: AdminClient, dead_letter_suffix: str, timeout: float = 30.0) -> list[str]:
-        """Create missing retry and dead-letter topics (as many partitions as their source), so the
-        first failure does not find its topic missing; returns the names created."""
+    def failure_topics(self, dead_letter_suffix: str) -> list[str]:
+        """Every retry topic of the group, then every dead-letter topic, source by source."""
+        return [
+            *self.all(),
+            *(f"{source}{dead_letter_suffix}" for source in self.sources),
+        ]
+
+    def check(self, admin: AdminClient, dead_letter_suffix: str, timeout: float = 30.0) -> None:
+        """Make sure the source, retry and dead-letter topics exist, before anything is consumed.
+
+        A missing source topic is :class:`TopicsAdminError`; missing retry or dead-letter topics
+        are one :class:`MissingTopicsError` listing them all (the runner creates nothing).
+        """
         metadata = admin.list_topics(timeout=timeout)
-        missing: list[NewTopic] = []
         for source in self.sources:
             found = metadata.topics.get(source)
             if found is None or found.error is not None:
                 raise TopicsAdminError(
                     f"topic {source!r} does not exist; create it first (evstream topics apply)"
                 )
-            names = [self.topic(source, t) for t in range(1, len(self.delays_s) + 1)]
-            names.append(f"{source}{dead_letter_suffix}")
-            missing += [
-                NewTopic(n, num_partitions=len(found.partitions)) for n in names if n not in metadata.topics
-            ]
-        created = []
-        for name, future in (
-            admin.create_topics(missing, request_timeout=timeout) if missing else {}
-        ).items():
-            try:
-                future.result(timeout)
-                created.append(name)
-            except KafkaException as exc:
-                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise TopicsAdminError(f"cannot create {name}: {exc}") from exc
-        return created
+        missing = [
+            name
+            for name in self.failure_topics(dead_letter_suffix)
+            if name not in metadata.topics or metadata.topics[name].error is not None
+        ]
+        if missing:
+            raise MissingTopicsError(self.group_id, self.sources, missing)
 
 
-class FailureRouter:
-    """Writes failed records to the next retry tier or the dead-letter topic, acknowledged."""
+class KafkaFailureWriter:
+    """The runner's :data:`FailureWriter`: produce with the same key, wait for the acknowledgement."""
 
-    def __init__(self, producer: Producer, retry: RetryTopics, dead_letter_suffix: str) -> None:
+    def __init__(self, producer: Producer, timeout: float = 30.0) -> None:
         self._producer = producer
-        self.retry = retry
-        self._suffix = dead_letter_suffix
+        self._timeout = timeout
 
-    def dead_letter_topic(self, origin: Origin) -> str:
-        return f"{origin.topic}{self._suffix}"
-
-    def next_tier(self, origin: Origin) -> int | None:
-        """The tier a record failing at ``origin.tier`` goes to, or None when it is the DLQ's turn."""
-        return origin.tier + 1 if origin.tier < len(self.retry.delays_s) else None
-
-    def to_retry(self, msg: Message, origin: Origin, error: BaseException, tier: int) -> str:
-        target = self.retry.topic(origin.topic, tier)
-        due = int((time.time() + self.retry.delays_s[tier - 1]) * 1000)
-        self._send(msg, target, retry_headers(msg, origin, error, tier=tier, due_ms=due))
-        return target
-
-    def to_dead_letter(self, msg: Message, origin: Origin, reason: str, error: BaseException | None) -> str:
-        target = self.dead_letter_topic(origin)
-        self._send(msg, target, dead_letter_headers(msg, origin, reason=reason, error=error))
-        return target
-
-    def _send(self, msg: Message, target: str, headers: list[tuple[str, str | bytes | None]]) -> None:
+    def __call__(self, msg: Message, target: str, headers: Headers) -> None:
         # Same key, so the retry record of a key lands in one retry partition, in failure order.
         outcome: list[KafkaError | None] = []
         try:
@@ -122,8 +125,99 @@ class FailureRouter:
             )
         except KafkaException as exc:
             raise PublishError(f"cannot write {msg.topic()}@{msg.offset()} to {target}: {exc}") from exc
-        self._producer.flush(30)
+        self._producer.flush(self._timeout)
         if not outcome or outcome[0] is not None:
             # The caller must not store the offset of a record that is neither handled nor safely moved.
-            detail = outcome[0].str() if outcome and outcome[0] is not None else "no acknowledgement in 30s"
+            detail = (
+                outcome[0].str()
+                if outcome and outcome[0] is not None
+                else f"no acknowledgement in {self._timeout:.0f}s"
+            )
             raise PublishError(f"writing {msg.topic()}@{msg.offset()} to {target} failed: {detail}")
+
+
+class FailureRouter:
+    """Writes failed records to the next retry tier or the dead-letter topic, through ``write``
+    (:class:`KafkaFailureWriter` in the runner, an in-memory recorder in :mod:`evstream.testing`)."""
+
+    def __init__(self, write: FailureWriter, retry: RetryTopics, dead_letter_suffix: str) -> None:
+        self._write = write
+        self.retry = retry
+        self._suffix = dead_letter_suffix
+
+    def dead_letter_topic(self, origin: Origin) -> str:
+        """``<source topic><suffix>``, also for a record read back from a retry topic."""
+        return f"{origin.topic}{self._suffix}"
+
+    def next_tier(self, origin: Origin) -> int | None:
+        """The tier a record failing at ``origin.tier`` goes to, or None when it is the DLQ's turn."""
+        return origin.tier + 1 if origin.tier < len(self.retry.delays_s) else None
+
+    def to_retry(self, msg: Message, origin: Origin, error: BaseException, tier: int) -> str:
+        """Write ``msg`` to its retry topic of ``tier``, due after that tier's delay; the topic."""
+        target = self.retry.topic(origin.topic, tier)
+        due = int((time.time() + self.retry.delays_s[tier - 1]) * 1000)
+        self._write(msg, target, retry_headers(msg, origin, error, tier=tier, due_ms=due))
+        return target
+
+    def to_dead_letter(self, msg: Message, origin: Origin, reason: str, error: BaseException | None) -> str:
+        """Write ``msg`` to the dead-letter topic of its source, with the why; the topic."""
+        target = self.dead_letter_topic(origin)
+        self._write(msg, target, dead_letter_headers(msg, origin, reason=reason, error=error))
+        return target
+
+
+def failure_topic_specs(
+    group_id: str, sources: dict[str, int], settings: ConsumerSettings | None = None
+) -> list[TopicSpec]:
+    """Declarations of the retry topics of ``group_id`` and the dead-letter topics of ``sources``
+    (source name -> partitions; each gets as many partitions as its source), for ``settings``'
+    ``retry_topic_delays_s`` and ``dead_letter_suffix``."""
+    settings = settings or ConsumerSettings()
+    retry = RetryTopics(group_id, tuple(sources), settings.retry_topic_delays_s)
+    specs = []
+    for source, partitions in sources.items():
+        names = [retry.topic(source, t) for t in range(1, len(retry.delays_s) + 1)]
+        names.append(f"{source}{settings.dead_letter_suffix}")
+        specs += [TopicSpec(name=name, partitions=partitions) for name in names]
+    return specs
+
+
+def add_failure_topics(
+    path: Path, group_id: str, topics: Sequence[str], settings: ConsumerSettings | None = None
+) -> list[TopicSpec]:
+    """Append the declarations of ``group_id``'s retry and dead-letter topics over ``topics`` to the
+    topics file at ``path`` (comments and layout kept); returns those added (none when all are
+    declared already). The source topics must be declared in the file: their partition counts
+    are copied. Apply the file afterwards (``evstream topics apply``).
+    """
+    declared = load_topics_file(path)
+    by_name = {t.name: t for t in declared.topics}
+    undeclared = [t for t in topics if t not in by_name]
+    if undeclared:
+        raise TopicsFileError(
+            f"{path}: source topic(s) not declared: {', '.join(undeclared)}; declare them first"
+        )
+    wanted = failure_topic_specs(group_id, {t: by_name[t].partitions for t in topics}, settings)
+    added = [spec for spec in wanted if spec.name not in by_name]
+    if not added:
+        return []
+    text = path.read_text()
+    item = re.search(r"^( *)- ", text, re.MULTILINE)
+    indent = item.group(1) if item else "  "
+    block = [f"{indent}# retry and dead-letter topics of consumer group {group_id}"]
+    for spec in added:
+        block += [f"{indent}- name: {spec.name}", f"{indent}  partitions: {spec.partitions}"]
+    appended = text + ("" if text.endswith("\n") or not text else "\n") + "\n".join(block) + "\n"
+    try:
+        check = TopicsFile.model_validate(yaml.safe_load(appended))
+        ok = {spec.name for spec in added} <= {t.name for t in check.topics}
+    except (yaml.YAMLError, ValueError):
+        ok = False
+    if not ok:  # a layout the text append cannot extend (e.g. a flow-style list): rewrite it all
+        merged = TopicsFile(topics=(*declared.topics, *added))
+        appended = yaml.safe_dump(merged.model_dump(exclude_defaults=True), sort_keys=False)
+    scratch = path.with_name(f".{path.name}.tmp")
+    scratch.write_text(appended)
+    os.replace(scratch, path)
+    return added

@@ -6,6 +6,10 @@ committed every ``commit_interval_s``, on partition revocation and on shutdown. 
 therefore replays at most the records since the last commit; a :class:`DedupeStore` makes
 those replays no-ops. A record that must wait (a retry-topic record not yet due, or an ordered
 handler's block-and-retry) pauses only its own partition: the others keep flowing.
+
+The runner creates no topics: the source, retry and dead-letter topics are declared as code, and
+:meth:`ConsumerRunner.run` checks they exist before it joins the group
+(:class:`evstream.errors.MissingTopicsError` names the missing ones and the command that declares them).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from evstream.consumers.dedupe import DedupeStore
 from evstream.consumers.dispatch import Dispatcher, RunStats
 from evstream.consumers.handlers import Handlers
 from evstream.consumers.metrics import LAG
-from evstream.consumers.routing import FailureRouter, RetryTopics
+from evstream.consumers.routing import FailureRouter, KafkaFailureWriter, RetryTopics
 from evstream.consumers.settings import ConsumerSettings
 from evstream.errors import EvstreamError
 from evstream.schemas import AvroCodec, RegistrySchemaStore, SchemaStore
@@ -89,12 +93,14 @@ class ConsumerRunner:
         """Consume until :meth:`stop` (or SIGTERM/SIGINT when ``install_signal_handlers``).
 
         ``until_idle_s`` also returns after that long without a record (handy for batch jobs
-        and tests). Offsets are committed before returning.
+        and tests). Offsets are committed before returning. Raises
+        :class:`~evstream.errors.MissingTopicsError` before consuming anything when a retry or
+        dead-letter topic of the group does not exist.
         """
         if not self.topics:
             raise EvstreamError("no topics: register handlers or pass topics=")
         conf = librdkafka_config(self._kafka or KafkaSettings())
-        self.retry.ensure(AdminClient(conf), self.settings.dead_letter_suffix)
+        self.retry.check(AdminClient(conf), self.settings.dead_letter_suffix)
         registry_client = None
         store = self._store
         if store is None:
@@ -115,7 +121,7 @@ class ConsumerRunner:
             self.handlers,
             self.settings,
             AvroCodec(store),
-            FailureRouter(producer, self.retry, self.settings.dead_letter_suffix),
+            FailureRouter(KafkaFailureWriter(producer), self.retry, self.settings.dead_letter_suffix),
             self.dedupe,
             self.stats,
             loop,

@@ -20,7 +20,8 @@ matching built-in (``ValueError``, ``LookupError``...) so generic code keeps wor
     │   ├── TopicsFileError (ValueError)      the declaration file is malformed
     │   ├── PartitionDecreaseError            Kafka cannot remove partitions
     │   ├── ReplicationChangeError            RF changes are not done by `topics apply`
-    │   └── TopicsAdminError                  the cluster refused an operation
+    │   ├── TopicsAdminError                  the cluster refused an operation
+    │   └── MissingTopicsError (ValueError)   a consumer group's retry/dead-letter topics are not declared
     ├── SchemaError                           the schema catalog and its history
     │   ├── UnknownEventTypeError (LookupError, ValueError)  no model for that type name
     │   ├── EventValidationError (ValueError) an event fails its model (names the field)
@@ -78,6 +79,7 @@ __all__ = [
     "GatewayRequestError",
     "GroupActiveError",
     "IncompatibleSchemaError",
+    "MissingTopicsError",
     "PartitionDecreaseError",
     "PortInUseError",
     "PublishError",
@@ -177,6 +179,24 @@ class ReplicationChangeError(TopicsError):
 
 class TopicsAdminError(TopicsError):
     """The cluster refused a create, alter or describe call."""
+
+
+class MissingTopicsError(TopicsError, ValueError):
+    """A consumer group's retry or dead-letter topics do not exist; the runner does not create them.
+
+    ``topics`` lists the missing names; the message says how to declare them.
+    """
+
+    def __init__(self, group_id: str, sources: tuple[str, ...] | list[str], topics: list[str]) -> None:
+        self.group_id = group_id
+        self.sources = tuple(sources)
+        self.topics = topics
+        flags = " ".join(f"--topic {s}" for s in self.sources)
+        super().__init__(
+            f"group {group_id!r} needs topic(s) that do not exist: {', '.join(topics)}; declare them"
+            f" (evstream topics add-retry-topics -f topics.yaml --group {group_id} {flags})"
+            " and run evstream topics apply -f topics.yaml"
+        )
 
 
 class SerdeError(EvstreamError):

@@ -9,8 +9,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from confluent_kafka.admin import AdminClient
+
 from evstream import KafkaSettings, RegistrySettings
-from evstream.consumers import ConsumerRunner, ConsumerSettings, Handlers
+from evstream.consumers import ConsumerRunner, ConsumerSettings, Handlers, failure_topic_specs
 from evstream.producers import Delivery, EventProducer
 from evstream.schemas.domain import (
     CustomerRegistered,
@@ -21,6 +23,7 @@ from evstream.schemas.domain import (
     PaymentCaptured,
 )
 from evstream.schemas.events import Event
+from evstream.topics import apply_changes, describe_topics, plan_changes
 from tests.conftest import Endpoints
 
 ALL = (OrderPlaced, PaymentCaptured, OrderShipped, OrderCancelled, CustomerRegistered, CustomerUpdated)
@@ -37,16 +40,33 @@ def publish(endpoints: Endpoints, topic: str, events: list[Event]) -> list[uuid.
     return [d.event_id for d in publish_deliveries(endpoints, topic, events)]
 
 
+def declare_failure_topics(
+    endpoints: Endpoints, group: str, topic: str, settings: ConsumerSettings | None = None
+) -> list[str]:
+    """Create the group's retry and dead-letter topics that do not exist yet, as a deployment
+    applying its topics file would (the runner creates none); the names created."""
+    admin = AdminClient({"bootstrap.servers": endpoints.bootstrap_servers})
+    partitions = describe_topics(admin, [topic])[topic].partitions
+    specs = failure_topic_specs(group, {topic: partitions}, settings)
+    existing = describe_topics(admin, [s.name for s in specs])
+    missing = [s for s in specs if s.name not in existing]
+    apply_changes(admin, plan_changes(missing, {}))
+    return [s.name for s in missing]
+
+
 def runner(
     endpoints: Endpoints, group: str, handlers: Handlers, topic: str, **options: Any
 ) -> ConsumerRunner:
+    """A runner on ``topic`` with fast in-place retries; its failure topics are declared first."""
+    settings = ConsumerSettings(**{**FAST_RETRY, **options.pop("settings", {})})
+    declare_failure_topics(endpoints, group, topic, settings)
     return ConsumerRunner(
         group,
         handlers,
         topics=[topic],
         kafka=KafkaSettings(bootstrap_servers=endpoints.bootstrap_servers),
         registry=RegistrySettings(url=endpoints.registry_url),
-        settings=ConsumerSettings(**{**FAST_RETRY, **options.pop("settings", {})}),
+        settings=settings,
         **options,
     )
 

@@ -105,6 +105,34 @@ def apply(
         console.print(f"applied {done} change(s); {len(changes) - done} topic(s) already as declared")
 
 
+@app.command("add-retry-topics")
+def add_retry_topics(
+    group: Annotated[str, typer.Option("--group", "-g", help="The consumer group the topics are for.")],
+    topic: Annotated[list[str], typer.Option("--topic", "-t", help="A source topic the group consumes.")],
+    file: TopicsPath = DEFAULT_FILE,
+    delay: Annotated[
+        list[float] | None,
+        typer.Option(help="Retry tier delays in seconds (default: EVSTREAM_CONSUMER_RETRY_TOPIC_DELAYS_S)."),
+    ] = None,
+) -> None:
+    """Declare a group's retry and dead-letter topics in the file (then run `apply`)."""
+    from evstream.consumers.routing import add_failure_topics  # noqa: PLC0415 - consumers load on use
+    from evstream.consumers.settings import ConsumerSettings  # noqa: PLC0415
+    from evstream.endpoints import load_settings  # noqa: PLC0415
+
+    settings = load_settings(ConsumerSettings, prefix="EVSTREAM_CONSUMER_")
+    if delay:
+        settings = load_settings(
+            lambda: ConsumerSettings.model_validate(
+                {**settings.model_dump(), "retry_topic_delays_s": tuple(delay)}
+            ),
+            prefix="EVSTREAM_CONSUMER_",
+        )
+    added = add_failure_topics(file, group, topic, settings)
+    names = ", ".join(spec.name for spec in added)
+    console.print(f"declared {len(added)} topic(s) in {file}{': ' + names if names else ''}")
+
+
 @app.command("list")
 def list_(
     bootstrap_servers: Bootstrap = None,

@@ -18,7 +18,15 @@ from evstream.producers import EventProducer
 from evstream.schemas import Envelope
 from evstream.schemas.events import Event
 from tests.conftest import Endpoints, TopicFactory
-from tests.consumer_helpers import ALL, consume_cmd, publish, run_until_idle, runner, worker_env
+from tests.consumer_helpers import (
+    ALL,
+    consume_cmd,
+    declare_failure_topics,
+    publish,
+    run_until_idle,
+    runner,
+    worker_env,
+)
 from tests.factories import mixed_events
 from tests.helpers import one_line_error, run_cli, wait_until
 from tests.kafka_helpers import committed_offsets, end_offsets, read_records
@@ -99,7 +107,7 @@ def test_transient_failures_retry_poison_goes_to_dlq(endpoints: Endpoints, new_t
 
 def test_undecodable_records_go_straight_to_the_dlq(endpoints: Endpoints, new_topic: TopicFactory) -> None:
     topic = new_topic(partitions=1)
-    dlq = f"{topic}.dlq"  # not created here: the runner creates it at start
+    dlq = f"{topic}.dlq"  # not created here: declared by the runner helper, as a topics file would
     good = publish(endpoints, topic, mixed_events(10))
     envelope = Envelope(event_type="OrderPlaced").to_headers()
     raw = Producer({"bootstrap.servers": endpoints.bootstrap_servers})
@@ -176,6 +184,7 @@ def test_sigterm_finishes_commits_and_restart_reprocesses_nothing(
     group = f"g-{uuid.uuid4().hex[:8]}"
     # A long commit interval, so only the shutdown commit can save the offsets.
     env = worker_env(endpoints, handled_file, EVSTREAM_CONSUMER_COMMIT_INTERVAL_S="60")
+    declare_failure_topics(endpoints, group, topic)
     cmd = consume_cmd(group, topic)
     worker = subprocess.Popen(
         cmd, env=env, cwd=repo_root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -257,6 +266,7 @@ def test_kill_9_three_times_loses_nothing_and_dedupe_absorbs_replays(
         # A killed member holds its partitions until its session expires: keep that short.
         EVSTREAM_CONSUMER_SESSION_TIMEOUT_MS="6000",
     )
+    declare_failure_topics(endpoints, group, topic)
     cmd = consume_cmd(group, topic, "--dedupe", str(tmp_path / "dedupe.db"))
 
     def lines() -> list[str]:

@@ -6,18 +6,21 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
+from pathlib import Path
 
+import pytest
+from confluent_kafka.admin import AdminClient
 from prometheus_client import REGISTRY
 
-from evstream import DeadLetter
-from evstream.consumers import Handlers, MessageContext
+from evstream import DeadLetter, KafkaSettings, MissingTopicsError, RegistrySettings
+from evstream.consumers import ConsumerRunner, ConsumerSettings, Handlers, MessageContext
 from evstream.consumers.failures import header_pairs
 from evstream.schemas import Envelope
 from evstream.schemas.events import Event
 from tests.conftest import Endpoints, TopicFactory
 from tests.consumer_helpers import ALL, publish, publish_deliveries, runner
 from tests.factories import mixed_events
-from tests.helpers import wait_until
+from tests.helpers import one_line_error, run_cli, wait_until
 from tests.kafka_helpers import committed_offsets, end_offsets, read_records
 
 
@@ -184,3 +187,65 @@ def test_slow_handlers_cut_batches_short_instead_of_being_dropped_from_the_group
     assert committed_offsets(endpoints.bootstrap_servers, group, topic, 1) == end_offsets(
         endpoints.bootstrap_servers, topic
     )
+
+
+def test_missing_retry_and_dead_letter_topics_are_refused_until_declared(
+    endpoints: Endpoints, new_topic: TopicFactory, admin: AdminClient, tmp_path: Path, repo_root: Path
+) -> None:
+    topic = new_topic(partitions=2)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    handlers = Handlers()
+
+    @handlers.on(*ALL)
+    def handle(event: Event) -> None:
+        return None
+
+    def bare_runner() -> ConsumerRunner:  # no helper: nothing is declared for it
+        return ConsumerRunner(
+            group,
+            handlers,
+            topics=[topic],
+            kafka=KafkaSettings(bootstrap_servers=endpoints.bootstrap_servers),
+            registry=RegistrySettings(url=endpoints.registry_url),
+            settings=ConsumerSettings(retry_topic_delays_s=(1.0, 60.0)),
+        )
+
+    refused = bare_runner()
+    with pytest.raises(MissingTopicsError) as caught:
+        refused.run(until_idle_s=1)
+    wanted = [f"{topic}.{group}.retry.1s", f"{topic}.{group}.retry.1m", f"{topic}.dlq"]
+    assert caught.value.topics == wanted
+    assert "evstream topics add-retry-topics" in str(caught.value)
+    assert refused.stats.consumed == 0
+    assert not set(wanted) & set(admin.list_topics(timeout=10).topics)  # nothing created behind our back
+
+    env = {
+        "EVSTREAM_BOOTSTRAP_SERVERS": endpoints.bootstrap_servers,
+        "EVSTREAM_REGISTRY_URL": endpoints.registry_url,
+        "EVSTREAM_CONSUMER_RETRY_TOPIC_DELAYS_S": "[1, 60]",
+    }
+    consume = run_cli(
+        "consume",
+        group,
+        "tests.integration.sample_handlers:handlers",
+        "--topic",
+        topic,
+        env=env,
+        cwd=repo_root,
+    )
+    assert consume.returncode == 2
+    assert one_line_error(consume).startswith(f"error: group {group!r} needs topic(s) that do not exist: ")
+
+    # The fix the message names: declare them in the topics file, apply it.
+    topics_file = tmp_path / "topics.yaml"
+    topics_file.write_text(f"topics:\n  - name: {topic}  # the source\n    partitions: 2\n")
+    added = run_cli("topics", "add-retry-topics", "-f", str(topics_file), "-g", group, "-t", topic, env=env)
+    assert added.returncode == 0, added.stderr
+    assert "# the source" in topics_file.read_text()  # the file is appended to, not rewritten
+    applied = run_cli("topics", "apply", "-f", str(topics_file), env=env)
+    assert applied.returncode == 0, applied.stderr
+    try:
+        assert bare_runner().run(until_idle_s=1).consumed == 0
+    finally:
+        for future in admin.delete_topics(wanted, request_timeout=30).values():
+            future.result(timeout=30)

@@ -26,7 +26,15 @@ from evstream.producers import EventProducer
 from evstream.schemas import Envelope
 from evstream.schemas.events import Event
 from tests.conftest import Endpoints, TopicFactory
-from tests.consumer_helpers import ALL, consume_cmd, publish, run_until_idle, runner, worker_env
+from tests.consumer_helpers import (
+    ALL,
+    consume_cmd,
+    declare_failure_topics,
+    publish,
+    run_until_idle,
+    runner,
+    worker_env,
+)
 from tests.factories import mixed_events
 from tests.helpers import wait_until
 from tests.kafka_helpers import committed_offsets, end_offsets, read_records
@@ -193,7 +201,9 @@ def test_static_member_restarted_after_kill_9_resumes_without_waiting_for_its_se
         EVSTREAM_CONSUMER_SESSION_TIMEOUT_MS="60000",  # a dynamic member would block a restart for 60 s
         EVSTREAM_CONSUMER_GROUP_INSTANCE_ID="worker-1",
     )
-    cmd = consume_cmd(f"g-{uuid.uuid4().hex[:8]}", topic, "--dedupe", str(tmp_path / "dedupe.db"))
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    declare_failure_topics(endpoints, group, topic)
+    cmd = consume_cmd(group, topic, "--dedupe", str(tmp_path / "dedupe.db"))
 
     def lines() -> list[str]:
         return handled_file.read_text().splitlines() if handled_file.exists() else []
