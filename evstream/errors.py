@@ -8,7 +8,8 @@ matching built-in (``ValueError``, ``LookupError``...) so generic code keeps wor
 
     EvstreamError
     ├── ConfigError (ValueError)              settings or passthrough keys are wrong
-    │   └── UnknownConfigKeyError             a librdkafka key that does not exist
+    │   ├── UnknownConfigKeyError             a librdkafka key that does not exist
+    │   └── MissingExtraError                 a feature's optional dependencies are not installed
     ├── StackError                            the local Kafka/registry stack
     │   ├── ToolNotFoundError                 java or mvn missing, or too old
     │   ├── DependencyResolutionError         Maven could not resolve the pinned jars
@@ -79,6 +80,7 @@ __all__ = [
     "GatewayRequestError",
     "GroupActiveError",
     "IncompatibleSchemaError",
+    "MissingExtraError",
     "MissingTopicsError",
     "PartitionDecreaseError",
     "PortInUseError",
@@ -123,6 +125,18 @@ class UnknownConfigKeyError(ConfigError):
         self.key = key
         msg = f"unknown Kafka client property {key!r}"
         super().__init__(f"{msg}: {detail}" if detail else msg)
+
+
+class MissingExtraError(ConfigError):
+    """A feature needs an extra that is not installed; the message says what to ``pip install``.
+
+    ``extra`` is the extra's name (``gateway``, ``streams``, ``rocksdb``, ``otel``); ``module``
+    the import that failed.
+    """
+
+    def __init__(self, feature: str, extra: str, module: str) -> None:
+        self.feature, self.extra, self.module = feature, extra, module
+        super().__init__(f"{feature} needs the {extra!r} extra: pip install 'evstream[{extra}]'")
 
 
 class StackError(EvstreamError):
