@@ -4,23 +4,39 @@
   ``EVSTREAM_SECURITY_PROTOCOL``, ``EVSTREAM_SASL_*``, ``EVSTREAM_SSL_*``,
   ``EVSTREAM_KAFKA_EXTRA`` as a JSON object of librdkafka passthrough properties).
 * :class:`RegistrySettings` — the schema registry (``EVSTREAM_REGISTRY_URL``, ...).
+* :class:`ProjectSettings` — the user's project: its event catalog (``EVSTREAM_CATALOG``), its
+  committed schema history (``EVSTREAM_SCHEMA_DIR``) and where its modules live
+  (``EVSTREAM_APP_DIR``); also read from ``[tool.evstream]`` in the nearest ``pyproject.toml``.
+  :func:`project_catalog` loads the catalog it names.
 
 :func:`librdkafka_config` is the one place that turns them into librdkafka keys.
 """
 
 from __future__ import annotations
 
+import tomllib
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import confluent_kafka
 from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from evstream.errors import ConfigError, UnknownConfigKeyError
 
-__all__ = ["KafkaSettings", "RegistrySettings", "librdkafka_config"]
+if TYPE_CHECKING:
+    from evstream.schemas.catalog import Catalog
+
+__all__ = [
+    "NO_CATALOG",
+    "KafkaSettings",
+    "ProjectSettings",
+    "RegistrySettings",
+    "find_pyproject",
+    "librdkafka_config",
+    "project_catalog",
+]
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
@@ -160,6 +176,8 @@ def _check_property(key: str, value: PassthroughValue) -> None:
 
 @lru_cache(maxsize=256)
 def _property_error(key: str, value: str) -> str | None:
+    import confluent_kafka  # noqa: PLC0415 - importing the settings must not load the client library
+
     try:
         # No bootstrap.servers: librdkafka builds its config and starts no connection.
         confluent_kafka.Producer({key: value, "log_level": 0})
@@ -171,3 +189,101 @@ def _property_error(key: str, value: str) -> str | None:
 def _property_unknown(key: str) -> bool:
     err = _property_error(key, "")
     return err is not None and "No such configuration property" in err
+
+
+# ---------------------------------------------------------------------------- the user's project
+
+
+def find_pyproject(start: Path | None = None) -> Path | None:
+    """The nearest ``pyproject.toml`` from ``start`` (default: the working directory) upwards."""
+    folder = (start or Path.cwd()).resolve()
+    for candidate in (folder, *folder.parents):
+        path = candidate / "pyproject.toml"
+        if path.is_file():
+            return path
+    return None
+
+
+class _PyprojectSource(PydanticBaseSettingsSource):
+    """``[tool.evstream]`` of the nearest pyproject.toml; relative paths are relative to its folder.
+
+    Also supplies the project-relative default of ``schema_dir`` (``<project root>/schemas/avro``).
+    """
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # everything is read at once in __call__
+
+    def __call__(self) -> dict[str, Any]:
+        path = find_pyproject()
+        root = path.parent if path is not None else Path.cwd()
+        table: dict[str, Any] = {}
+        if path is not None:
+            try:
+                document = tomllib.loads(path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+                raise ConfigError(f"{path}: cannot read [tool.evstream] ({exc})") from exc
+            found = document.get("tool", {}).get("evstream", {})
+            if not isinstance(found, dict):
+                raise ConfigError(f"{path}: [tool.evstream] must be a table")
+            unknown = sorted(set(found) - set(self.settings_cls.model_fields))
+            if unknown:
+                raise ConfigError(f"{path}: unknown [tool.evstream] key(s) {', '.join(unknown)}")
+            table = dict(found)
+        for key in ("schema_dir", "app_dir"):
+            if isinstance(table.get(key), str):
+                table[key] = root / table[key]
+        table.setdefault("schema_dir", root / "schemas" / "avro")
+        return table
+
+
+class ProjectSettings(BaseSettings):
+    """The user's project. Each field reads ``EVSTREAM_<FIELD>``, else ``[tool.evstream]`` in the
+    nearest pyproject.toml from the working directory upwards (the environment wins over the file;
+    relative paths in the file are relative to the file's folder, in the environment to the working
+    directory)."""
+
+    model_config = SettingsConfigDict(env_prefix="EVSTREAM_", frozen=True, extra="ignore")
+
+    catalog: str | None = Field(
+        default=None,
+        description="The event catalog as module:attribute (e.g. myapp.events:CATALOG), used by every "
+        "command and component not given one. Env EVSTREAM_CATALOG or [tool.evstream] catalog; no default.",
+    )
+    schema_dir: Path = Field(
+        default=Path("schemas/avro"),
+        description="Root of the committed Avro history (<subject>/v<N>.avsc). Env EVSTREAM_SCHEMA_DIR or "
+        "[tool.evstream] schema_dir; default schemas/avro in the project root (the pyproject.toml's folder, "
+        "else the working directory).",
+    )
+    app_dir: Path = Field(
+        default=Path(),
+        description="Folder put first on sys.path before importing a module:attribute target "
+        "(handlers, apps). Env EVSTREAM_APP_DIR or [tool.evstream] app_dir; default the working directory.",
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _PyprojectSource(settings_cls)
+
+
+NO_CATALOG = (
+    "no event catalog configured: set EVSTREAM_CATALOG=module:CATALOG or [tool.evstream] catalog "
+    "in pyproject.toml"
+)
+
+
+def project_catalog(spec: str | None = None, settings: ProjectSettings | None = None) -> Catalog:
+    """Load the catalog ``spec`` names, else the project's (:class:`ConfigError` when there is none)."""
+    from evstream.schemas.catalog import load_catalog  # noqa: PLC0415 - the catalog loads its models
+
+    spec = spec or (settings or ProjectSettings()).catalog
+    if not spec:
+        raise ConfigError(NO_CATALOG)
+    return load_catalog(spec)

@@ -15,8 +15,9 @@ from evstream.output import OutputFormat, console, print_json, table
 from evstream.producers.delivery import Delivery
 from evstream.producers.producer import EventProducer
 from evstream.producers.settings import ProducerSettings
-from evstream.schemas.catalog import Catalog, load_catalog
+from evstream.schemas.catalog import Catalog
 from evstream.schemas.events import Event
+from evstream.settings import project_catalog
 
 __all__ = ["publish"]
 
@@ -83,18 +84,36 @@ def publish(
         str | None, typer.Option(help="Envelope correlation id for every event.")
     ] = None,
     catalog: Annotated[
-        str, typer.Option(help="The event catalog, module:attribute.")
-    ] = "evstream.schemas.domain:CATALOG",
-    bootstrap_servers: Annotated[str | None, typer.Option("--bootstrap-servers", "-b")] = None,
-    registry_url: Annotated[str | None, typer.Option("--registry-url")] = None,
-    output: Annotated[OutputFormat, typer.Option("--output", "-o")] = OutputFormat.table,
+        str | None,
+        typer.Option(
+            help="The event catalog, module:attribute (default: EVSTREAM_CATALOG or \\[tool.evstream] catalog)."
+        ),
+    ] = None,
+    bootstrap_servers: Annotated[
+        str | None,
+        typer.Option(
+            "--bootstrap-servers",
+            "-b",
+            help="Kafka to publish to (default: EVSTREAM_BOOTSTRAP_SERVERS, else the running local stack).",
+        ),
+    ] = None,
+    registry_url: Annotated[
+        str | None,
+        typer.Option(
+            "--registry-url",
+            help="The schema registry (default: EVSTREAM_REGISTRY_URL, else the running local stack).",
+        ),
+    ] = None,
+    output: Annotated[
+        OutputFormat, typer.Option("--output", "-o", help="table for people, json for scripts.")
+    ] = OutputFormat.table,
 ) -> None:
     """Validate events against the catalog, then publish them and print where Kafka stored them.
 
     Every event is validated before the first is sent: one invalid event exits 2 with its line and
     field, and nothing is published. Failed deliveries exit 1.
     """
-    event_catalog = load_catalog(catalog)
+    event_catalog = project_catalog(catalog)
     events = _read_events(event_catalog, data, file, event_type)
     settings = load_settings(ProducerSettings, prefix="EVSTREAM_PRODUCER_")
     if source:

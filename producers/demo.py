@@ -34,6 +34,7 @@ from evstream.schemas.domain import (
     OrderShipped,
     PaymentCaptured,
 )
+from evstream.schemas.history import DEMO_ROOT
 from evstream.schemas.story import demo_story
 from evstream.settings import librdkafka_config
 from evstream.topics import apply_changes, describe_topics, load_topics_file, plan_changes
@@ -92,7 +93,7 @@ def run_demo(topics_file: Path, *, orders: int = 3) -> list[tuple[Delivery, Even
     )
     _check_registry(registry_conf.url)
     with SchemaRegistryClient(registry_conf.client_config()) as client:
-        register(CATALOG, SchemaHistory(), client)
+        register(CATALOG, SchemaHistory(DEMO_ROOT), client)  # the demo's own history
         events = demo_story(orders)
         with EventProducer(kafka=kafka, registry=registry_conf, settings=None) as producer:
             futures = [producer.publish(e, source="evstream-demo", correlation_id="demo") for e in events]

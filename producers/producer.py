@@ -32,10 +32,15 @@ from evstream.producers.metrics import PUBLISH_LATENCY, PUBLISHED
 from evstream.producers.settings import ProducerSettings
 from evstream.schemas import AvroCodec, Catalog, Envelope, Event, RegistrySchemaStore, SchemaStore
 from evstream.schemas.causation import current_cause
-from evstream.schemas.domain import CATALOG
 from evstream.schemas.events import check_traceparent, envelope_headers
 from evstream.schemas.ids import new_event_id
-from evstream.settings import KafkaSettings, RegistrySettings, librdkafka_config
+from evstream.settings import (
+    KafkaSettings,
+    ProjectSettings,
+    RegistrySettings,
+    librdkafka_config,
+    project_catalog,
+)
 
 __all__ = ["AsyncEventProducer", "EventProducer"]
 
@@ -59,13 +64,13 @@ class EventProducer:
         registry: RegistrySettings | None = None,
         settings: ProducerSettings | None = None,
         schema_store: SchemaStore | None = None,
-        catalog: Catalog = CATALOG,
+        catalog: Catalog | None = None,
     ) -> None:
         self._kafka = kafka
         self._registry_settings = registry
         self.settings = settings or ProducerSettings()
         self._store = schema_store
-        self.catalog = catalog
+        self._catalog = catalog
         self._producer: Producer | None = None
         self._registry_client: SchemaRegistryClient | None = None
         self._codec: AvroCodec | None = None
@@ -80,10 +85,23 @@ class EventProducer:
 
     # ------------------------------------------------------------------ lifecycle
 
+    @property
+    def catalog(self) -> Catalog:
+        """The catalog :meth:`publish_dict` validates with: the one given, else the project's
+        (``EVSTREAM_CATALOG`` / ``[tool.evstream] catalog``); :class:`ConfigError` if neither."""
+        if self._catalog is None:
+            self._catalog = project_catalog()
+        return self._catalog
+
     def start(self) -> Self:
-        """Create the Kafka producer and registry client; init transactions if configured."""
+        """Create the Kafka producer and registry client; init transactions if configured.
+
+        A configured project catalog is loaded here (publishing model instances needs none).
+        """
         if self._producer is not None:
             return self
+        if self._catalog is None and ProjectSettings().catalog is not None:
+            self._catalog = project_catalog()
         conf = librdkafka_config(self._kafka or KafkaSettings(), **self.settings.librdkafka())
         store = self._store
         client = None
@@ -179,7 +197,8 @@ class EventProducer:
         if encoder is None:
             if self._codec is None:
                 raise EvstreamError("the producer is not started")
-            subject = self.catalog.subject(model, topic)
+            catalog = self._catalog  # a model instance needs no catalog: then the model's strategy
+            subject = catalog.subject(model, topic) if catalog is not None else model.subject(topic)
             # The model validated the event and generated the schema: skip fastavro's field-set check.
             encoder = self._encoders[(topic, model)] = self._codec.encoder(
                 subject, model.avro_schema_dict(), strict=False

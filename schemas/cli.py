@@ -11,9 +11,9 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from evstream.endpoints import registry_settings
 from evstream.errors import SchemaHistoryError
 from evstream.output import OutputFormat, console, print_json, table
-from evstream.schemas.catalog import load_catalog
-from evstream.schemas.history import DEFAULT_ROOT, SchemaHistory, bump, check
+from evstream.schemas.history import SchemaHistory, bump, check
 from evstream.schemas.register import register_catalog
+from evstream.settings import project_catalog
 
 __all__ = ["app"]
 
@@ -24,21 +24,33 @@ app = typer.Typer(
 )
 
 CatalogOpt = Annotated[
-    str, typer.Option("--catalog", help="The event catalog, module:attribute.", show_default=True)
+    str | None,
+    typer.Option(
+        "--catalog",
+        help="The event catalog, module:attribute (default: EVSTREAM_CATALOG or \\[tool.evstream] catalog).",
+        show_default=False,
+    ),
 ]
-HistoryOpt = Annotated[Path, typer.Option("--history", help="Root of the committed Avro history.")]
+HistoryOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--history",
+        help="Root of the committed Avro history (default: EVSTREAM_SCHEMA_DIR or \\[tool.evstream] "
+        "schema_dir, else schemas/avro in the project root).",
+        show_default=False,
+    ),
+]
 Output = Annotated[OutputFormat, typer.Option("--output", "-o", help="table for people, json for scripts.")]
-DEFAULT_CATALOG = "evstream.schemas.domain:CATALOG"
 
 
 @app.command("check")
 def check_(
-    catalog: CatalogOpt = DEFAULT_CATALOG,
-    history: HistoryOpt = DEFAULT_ROOT,
+    catalog: CatalogOpt = None,
+    history: HistoryOpt = None,
     output: Output = OutputFormat.table,
 ) -> None:
     """Fail (exit 2) if a model changed without a new version, or a version breaks its subject's mode."""
-    reports = check(load_catalog(catalog), SchemaHistory(history))
+    reports = check(project_catalog(catalog), SchemaHistory(history))
     if output is OutputFormat.json:
         print_json(
             [
@@ -70,9 +82,9 @@ def check_(
 
 
 @app.command("bump")
-def bump_(catalog: CatalogOpt = DEFAULT_CATALOG, history: HistoryOpt = DEFAULT_ROOT) -> None:
+def bump_(catalog: CatalogOpt = None, history: HistoryOpt = None) -> None:
     """Write the next version file for each changed model; refuses changes that break the mode."""
-    written = bump(load_catalog(catalog), SchemaHistory(history))
+    written = bump(project_catalog(catalog), SchemaHistory(history))
     for path in written:
         console.print(f"wrote {path}")
     if not written:
@@ -81,18 +93,21 @@ def bump_(catalog: CatalogOpt = DEFAULT_CATALOG, history: HistoryOpt = DEFAULT_R
 
 @app.command("register")
 def register(
-    catalog: CatalogOpt = DEFAULT_CATALOG,
-    history: HistoryOpt = DEFAULT_ROOT,
+    catalog: CatalogOpt = None,
+    history: HistoryOpt = None,
     registry_url: Annotated[
         str | None,
-        typer.Option("--registry-url", help="[default: EVSTREAM_REGISTRY_URL, else the local stack]"),
+        typer.Option(
+            "--registry-url",
+            help="The schema registry (default: EVSTREAM_REGISTRY_URL, else the running local stack).",
+        ),
     ] = None,
     output: Output = OutputFormat.table,
 ) -> None:
     """Register every committed version in the registry (asking its compatibility endpoint first)."""
     settings = registry_settings(registry_url)
     with SchemaRegistryClient(settings.client_config()) as client:
-        done = register_catalog(load_catalog(catalog), SchemaHistory(history), client)
+        done = register_catalog(project_catalog(catalog), SchemaHistory(history), client)
     if output is OutputFormat.json:
         print_json([{"subject": r.subject, "mode": r.mode, "ids": list(r.versions)} for r in done])
     else:

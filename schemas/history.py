@@ -12,10 +12,19 @@ from evstream.errors import IncompatibleSchemaError, SchemaHistoryError
 from evstream.schemas.catalog import Catalog
 from evstream.schemas.compat import incompatibilities
 from evstream.schemas.events import Event
+from evstream.settings import ProjectSettings
 
-__all__ = ["DEFAULT_ROOT", "SchemaHistory", "SubjectReport", "bump", "check"]
+__all__ = ["DEMO_ROOT", "SchemaHistory", "SubjectReport", "bump", "check", "default_root"]
 
-DEFAULT_ROOT = Path(__file__).resolve().parent / "avro"
+# The demo domain's history, shipped with the package. A project's own history is elsewhere:
+# ProjectSettings.schema_dir (EVSTREAM_SCHEMA_DIR, [tool.evstream] schema_dir, else schemas/avro
+# in the project root).
+DEMO_ROOT = Path(__file__).resolve().parent / "avro"
+
+
+def default_root() -> Path:
+    """The project's committed history: :attr:`ProjectSettings.schema_dir`."""
+    return ProjectSettings().schema_dir
 _VERSION_FILE = re.compile(r"^v(\d+)\.avsc$")
 
 
@@ -25,10 +34,11 @@ def canonical(schema: dict[str, Any]) -> str:
 
 
 class SchemaHistory:
-    """Reads and writes version files under ``root`` (one folder per subject)."""
+    """Reads and writes version files under ``root`` (one folder per subject; default the
+    project's :func:`default_root`)."""
 
-    def __init__(self, root: Path = DEFAULT_ROOT) -> None:
-        self.root = root
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root if root is not None else default_root()
 
     def versions(self, subject: str) -> list[tuple[int, dict[str, Any]]]:
         """``(version, schema)`` pairs, oldest first; versions must run 1, 2, 3... without gaps."""

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from evstream.errors import ConfigError
+from evstream.settings import NO_CATALOG, ProjectSettings
 
 __all__ = ["GatewaySettings", "TokenSpec"]
 
@@ -21,6 +22,13 @@ def _rate(value: str) -> str:
     except ValueError as exc:
         raise ValueError(f"{value!r} is not a rate like '100/second' or '5000/minute'") from exc
     return value
+
+
+def _project_catalog() -> str:
+    catalog = ProjectSettings().catalog
+    if catalog is None:
+        raise ConfigError(NO_CATALOG)
+    return catalog
 
 
 class TokenSpec(BaseModel):
@@ -77,7 +85,9 @@ class GatewaySettings(BaseSettings):
         description="Event type -> topic overrides (JSON); default the catalog's topics.",
     )
     catalog: str = Field(
-        default="evstream.schemas.domain:CATALOG", description="The event catalog, module:attribute."
+        default_factory=_project_catalog,
+        description="The event catalog, module:attribute. Env EVSTREAM_GATEWAY_CATALOG; default the "
+        "project's (EVSTREAM_CATALOG or [tool.evstream] catalog), else a ConfigError.",
     )
     transactional_id_prefix: str = Field(
         default="evstream-gateway",
