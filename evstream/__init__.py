@@ -1,6 +1,15 @@
-"""evstream core: settings, the exception tree, the local stack and topics as code."""
+"""evstream: schema-checked Kafka events for Python.
 
-from importlib import metadata as _metadata
+The front door: ``from evstream import Event, Catalog, EventProducer, Handlers, ConsumerRunner,
+KafkaSettings, ...``. The exception tree loads with the package; everything else loads on first
+use (PEP 562), so ``import evstream`` (and ``evstream --help``) stays light: no confluent-kafka,
+no pydantic models until a name that needs them is touched.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 from evstream.errors import (
     ConfigError,
@@ -18,6 +27,7 @@ from evstream.errors import (
     GatewayRequestError,
     GroupActiveError,
     IncompatibleSchemaError,
+    MissingExtraError,
     MissingTopicsError,
     PartitionDecreaseError,
     PortInUseError,
@@ -45,33 +55,85 @@ from evstream.errors import (
     UnknownMagicByteError,
     UnknownSchemaIdError,
 )
-from evstream.settings import KafkaSettings, RegistrySettings, librdkafka_config
 
-try:
-    __version__ = _metadata.version("evstream")
-except _metadata.PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0+unknown"
+if TYPE_CHECKING:
+    from evstream.consumers import ConsumerRunner, ConsumerSettings, Handlers, MessageContext, RunStats
+    from evstream.producers import (
+        AsyncEventProducer,
+        Delivery,
+        DeliveryFuture,
+        EventProducer,
+        ProducerSettings,
+    )
+    from evstream.schemas import Catalog, Envelope, Event, SchemaHistory, load_catalog
+    from evstream.settings import (
+        KafkaSettings,
+        ProjectSettings,
+        RegistrySettings,
+        librdkafka_config,
+        project_catalog,
+    )
+
+    __version__: str
+
+# name -> the module it lives in, imported on first access
+_LAZY = {
+    "KafkaSettings": "evstream.settings",
+    "ProjectSettings": "evstream.settings",
+    "RegistrySettings": "evstream.settings",
+    "librdkafka_config": "evstream.settings",
+    "project_catalog": "evstream.settings",
+    "Catalog": "evstream.schemas",
+    "Envelope": "evstream.schemas",
+    "Event": "evstream.schemas",
+    "SchemaHistory": "evstream.schemas",
+    "load_catalog": "evstream.schemas",
+    "AsyncEventProducer": "evstream.producers",
+    "Delivery": "evstream.producers",
+    "DeliveryFuture": "evstream.producers",
+    "EventProducer": "evstream.producers",
+    "ProducerSettings": "evstream.producers",
+    "ConsumerRunner": "evstream.consumers",
+    "ConsumerSettings": "evstream.consumers",
+    "Handlers": "evstream.consumers",
+    "MessageContext": "evstream.consumers",
+    "RunStats": "evstream.consumers",
+}
 
 __all__ = [
+    "AsyncEventProducer",
+    "Catalog",
     "ConfigError",
+    "ConsumerRunner",
+    "ConsumerSettings",
     "CorruptPayloadError",
     "DeadLetter",
     "DecodeError",
+    "Delivery",
     "DeliveryFailedError",
+    "DeliveryFuture",
     "DeliveryIndeterminateError",
     "DependencyResolutionError",
     "EncodeError",
+    "Envelope",
     "EnvelopeError",
+    "Event",
+    "EventProducer",
     "EventValidationError",
     "EvstreamError",
     "EvstreamSignal",
     "GatewayRequestError",
     "GroupActiveError",
+    "Handlers",
     "IncompatibleSchemaError",
     "KafkaSettings",
+    "MessageContext",
+    "MissingExtraError",
     "MissingTopicsError",
     "PartitionDecreaseError",
     "PortInUseError",
+    "ProducerSettings",
+    "ProjectSettings",
     "PublishError",
     "RegistryError",
     "RegistrySettings",
@@ -80,7 +142,9 @@ __all__ = [
     "ReplicationChangeError",
     "RequestError",
     "RequestTimeoutError",
+    "RunStats",
     "SchemaError",
+    "SchemaHistory",
     "SchemaHistoryError",
     "SerdeError",
     "StackError",
@@ -98,4 +162,30 @@ __all__ = [
     "UnknownSchemaIdError",
     "__version__",
     "librdkafka_config",
+    "load_catalog",
+    "project_catalog",
 ]
+
+
+def _version() -> str:
+    from importlib import metadata  # noqa: PLC0415 - looked up only when asked
+
+    try:
+        return metadata.version("evstream")
+    except metadata.PackageNotFoundError:  # running from a source tree that is not installed
+        return "0.0.0+unknown"
+
+
+def __getattr__(name: str) -> object:
+    if name == "__version__":
+        value: object = _version()
+    elif name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    else:
+        raise AttributeError(f"module 'evstream' has no attribute {name!r}")
+    globals()[name] = value  # once loaded, a plain module attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

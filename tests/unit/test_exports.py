@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
+import subprocess
+import sys
 
 import pytest
 
@@ -18,6 +21,7 @@ PACKAGES = [
     "evstream.producers.gateway",
     "evstream.consumers",
     "evstream.streams",
+    "evstream.testing",
 ]
 
 
@@ -54,3 +58,40 @@ def test_bad_input_errors_are_value_errors() -> None:
     assert issubclass(evstream.TopicsFileError, ValueError)
     assert issubclass(evstream.StackTimeoutError, TimeoutError)
     assert not issubclass(evstream.StackError, ValueError)
+
+
+FRONT_DOOR = [
+    "AsyncEventProducer",
+    "Catalog",
+    "ConsumerRunner",
+    "DeadLetter",
+    "Event",
+    "EventProducer",
+    "Handlers",
+    "KafkaSettings",
+    "MessageContext",
+    "MissingExtraError",
+    "ProjectSettings",
+    "RegistrySettings",
+    "project_catalog",
+]
+
+
+def test_front_door_names() -> None:
+    from evstream.consumers import ConsumerRunner, Handlers  # noqa: PLC0415
+    from evstream.producers import EventProducer  # noqa: PLC0415
+    from evstream.schemas import Catalog, Event  # noqa: PLC0415
+
+    assert set(FRONT_DOOR) <= set(evstream.__all__)
+    assert (evstream.Event, evstream.Catalog, evstream.EventProducer) == (Event, Catalog, EventProducer)
+    assert (evstream.Handlers, evstream.ConsumerRunner) == (Handlers, ConsumerRunner)
+    assert issubclass(evstream.MissingExtraError, evstream.ConfigError)
+
+
+def test_import_evstream_is_light() -> None:
+    """The front door loads its names on first use: importing it loads no client library."""
+    heavy = ["confluent_kafka", "pydantic", "fastavro", "faust", "fastapi", "evstream.settings"]
+    script = f"import json, sys, evstream\nprint(json.dumps([m for m in {heavy!r} if m in sys.modules]))"
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == []
