@@ -15,13 +15,28 @@ from evstream.endpoints import kafka_settings, load_settings, registry_settings
 from evstream.imports import import_object
 from evstream.logs import LogFormat, configure_logging
 from evstream.output import console
+from evstream.settings import ProjectSettings
 
-__all__ = ["consume"]
+__all__ = ["AppDir", "consume", "load_handlers"]
 
 
-def load_handlers(spec: str) -> Handlers:
-    """Import ``module:attribute`` (attribute defaults to ``handlers``) and check it is a Handlers."""
-    return import_object(spec, Handlers, default_attr="handlers")
+def load_handlers(spec: str, app_dir: Path | None = None) -> Handlers:
+    """Import ``module:attribute`` (attribute defaults to ``handlers``) and check it is a Handlers.
+
+    ``app_dir`` goes first on ``sys.path`` before the import (``--app-dir``).
+    """
+    return import_object(spec, Handlers, default_attr="handlers", app_dir=app_dir)
+
+
+AppDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--app-dir",
+        help="Folder put first on sys.path before importing the target, as uvicorn's --app-dir "
+        "(default: EVSTREAM_APP_DIR or \\[tool.evstream] app_dir, else the current folder).",
+        show_default=False,
+    ),
+]
 
 
 def consume(
@@ -33,8 +48,21 @@ def consume(
     dedupe: Annotated[
         Path | None, typer.Option(help="SQLite file remembering handled event ids (idempotent handling).")
     ] = None,
-    bootstrap_servers: Annotated[str | None, typer.Option("--bootstrap-servers", "-b")] = None,
-    registry_url: Annotated[str | None, typer.Option("--registry-url")] = None,
+    bootstrap_servers: Annotated[
+        str | None,
+        typer.Option(
+            "--bootstrap-servers",
+            "-b",
+            help="Kafka to talk to (default: EVSTREAM_BOOTSTRAP_SERVERS, else the running local stack).",
+        ),
+    ] = None,
+    registry_url: Annotated[
+        str | None,
+        typer.Option(
+            "--registry-url",
+            help="The schema registry (default: EVSTREAM_REGISTRY_URL, else the running local stack).",
+        ),
+    ] = None,
     until_idle: Annotated[
         float | None, typer.Option(help="Stop after this many seconds without a record.")
     ] = None,
@@ -42,6 +70,7 @@ def consume(
         LogFormat, typer.Option(help="text, or json lines carrying event_id, correlation_id, trace_id.")
     ] = "text",
     log_level: Annotated[str, typer.Option(help="Root log level (DEBUG, INFO, WARNING...).")] = "WARNING",
+    app_dir: AppDir = None,
 ) -> None:
     """Run a consumer group: at-least-once, retries in place, retry topics, dead letters to <topic>.dlq.
 
@@ -53,7 +82,7 @@ def consume(
     configure_logging(log_format, log_level.upper())
     runner = ConsumerRunner(
         group,
-        load_handlers(handlers),
+        load_handlers(handlers, app_dir or ProjectSettings().app_dir),
         topics=topic or None,
         kafka=kafka_settings(bootstrap_servers),
         registry=registry_settings(registry_url),

@@ -22,7 +22,9 @@ app = typer.Typer(
 Bootstrap = Annotated[
     str | None,
     typer.Option(
-        "--bootstrap-servers", "-b", help="[default: EVSTREAM_BOOTSTRAP_SERVERS, else the local stack]"
+        "--bootstrap-servers",
+        "-b",
+        help="Kafka to talk to (default: EVSTREAM_BOOTSTRAP_SERVERS, else the running local stack).",
     ),
 ]
 Output = Annotated[OutputFormat, typer.Option("--output", "-o", help="table for people, json for scripts.")]

@@ -7,11 +7,20 @@ from typing import Annotated, Any
 
 import typer
 
+from evstream.consumers.cli import AppDir
 from evstream.endpoints import kafka_settings, load_settings, registry_settings
-from evstream.imports import import_object
+from evstream.imports import import_object, require_extra
 from evstream.logs import configure_logging
+from evstream.settings import ProjectSettings
 
 __all__ = ["worker"]
+
+
+def _require_store_extra(app: object) -> None:
+    """A faust app keeping its tables in ``rocksdb://`` needs rocksdict (the ``rocksdb`` extra)."""
+    store = getattr(getattr(app, "conf", None), "store", None)  # a yarl URL; URL("rocksdb:") is falsy
+    if store is not None and str(store).startswith("rocksdb:"):
+        require_extra("rocksdb", "rocksdict")
 
 
 def worker(
@@ -23,11 +32,18 @@ def worker(
     ],
     group: Annotated[str | None, typer.Option(help="Consumer group (Handlers targets only).")] = None,
     host: Annotated[
-        str | None, typer.Option(help="Bind address of the ops endpoints [default 127.0.0.1].")
+        str | None,
+        typer.Option(
+            help="Bind address of the ops endpoints (env EVSTREAM_WORKER_HTTP_HOST; default 127.0.0.1)."
+        ),
     ] = None,
     port: Annotated[
-        int | None, typer.Option(help="Port of /healthz, /readyz, /metrics [default 9102].")
+        int | None,
+        typer.Option(
+            help="Port of /healthz, /readyz, /metrics (env EVSTREAM_WORKER_HTTP_PORT; default 9102)."
+        ),
     ] = None,
+    app_dir: AppDir = None,
 ) -> None:
     """Run a worker: a faust stream app, or a consumer group from a Handlers module.
 
@@ -36,17 +52,17 @@ def worker(
     EVSTREAM_STREAMS_*, EVSTREAM_CONSUMER_* and the Kafka/registry variables. SIGTERM stops it
     gracefully.
     """
+    # The target first: its own import errors (or a missing extra) are the first thing to report.
+    app = import_object(target, object, default_attr="app", app_dir=app_dir or ProjectSettings().app_dir)
+    require_extra("streams", "faust", feature="the worker")
     from evstream.streams.worker import WorkerSettings, run_worker  # noqa: PLC0415 - faust loads only for workers
+
+    _require_store_extra(app)
 
     given: dict[str, Any] = {"group": group, "http_host": host, "http_port": port}
     options = {k: v for k, v in given.items() if v is not None}
     settings = load_settings(lambda: WorkerSettings(**options), prefix="EVSTREAM_WORKER_")  # options over env
     configure_logging("text", settings.log_level.upper())
     logging.getLogger("evstream").setLevel(settings.log_level.upper())
-    code = run_worker(
-        import_object(target, object, default_attr="app"),
-        settings,
-        kafka_settings(None),
-        registry_settings(None),
-    )
+    code = run_worker(app, settings, kafka_settings(None), registry_settings(None))
     raise typer.Exit(code)

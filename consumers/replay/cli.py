@@ -31,7 +31,9 @@ app = typer.Typer(
 Bootstrap = Annotated[
     str | None,
     typer.Option(
-        "--bootstrap-servers", "-b", help="[default: EVSTREAM_BOOTSTRAP_SERVERS, else the local stack]"
+        "--bootstrap-servers",
+        "-b",
+        help="Kafka to talk to (default: EVSTREAM_BOOTSTRAP_SERVERS, else the running local stack).",
     ),
 ]
 Output = Annotated[OutputFormat, typer.Option("--output", "-o", help="table for people, json for scripts.")]
@@ -235,7 +237,13 @@ def run(
         str | None, typer.Option(help="Name of this replay; run again with the same name to resume it.")
     ] = None,
     bootstrap_servers: Bootstrap = None,
-    registry_url: Annotated[str | None, typer.Option("--registry-url")] = None,
+    registry_url: Annotated[
+        str | None,
+        typer.Option(
+            "--registry-url",
+            help="The schema registry (default: EVSTREAM_REGISTRY_URL, else the running local stack).",
+        ),
+    ] = None,
     output: Output = OutputFormat.table,
 ) -> None:
     """Process exactly the records in [--from, --until) and stop, even while new records arrive.

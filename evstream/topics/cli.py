@@ -31,7 +31,7 @@ Bootstrap = Annotated[
     typer.Option(
         "--bootstrap-servers",
         "-b",
-        help="Kafka to talk to [default: EVSTREAM_BOOTSTRAP_SERVERS, else the running local stack].",
+        help="Kafka to talk to (default: EVSTREAM_BOOTSTRAP_SERVERS, else the running local stack).",
         show_default=False,
     ),
 ]

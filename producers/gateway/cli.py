@@ -11,6 +11,7 @@ import yaml
 
 from evstream.endpoints import kafka_settings, load_settings, registry_settings
 from evstream.errors import ConfigError
+from evstream.imports import require_extra
 from evstream.output import err_console
 from evstream.producers.gateway.auth import hash_token, new_token
 from evstream.producers.gateway.settings import GatewaySettings
@@ -48,6 +49,7 @@ def serve(
     """
     if ctx.invoked_subcommand is not None:
         return
+    require_extra("gateway", "fastapi", "uvicorn", "uvloop", "httptools")
     import uvicorn  # noqa: PLC0415 - only serving needs the server
 
     overrides: dict[str, Any] = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
