@@ -1,5 +1,11 @@
 """One record at a time: decode, dedupe, call the handler, retry in place, route failures.
 
+A record with a ``ce_type`` header is dispatched on it. A record without one (a foreign
+producer's: Confluent's serializer, no envelope) is dispatched on its writer schema's record
+name, into the model whose record it is, with an envelope derived from its position
+(:meth:`evstream.schemas.Envelope.derived`). A Confluent-framed key is decoded too
+(``ctx.decoded_key``).
+
 :meth:`Dispatcher.process` returns ``None`` when the record is done with (handled, skipped, a
 duplicate, or safely written to a retry or dead-letter topic) so its offset may be stored, or
 the epoch time before which the record must not be tried again: the runner then pauses the
@@ -27,10 +33,25 @@ from evstream.consumers.metrics import CONSUMED, HANDLER_LATENCY, OUTCOMES
 from evstream.consumers.routing import FailureRouter
 from evstream.consumers.settings import ConsumerSettings
 from evstream.consumers.tracing import run_in_span, tracing_enabled
-from evstream.errors import DeadLetter, DecodeError, EnvelopeError, EvstreamError, RegistryError
-from evstream.schemas import AvroCodec, Envelope, Event, RecordCoordinates
+from evstream.errors import (
+    DeadLetter,
+    DecodeError,
+    EnvelopeError,
+    EvstreamError,
+    RegistryError,
+    UnknownEventTypeError,
+)
+from evstream.schemas import (
+    AvroCodec,
+    Catalog,
+    Envelope,
+    Event,
+    EventReader,
+    RecordCoordinates,
+    event_type_header,
+)
 
-__all__ = ["Dispatcher", "RunStats"]
+__all__ = ["Dispatcher", "RunStats", "known_models"]
 
 log = logging.getLogger("evstream.consumer")
 Position = tuple[str, int, int]
@@ -60,6 +81,22 @@ def _log_context(envelope: Envelope) -> dict[str, str]:
     return {"event_id": event_id, "correlation_id": envelope.correlation_id or event_id, "trace_id": trace}
 
 
+def known_models(handlers: Handlers, catalog: Catalog | None = None) -> Catalog:
+    """The models a foreign record's record name is looked up in: the handled ones and ``catalog``'s.
+
+    A record of a catalog model without a handler follows ``unknown_event_policy``; a record
+    whose name matches no model is dead-lettered (reason ``unknown_schema``).
+    """
+    models: dict[str, type[Event]] = {m.event_type(): m for m in catalog or ()}
+    for event_type in handlers.event_types:
+        spec = handlers.lookup(event_type)
+        if spec is not None:
+            models.setdefault(event_type, spec.model)
+    return Catalog(
+        models.values(), subject_strategy=catalog.subject_strategy if catalog else "TopicRecordNameStrategy"
+    )
+
+
 class _Failed(Exception):
     """Internal: the handler failed on every in-place attempt."""
 
@@ -86,6 +123,8 @@ class Dispatcher:
         dedupe: DedupeStore | None,
         stats: RunStats,
         loop: asyncio.AbstractEventLoop,
+        *,
+        catalog: Catalog | None = None,
     ) -> None:
         self.group_id = group_id
         self.handlers = handlers
@@ -104,6 +143,7 @@ class Dispatcher:
         self._decoders: dict[
             type[Event], Callable[[bytes | None, RecordCoordinates | None], dict[str, Any]]
         ] = {}
+        self.reader = EventReader(codec, known_models(handlers, catalog))
 
     def forget(self, partitions: set[tuple[str, int]]) -> None:
         """Drop block-and-retry state of partitions this member no longer owns."""
@@ -126,33 +166,65 @@ class Dispatcher:
                 return due  # not yet: the runner holds the partition until then
         self.stats.consumed += 1
         self._consumed[topic] = self._consumed.get(topic, 0) + 1
+        where = RecordCoordinates(topic, msg.partition(), msg.offset())
         try:
-            envelope = Envelope.from_headers(msg.headers())
-        except EnvelopeError as exc:
+            spec, envelope = self._route(msg, where)
+            if spec is None:
+                self._unknown(msg, envelope)
+                return None
+            decode = self._decoders.get(spec.model)
+            if decode is None:
+                decode = self._decoders[spec.model] = self.codec.decoder(spec.model.avro_schema_dict())
+            event = spec.model.model_validate(decode(msg.value(), where))
+            decoded_key = self._decoded_key(msg.key(), where)
+        except (EnvelopeError, DecodeError, ValidationError) as exc:
             self._dead_letter(msg, Origin.of(msg), "undecodable", exc)
             return None
-        spec = self.handlers.lookup(envelope.event_type)
-        if spec is None:
-            self._unknown(msg, envelope)
-            return None
-        decode = self._decoders.get(spec.model)
-        if decode is None:
-            decode = self._decoders[spec.model] = self.codec.decoder(spec.model.avro_schema_dict())
-        try:
-            event = spec.model.model_validate(
-                decode(msg.value(), RecordCoordinates(topic, msg.partition(), msg.offset()))
-            )
-        except (DecodeError, ValidationError) as exc:
-            self._dead_letter(msg, Origin.of(msg), "undecodable", exc)
+        except UnknownEventTypeError as exc:  # no model has the writer schema's record name
+            self._dead_letter(msg, Origin.of(msg), "unknown_schema", exc)
             return None
         except RegistryError as exc:  # the registry is down, not the record: hold and try again
             log.warning("schema registry unavailable, holding %s[%s]: %s", topic, msg.partition(), exc)
             self.stats.consumed -= 1
             return time.time() + self.settings.retry_wait_max_s
-        return self._handle(msg, spec, event, envelope, tier)
+        return self._handle(msg, spec, event, envelope, tier, decoded_key)
+
+    def _route(self, msg: Message, where: RecordCoordinates) -> tuple[HandlerSpec | None, Envelope]:
+        """The record's handler (None: no handler for its type) and envelope."""
+        headers = msg.headers()
+        if headers and event_type_header(headers) is not None:
+            envelope = Envelope.from_headers(headers)
+            return self.handlers.lookup(envelope.event_type), envelope
+        # A foreign record: the type is its writer schema's record name.
+        model = self.reader.model_for(msg.value(), where)
+        origin = Origin.of(msg)  # a retry topic's copy keeps the original's id and time
+        envelope = Envelope.derived(
+            model.event_type(), origin.topic, origin.partition, origin.offset, origin.timestamp_ms
+        )
+        return self.handlers.lookup(model.event_type()), envelope
+
+    def _decoded_key(self, key: str | bytes | None, where: RecordCoordinates) -> Any:
+        """A Confluent-framed Avro key, decoded with its writer schema; None for any other key.
+
+        A key that only looks framed (magic byte, unknown id or bad body) stays undecoded;
+        :class:`RegistryError` propagates (the partition is held).
+        """
+        if not isinstance(key, bytes) or len(key) <= 5 or key[0] != 0:
+            return None
+        try:
+            return self.codec.decode_any(key, where)
+        except DecodeError as exc:
+            log.debug("key of %s is not Confluent-framed Avro: %s", where, exc)
+            return None
 
     def _handle(
-        self, msg: Message, spec: HandlerSpec, event: Event, envelope: Envelope, tier: int
+        self,
+        msg: Message,
+        spec: HandlerSpec,
+        event: Event,
+        envelope: Envelope,
+        tier: int,
+        decoded_key: Any = None,
     ) -> float | None:
         topic = msg.topic() or ""
         if self.dedupe is not None and self.dedupe.seen(envelope.event_id):
@@ -163,7 +235,7 @@ class Dispatcher:
         blocked = self._blocked.get(position)
         prior = blocked[0] if blocked else Origin.of(msg) if tier else None
         try:
-            self._attempts(spec, event, msg, envelope, prior.attempts if prior else 0, tier)
+            self._attempts(spec, event, msg, envelope, prior.attempts if prior else 0, tier, decoded_key)
         except DeadLetter as exc:
             self._blocked.pop(position, None)
             made = self._last_attempt - (prior.attempts if prior else 0)
@@ -181,11 +253,18 @@ class Dispatcher:
     # ------------------------------------------------------------------ attempts
 
     def _attempts(
-        self, spec: HandlerSpec, event: Event, msg: Message, envelope: Envelope, before: int, tier: int
+        self,
+        spec: HandlerSpec,
+        event: Event,
+        msg: Message,
+        envelope: Envelope,
+        before: int,
+        tier: int,
+        decoded_key: Any = None,
     ) -> None:
         """Up to ``retry_attempts`` calls with backoff; raises _Failed or DeadLetter."""
         try:  # the common case first: one call, no retry machinery
-            self._call(spec, event, msg, envelope, before + 1, tier)
+            self._call(spec, event, msg, envelope, before + 1, tier, decoded_key)
             return
         except _Transient as exc:
             if self.settings.retry_attempts == 1:
@@ -205,16 +284,23 @@ class Dispatcher:
                     attempt += 1
                     self.stats.retried += 1
                     self._metric(msg.topic() or "", "retried").inc()
-                    self._call(spec, event, msg, envelope, before + attempt, tier)
+                    self._call(spec, event, msg, envelope, before + attempt, tier, decoded_key)
                     return
         except _Transient as exc:
             last = exc
         raise _Failed(attempt, last.__cause__ or last)
 
     def _call(
-        self, spec: HandlerSpec, event: Event, msg: Message, envelope: Envelope, attempt: int, tier: int
+        self,
+        spec: HandlerSpec,
+        event: Event,
+        msg: Message,
+        envelope: Envelope,
+        attempt: int,
+        tier: int,
+        decoded_key: Any = None,
     ) -> None:
-        ctx = MessageContext(msg, envelope, attempt, tier)
+        ctx = MessageContext(msg, envelope, attempt, tier, decoded_key=decoded_key)
         self._last_attempt = attempt
         topic = msg.topic() or ""
         started = time.perf_counter()

@@ -23,13 +23,22 @@ class MessageContext:
     """Where an event came from, its envelope and the attempt. Read-only; fields are computed
     from the record on first access (a handler that reads none of them pays nothing)."""
 
-    __slots__ = ("_msg", "attempt", "envelope", "retry_tier")
+    __slots__ = ("_msg", "attempt", "decoded_key", "envelope", "retry_tier")
 
-    def __init__(self, msg: Message, envelope: Envelope, attempt: int = 1, retry_tier: int = 0) -> None:
+    def __init__(
+        self,
+        msg: Message,
+        envelope: Envelope,
+        attempt: int = 1,
+        retry_tier: int = 0,
+        *,
+        decoded_key: Any = None,
+    ) -> None:
         self._msg = msg
-        self.envelope = envelope
+        self.envelope = envelope  # derived from the record's position when it carried none
         self.attempt = attempt  # counts every attempt so far, in place and through retry topics
         self.retry_tier = retry_tier  # 0: read from the source topic; n: read back from retry tier n
+        self.decoded_key = decoded_key  # a Confluent-framed Avro key, decoded (``key`` stays raw)
 
     @property
     def topic(self) -> str:

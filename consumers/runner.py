@@ -34,7 +34,7 @@ from evstream.consumers.metrics import LAG
 from evstream.consumers.routing import FailureRouter, KafkaFailureWriter, RetryTopics
 from evstream.consumers.settings import ConsumerSettings
 from evstream.errors import EvstreamError
-from evstream.schemas import AvroCodec, RegistrySchemaStore, SchemaStore
+from evstream.schemas import AvroCodec, Catalog, RegistrySchemaStore, SchemaStore
 from evstream.settings import KafkaSettings, RegistrySettings, librdkafka_config
 
 __all__ = ["ConsumerRunner", "RunStats"]
@@ -51,7 +51,12 @@ _GROUP_MOVED_ON = {
 
 
 class ConsumerRunner:
-    """Run ``handlers`` in consumer group ``group_id``. Constructing it does no I/O."""
+    """Run ``handlers`` in consumer group ``group_id``. Constructing it does no I/O.
+
+    Records without a ``ce_type`` header (foreign producers) are dispatched on their writer
+    schema's record name among the handled models and ``catalog``'s: a catalog model without a
+    handler follows ``unknown_event_policy``, a record name no model has is dead-lettered.
+    """
 
     def __init__(
         self,
@@ -64,6 +69,7 @@ class ConsumerRunner:
         settings: ConsumerSettings | None = None,
         schema_store: SchemaStore | None = None,
         dedupe: DedupeStore | None = None,
+        catalog: Catalog | None = None,
     ) -> None:
         self.group_id = group_id
         self.handlers = handlers
@@ -73,6 +79,7 @@ class ConsumerRunner:
         self.settings = settings or ConsumerSettings()
         self._store = schema_store
         self.dedupe = dedupe
+        self.catalog = catalog  # records without ce_type: record names of models beyond the handled
         self.stats = RunStats()
         self.retry = RetryTopics(group_id, tuple(self.topics), self.settings.retry_topic_delays_s)
         self.assignment: set[Partition] = set()  # what this member owns right now
@@ -125,6 +132,7 @@ class ConsumerRunner:
             self.dedupe,
             self.stats,
             loop,
+            catalog=self.catalog,
         )
         previous = self._install_signals() if install_signal_handlers else {}
         consumer = self._consumer = Consumer(

@@ -1,8 +1,10 @@
 """A faust codec that reads and writes evstream events: Confluent-framed Avro with registry ids.
 
 Stream apps exchange the same bytes as ``EventProducer`` and ``ConsumerRunner`` (not faust's
-own JSON Records): writing registers ``<topic>-<record name>`` like the producer does, reading
-resolves the writer schema by id and validates into the catalog's model for that record name.
+own JSON Records): writing registers the subject of the catalog's subject strategy like the
+producer does, reading resolves the writer schema by id (the model cached per id) and validates
+into the catalog's model for that record name (full name, else unambiguous short name), so a
+foreign producer's Confluent-serialized records read the same way.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 from faust.serializers.codecs import Codec
 
 from evstream.errors import EncodeError, UnknownEventTypeError
-from evstream.schemas import AvroCodec, Catalog, Event
+from evstream.schemas import AvroCodec, Catalog, Event, EventReader
 
 __all__ = ["EventCodec"]
 
@@ -24,9 +26,9 @@ class EventCodec(Codec):
         super().__init__(**kwargs)
         self.topic = topic
         self.codec = codec
-        self.by_name = {model.record_name(): model for model in catalog}
+        self.catalog = catalog
+        self.reader = EventReader(codec, catalog)
         self._encoders: dict[type[Event], Any] = {}
-        self._decoders: dict[type[Event], Any] = {}
 
     def _dumps(self, obj: Any) -> bytes:
         if not isinstance(obj, Event):
@@ -34,18 +36,15 @@ class EventCodec(Codec):
         model = type(obj)
         encode = self._encoders.get(model)
         if encode is None:
-            subject = f"{self.topic}-{model.record_name()}"
+            subject = self.catalog.subject(model, self.topic)
             encode = self._encoders[model] = self.codec.encoder(
                 subject, model.avro_schema_dict(), strict=False
             )
         return bytes(encode(obj.model_dump()))
 
     def _loads(self, s: bytes) -> Any:
-        name = self.codec.writer_name(s)
-        model = self.by_name.get(name)
-        if model is None:
-            raise UnknownEventTypeError(f"{self.topic}: no model in the catalog for record {name!r}")
-        decode = self._decoders.get(model)
-        if decode is None:
-            decode = self._decoders[model] = self.codec.decoder(model.avro_schema_dict())
-        return model.model_validate(decode(s, None))
+        try:
+            model = self.reader.model_for(s)
+        except UnknownEventTypeError as exc:
+            raise UnknownEventTypeError(f"{self.topic}: {exc}") from exc
+        return self.reader.decode(model, s)

@@ -5,6 +5,9 @@ producers keep writing. It reads with its own consumer group ``evstream-replay.<
 groups are untouched) by manual assignment, and commits its progress after each batch with the
 partition's end bound in the commit metadata: running the same ``name`` again resumes where an
 interrupted run stopped, with the same bounds; a finished run does nothing.
+
+Records without a ``ce_type`` header (foreign producers) are read as the consumer group reads
+them: typed by their writer schema's record name, with a derived envelope.
 """
 
 from __future__ import annotations
@@ -16,19 +19,28 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from pydantic import ValidationError
 
+from evstream.consumers.dispatch import known_models
 from evstream.consumers.failures import header_pairs
 from evstream.consumers.handlers import Handlers, MessageContext
 from evstream.consumers.replay.cluster import Cluster, Key
 from evstream.consumers.replay.plan import epoch_ms, parse_datetime
-from evstream.errors import DecodeError, EnvelopeError, ReplayError, ReplayInputError
-from evstream.schemas import AvroCodec, Envelope, Event, RecordCoordinates, RegistrySchemaStore, SchemaStore
+from evstream.errors import DecodeError, EnvelopeError, ReplayError, ReplayInputError, UnknownEventTypeError
+from evstream.schemas import (
+    AvroCodec,
+    Catalog,
+    Envelope,
+    EventReader,
+    RecordCoordinates,
+    RegistrySchemaStore,
+    SchemaStore,
+    event_type_header,
+)
 from evstream.settings import KafkaSettings, RegistrySettings, librdkafka_config
 
 __all__ = ["BoundedReplay", "ReplayResult"]
@@ -49,7 +61,7 @@ class ReplayResult:
     processed: int = 0  # records read inside the bounds
     delivered: int = 0  # handled, or copied to the target topic
     skipped: int = 0  # filtered out by --type, or no handler for the type
-    undecodable: int = 0  # not an event (bad envelope or body): skipped with a warning
+    undecodable: int = 0  # not an event (bad envelope or body, no model for its record): skipped, warned
     per_partition: dict[Key, int] = field(default_factory=dict)
 
     @property
@@ -59,7 +71,12 @@ class ReplayResult:
 
 @dataclass
 class BoundedReplay:
-    """One bounded replay of ``topic``. Give ``handlers`` or ``to_topic`` (exactly one)."""
+    """One bounded replay of ``topic``. Give ``handlers`` or ``to_topic`` (exactly one).
+
+    ``catalog``: models a record without ``ce_type`` may be besides the handled ones (records of
+    those are skipped, like events without a handler). ``types`` filters by event type, which
+    for such records is their model's (when copying to ``to_topic``: by ``ce_type`` only).
+    """
 
     topic: str
     start: str  # "earliest", an offset, or an ISO-8601 datetime
@@ -72,10 +89,9 @@ class BoundedReplay:
     registry: RegistrySettings | None = None
     schema_store: SchemaStore | None = None
     batch_size: int = 1000
+    catalog: Catalog | None = None
 
-    _decoders: dict[type[Event], Callable[[bytes | None, RecordCoordinates | None], dict[str, Any]]] = field(
-        default_factory=dict, init=False, repr=False
-    )
+    _reader: EventReader | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if (self.handlers is None) == (self.to_topic is None):
@@ -305,13 +321,12 @@ class BoundedReplay:
         self, msg: Message, producer: Producer | None, codec: AvroCodec | None, result: ReplayResult
     ) -> None:
         result.processed += 1
-        pairs = header_pairs(msg) if self.types or producer is not None else []
-        if self.types:
-            type_name = next((v.decode(errors="replace") for k, v in pairs if k == "ce_type"), None)
-            if type_name not in self.types:
+        pairs = header_pairs(msg)
+        type_name = event_type_header(pairs)
+        if producer is not None:
+            if self.types and type_name not in self.types:  # copies are filtered by ce_type only
                 result.skipped += 1
                 return
-        if producer is not None:
             producer.produce(
                 self.to_topic or "",
                 value=msg.value(),
@@ -327,17 +342,29 @@ class BoundedReplay:
         assert self.handlers is not None
         assert codec is not None
         where = RecordCoordinates(msg.topic() or "", msg.partition(), msg.offset())
+        reader = self._reader_for(codec)
         try:
-            envelope = Envelope.from_headers(msg.headers())
+            if type_name is not None:
+                envelope = Envelope.from_headers(pairs)
+            else:  # a foreign record: typed by its writer schema, envelope derived
+                model = reader.model_for(msg.value(), where)
+                ts_type, ts = msg.timestamp()
+                envelope = Envelope.derived(
+                    model.event_type(),
+                    where.topic,
+                    msg.partition() or 0,
+                    msg.offset() or 0,
+                    ts if ts_type else None,
+                )
+            if self.types and envelope.event_type not in self.types:
+                result.skipped += 1
+                return
             spec = self.handlers.lookup(envelope.event_type)
             if spec is None:
                 result.skipped += 1
                 return
-            decode = self._decoders.get(spec.model)
-            if decode is None:
-                decode = self._decoders[spec.model] = codec.decoder(spec.model.avro_schema_dict())
-            event = spec.model.model_validate(decode(msg.value(), where))
-        except (EnvelopeError, DecodeError, ValidationError) as exc:
+            event = reader.decode(spec.model, msg.value(), where)
+        except (EnvelopeError, DecodeError, ValidationError, UnknownEventTypeError) as exc:
             # History holds what the live consumers dead-lettered long ago: count it, go on.
             log.warning("replay %s: skipping undecodable record %s: %s", self.name, where, exc)
             result.undecodable += 1
@@ -349,3 +376,9 @@ class BoundedReplay:
                 f"{where}: handler failed: {exc!r} (progress saved; run again to resume)"
             ) from exc
         result.delivered += 1
+
+    def _reader_for(self, codec: AvroCodec) -> EventReader:
+        if self._reader is None or self._reader.codec is not codec:
+            assert self.handlers is not None
+            self._reader = EventReader(codec, known_models(self.handlers, self.catalog))
+        return self._reader

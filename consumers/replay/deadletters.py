@@ -1,5 +1,9 @@
 """Dead-letter tools: list and show dead letters, and redrive them to the topic they came from.
 
+A dead letter from a foreign producer carries no ``ce_*`` headers: its event id is the one the
+consumer derived from its original position (:func:`evstream.schemas.derived_event_id`), and
+``evstream dlq show`` names its type by the writer schema's record name.
+
 Redrive copies each selected record back to its original topic (``evstream.dlq.topic``) with its
 original key, value and headers and an ``evstream.redrive.count`` header one higher than before.
 A record whose count already reached ``max_redrives`` is refused (the loop guard: a record that
@@ -21,6 +25,7 @@ from confluent_kafka.admin import AdminClient
 from evstream.consumers.failures import DLQ_PREFIX, RETRY_PREFIX, header_pairs
 from evstream.consumers.replay.cluster import Cluster
 from evstream.errors import ReplayError
+from evstream.schemas import derived_event_id
 from evstream.settings import KafkaSettings, librdkafka_config
 
 __all__ = ["REDRIVE_COUNT", "DeadLetterRecord", "RedriveResult", "read_dead_letters", "redrive"]
@@ -47,7 +52,14 @@ class DeadLetterRecord:
 
     @property
     def event_id(self) -> str:
-        return self.header("ce_id", "?")
+        """``ce_id``; for a record without one, the id derived from its original position."""
+        found = self.header("ce_id")
+        if found:
+            return found
+        topic, partition, offset = (self.header(f"{DLQ_PREFIX}{n}") for n in ("topic", "partition", "offset"))
+        if topic and partition.isdigit() and offset.isdigit():
+            return str(derived_event_id(topic, int(partition), int(offset)))
+        return "?"
 
     @property
     def origin(self) -> str:

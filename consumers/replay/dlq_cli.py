@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+from typing import Annotated, Any
 
 import typer
+from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from evstream.consumers.replay.deadletters import read_dead_letters, redrive
-from evstream.endpoints import kafka_settings
-from evstream.errors import ReplayInputError
+from evstream.endpoints import kafka_settings, registry_settings
+from evstream.errors import DecodeError, RegistryError, ReplayInputError
 from evstream.output import OutputFormat, console, print_json, table
+from evstream.schemas import AvroCodec, RegistrySchemaStore
 
 __all__ = ["app"]
 
@@ -62,14 +65,47 @@ def list_(
     )
 
 
+def _decoded(registry_url: str | None, key: bytes | None, value: bytes | None) -> dict[str, Any]:
+    """The record's key and value read with their writer schemas, when Confluent-framed."""
+    out: dict[str, Any] = {}
+    with SchemaRegistryClient(registry_settings(registry_url).client_config()) as client:
+        codec = AvroCodec(RegistrySchemaStore(client))
+        for name, payload in (("key", key), ("value", value)):
+            if not payload or payload[0] != 0 or len(payload) <= 5:
+                continue
+            try:
+                schema_id = codec.schema_id_of(payload)
+                out[f"{name}_schema_id"] = schema_id
+                decoded = codec.decode_any(payload)
+                if name == "value":
+                    out["record"] = codec.record_name(schema_id)
+                out[f"{name}_decoded"] = json.loads(json.dumps(decoded, default=str))
+            except (DecodeError, RegistryError) as exc:
+                out[f"{name}_error"] = f"{exc.__class__.__name__}: {exc}"
+    return out
+
+
 @app.command()
 def show(
     dlq: Dlq,
     offset: Annotated[int, typer.Option("--offset", min=0, help="The record's offset.")],
     partition: Annotated[int, typer.Option("--partition", min=0, help="The record's partition.")] = 0,
     bootstrap_servers: Bootstrap = None,
+    registry_url: Annotated[
+        str | None,
+        typer.Option(
+            "--registry-url",
+            help="The schema registry (default: EVSTREAM_REGISTRY_URL, else the running local stack).",
+        ),
+    ] = None,
+    decode: Annotated[
+        bool,
+        typer.Option("--decode/--no-decode", help="Read Confluent-framed key and value via the registry."),
+    ] = True,
 ) -> None:
-    """One dead letter: every header, and the value's size and first bytes."""
+    """One dead letter: every header, the value's size and first bytes, and (``--decode``) the
+    key and value read with their writer schemas, with the value's record name: the type of a
+    foreign producer's record, which carries no ``ce_type``."""
     found = read_dead_letters(
         kafka_settings(bootstrap_servers), dlq, partition=partition, offset=offset, limit=1
     )
@@ -83,6 +119,7 @@ def show(
             "headers": {k: v.decode(errors="replace") for k, v in record.headers},
             "value_bytes": len(record.value or b""),
             "value_head_hex": (record.value or b"")[:64].hex(),
+            **(_decoded(registry_url, record.key, record.value) if decode else {}),
         }
     )
 

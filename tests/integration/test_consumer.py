@@ -112,7 +112,8 @@ def test_undecodable_records_go_straight_to_the_dlq(endpoints: Endpoints, new_to
     envelope = Envelope(event_type="OrderPlaced").to_headers()
     raw = Producer({"bootstrap.servers": endpoints.bootstrap_servers})
     raw.produce(topic, value=b"not avro at all", key=b"k1", headers=envelope)  # envelope ok, body garbage
-    raw.produce(topic, value=b"\x00\x00\x00\x00\x07garbage", key=b"k2")  # no envelope headers
+    # No envelope: typed by its schema id, which the registry does not have.
+    raw.produce(topic, value=b"\x00\x7f\xff\xff\xffgarbage", key=b"k2")
     assert raw.flush(30) == 0
     handled: list[uuid.UUID] = []
     handlers = Handlers()
@@ -130,7 +131,10 @@ def test_undecodable_records_go_straight_to_the_dlq(endpoints: Endpoints, new_to
     assert k1["evstream.dlq.reason"] == b"undecodable"
     assert k1["evstream.dlq.error-type"] == b"UnknownMagicByteError"
     assert k1["evstream.dlq.offset"] == b"10"
-    assert dict(header_pairs(dead[b"k2"]))["evstream.dlq.error-type"] == b"EnvelopeError"
+    k2 = dict(header_pairs(dead[b"k2"]))
+    assert k2["evstream.dlq.reason"] == b"undecodable"
+    assert k2["evstream.dlq.error-type"] == b"UnknownSchemaIdError"
+    assert b"schema id 2147483647 is not in the registry" in k2["evstream.dlq.error-message"]
 
 
 def test_dedupe_handles_a_redelivered_event_once(endpoints: Endpoints, new_topic: TopicFactory) -> None:

@@ -7,6 +7,7 @@ import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
@@ -21,6 +22,9 @@ from evstream.schemas import (
     EventReader,
     RecordCoordinates,
     RegistrySchemaStore,
+    SchemaHistory,
+    bump,
+    check,
     derived_event_id,
     event_type_header,
     subject_name,
@@ -208,3 +212,15 @@ def test_framed_keys_decode_with_their_writer_schema(codec: AvroCodec) -> None:
     )
     assert codec.decode_any(record_key) == {"id": "o-2"}
     assert codec.record_name(codec.schema_id_of(record_key)) == "K"
+
+
+def test_the_gate_follows_the_catalogs_strategy(tmp_path: Path) -> None:
+    catalog = Catalog([OrderPlaced, CustomerTierChanged], subject_strategy="TopicNameStrategy")
+    history = SchemaHistory(tmp_path)
+    assert [r.subject for r in check(catalog, history)] == ["orders-value", "customer-tiers-value"]
+    written = bump(catalog, history)
+    assert written == [tmp_path / "orders-value" / "v1.avsc", tmp_path / "customer-tiers-value" / "v1.avsc"]
+    assert all(r.ok for r in check(catalog, history))
+    assert [r.ok for r in check(Catalog([OrderPlaced], subject_strategy="RecordNameStrategy"), history)] == [
+        False
+    ]
