@@ -86,7 +86,8 @@ def publish(
     catalog: Annotated[
         str | None,
         typer.Option(
-            help="The event catalog, module:attribute (default: EVSTREAM_CATALOG or \\[tool.evstream] catalog)."
+            help="The event catalog, module:attribute "
+            "(default: EVSTREAM_CATALOG or \\[tool.evstream] catalog)."
         ),
     ] = None,
     bootstrap_servers: Annotated[
