@@ -5,6 +5,8 @@ The broker is chosen in this order (see README, Tests):
 2. else testcontainers (Kafka + Apicurio images) when a Docker engine answers;
 3. else the local JVM stack: the one running in ``EVSTREAM_STACK_DIR`` (``make test`` starts it),
    or a private one started for this session and stopped at its end.
+
+Steps 1 and 3 are the ``evstream_stack`` plugin's own (evstream.testing.plugin), reused here.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,8 +21,7 @@ import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from evstream.errors import StackError
-from evstream.stack import LocalStack
+from evstream.testing.plugin import StackEndpoints, environment_endpoints, local_stack_endpoints
 from tests.helpers import wait_until
 from tests.kafka_helpers import end_offsets
 
@@ -29,13 +29,7 @@ if TYPE_CHECKING:
     from tests.stream_helpers import StreamApp
 
 
-@dataclass(frozen=True)
-class Endpoints:
-    """Where the session's broker and registry listen."""
-
-    bootstrap_servers: str
-    registry_url: str
-    source: str
+Endpoints = StackEndpoints  # where the session's broker and registry listen, and who provided them
 
 
 def _docker_answers() -> bool:
@@ -73,25 +67,14 @@ def _testcontainers() -> Iterator[Endpoints]:
 @pytest.fixture(scope="session")
 def endpoints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
     """The session's real broker and registry (see the module docstring for the order)."""
-    if os.environ.get("EVSTREAM_BOOTSTRAP_SERVERS"):
-        registry = os.environ.get("EVSTREAM_REGISTRY_URL", "")
-        yield Endpoints(os.environ["EVSTREAM_BOOTSTRAP_SERVERS"], registry, "environment")
+    found = environment_endpoints()
+    if found is not None:
+        yield found
         return
     if _docker_answers():
         yield from _testcontainers()
         return
-    shared = LocalStack()
-    try:
-        state = shared.state()
-    except StackError:
-        private = LocalStack(tmp_path_factory.mktemp("stack"))
-        state = private.up(nodes=1)
-        try:
-            yield Endpoints(state.bootstrap_servers, state.registry_url or "", "private local stack")
-        finally:
-            private.down()
-        return
-    yield Endpoints(state.bootstrap_servers, state.registry_url or "", f"local stack in {shared.data_dir}")
+    yield from local_stack_endpoints(tmp_path_factory)
 
 
 @pytest.fixture

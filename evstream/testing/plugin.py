@@ -1,12 +1,23 @@
 """pytest plugin (entry point ``evstream``): a real broker + registry for a user's own tests.
 
-Installed with evstream; nothing starts unless a test asks for the ``evstream_stack`` fixture.
-The broker is chosen in this order:
+Installed with evstream; nothing starts unless a test asks for the ``evstream_stack`` fixture
+(session-scoped: one stack for the whole run). The broker is chosen in this order:
 
 1. ``EVSTREAM_BOOTSTRAP_SERVERS`` (and ``EVSTREAM_REGISTRY_URL``) when set;
 2. else the local JVM stack running in ``EVSTREAM_STACK_DIR`` (``evstream stack up``);
-3. else a private local stack started in a temporary folder for the session, stopped and wiped
-   (``down(purge=True)``) at its end — it holds only what the session wrote.
+3. else a private local stack started in a temporary folder for the session and stopped (and so
+   wiped) at its end — it holds only what the session wrote.
+
+.. code-block:: python
+
+    def test_publish_and_consume(evstream_stack, monkeypatch):
+        for name, value in evstream_stack.environment().items():
+            monkeypatch.setenv(name, value)  # evstream's settings now point at the stack
+        ...
+
+For handler logic alone no broker is needed: see :class:`evstream.testing.HandlerHarness`.
+This module imports nothing heavy: pytest loads it in every run of every project that has
+evstream installed.
 """
 
 from __future__ import annotations
@@ -17,12 +28,12 @@ from dataclasses import dataclass
 
 import pytest
 
-__all__ = ["StackEndpoints", "evstream_stack"]
+__all__ = ["StackEndpoints", "environment_endpoints", "evstream_stack", "local_stack_endpoints"]
 
 
 @dataclass(frozen=True)
 class StackEndpoints:
-    """Where the session's broker and registry listen, and who provided them."""
+    """Where the session's broker and registry listen, and who provided them (``source``)."""
 
     bootstrap_servers: str
     registry_url: str
@@ -36,12 +47,17 @@ class StackEndpoints:
         }
 
 
-def stack_endpoints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackEndpoints]:
-    """Yield the endpoints (see the module docstring for the order); stop a private stack after."""
-    if os.environ.get("EVSTREAM_BOOTSTRAP_SERVERS"):
-        registry = os.environ.get("EVSTREAM_REGISTRY_URL", "")
-        yield StackEndpoints(os.environ["EVSTREAM_BOOTSTRAP_SERVERS"], registry, "environment")
-        return
+def environment_endpoints() -> StackEndpoints | None:
+    """The broker named by ``EVSTREAM_BOOTSTRAP_SERVERS`` (and ``EVSTREAM_REGISTRY_URL``), if set."""
+    if not os.environ.get("EVSTREAM_BOOTSTRAP_SERVERS"):
+        return None
+    registry = os.environ.get("EVSTREAM_REGISTRY_URL", "")
+    return StackEndpoints(os.environ["EVSTREAM_BOOTSTRAP_SERVERS"], registry, "environment")
+
+
+def local_stack_endpoints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackEndpoints]:
+    """Yield the local stack running in ``EVSTREAM_STACK_DIR``, else start a private one in a
+    temporary folder and stop it after the ``yield``."""
     from evstream.errors import StackError  # noqa: PLC0415 - keep plugin import cheap for every pytest run
     from evstream.stack import LocalStack  # noqa: PLC0415
 
@@ -54,11 +70,20 @@ def stack_endpoints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackE
         try:
             yield StackEndpoints(state.bootstrap_servers, state.registry_url or "", "private local stack")
         finally:
-            private.down(purge=True)  # a session's own stack in a temp dir: wipe it
+            private.down()
         return
     yield StackEndpoints(
         state.bootstrap_servers, state.registry_url or "", f"local stack in {shared.data_dir}"
     )
+
+
+def stack_endpoints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackEndpoints]:
+    """Yield the endpoints (see the module docstring for the order); stop a private stack after."""
+    found = environment_endpoints()
+    if found is not None:
+        yield found
+        return
+    yield from local_stack_endpoints(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
