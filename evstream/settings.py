@@ -283,7 +283,9 @@ def project_catalog(spec: str | None = None, settings: ProjectSettings | None = 
     """Load the catalog ``spec`` names, else the project's (:class:`ConfigError` when there is none)."""
     from evstream.schemas.catalog import load_catalog  # noqa: PLC0415 - the catalog loads its models
 
-    spec = spec or (settings or ProjectSettings()).catalog
+    project = settings or ProjectSettings()
+    spec = spec or project.catalog
     if not spec:
         raise ConfigError(NO_CATALOG)
-    return load_catalog(spec)
+    # The project's modules resolve from its app dir (as for handlers), also from a console script.
+    return load_catalog(spec, app_dir=project.app_dir)

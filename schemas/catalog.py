@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -111,6 +112,7 @@ class Catalog:
         return validate_event(self.model(event_type), data)
 
 
-def load_catalog(spec: str) -> Catalog:
-    """Import a catalog from ``module:attribute`` (e.g. ``evstream.schemas.domain:CATALOG``)."""
-    return import_object(spec, Catalog, default_attr="CATALOG")
+def load_catalog(spec: str, *, app_dir: str | Path | None = None) -> Catalog:
+    """Import a catalog from ``module:attribute`` (e.g. ``evstream.schemas.domain:CATALOG``),
+    with ``app_dir`` first on ``sys.path`` when given."""
+    return import_object(spec, Catalog, default_attr="CATALOG", app_dir=app_dir)
