@@ -17,6 +17,7 @@ from fastapi.openapi.utils import get_openapi
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import BaseModel, Field, create_model
 from pydantic.json_schema import models_json_schema
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route, request_response
@@ -25,8 +26,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from evstream import __version__
 from evstream.errors import ConfigError, GatewayRequestError
 from evstream.producers.gateway.auth import TokenStore
-from evstream.producers.gateway.handlers import Gateway
-from evstream.producers.gateway.http import Problem, problem_response
+from evstream.producers.gateway.avro import bound_integers
+from evstream.producers.gateway.handlers import HEADER_PATTERN, Gateway, internal_error
+from evstream.producers.gateway.http import PROBLEM_JSON, Problem, problem_response
 from evstream.producers.gateway.publisher import Publisher
 from evstream.producers.gateway.settings import GatewaySettings
 from evstream.producers.settings import ProducerSettings
@@ -36,19 +38,40 @@ from evstream.settings import KafkaSettings, RegistrySettings
 
 __all__ = ["BatchPublished", "FastPath", "Published", "create_app"]
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": Problem, "description": text}
-    for status, text in {
-        400: "Malformed JSON or header",
-        401: "Missing or unknown bearer token",
-        403: "The token may not publish this event type",
-        413: "Body too large",
-        415: "Not JSON",
-        422: "The event does not match its schema (field errors listed)",
-        429: "Rate limit of the token exceeded (see Retry-After)",
-        503: "Kafka or the schema registry unavailable; says whether anything was written",
-    }.items()
+_ERRORS = {
+    400: "Malformed JSON, or a malformed header (Idempotency-Key, X-Correlation-Id, X-Causation-Id)",
+    401: "Missing or unknown bearer token",
+    403: "The token may not publish this event type",
+    408: "The request's head or body did not arrive in time (the connection is closed)",
+    413: "Body too large (bytes, JSON values per event, or events for the token's rate)",
+    415: "Not JSON",
+    422: "The event does not match its schema (the first field errors listed, error_count in all), "
+    "or the Idempotency-Key was used with another body",
+    429: "Rate limit of the token exceeded (see Retry-After)",
+    431: "Request line and headers too large (the connection is closed)",
+    500: "The gateway failed unexpectedly (see its log)",
+    503: "Kafka or the schema registry unavailable; says whether anything was written",
 }
+_HEADERS = {
+    "Retry-After": {
+        "description": "Seconds to wait before retrying",
+        "schema": {"type": "integer", "minimum": 1},
+    },
+    "WWW-Authenticate": {"description": "Bearer challenge", "schema": {"type": "string"}},
+    "Idempotent-Replayed": {
+        "description": "Present (true) when this is the stored answer to an earlier request with the same "
+        "Idempotency-Key",
+        "schema": {"type": "string", "enum": ["true"]},
+    },
+}
+_RESPONSE_HEADERS = {201: ["Idempotent-Replayed"], 401: ["WWW-Authenticate"], 429: ["Retry-After"],
+                     503: ["Retry-After", "Idempotent-Replayed"]}  # fmt: skip
+_REQUEST_HEADERS = [
+    ("Idempotency-Key", "A repeat with the same key (same token, route and body) gets the first answer"),
+    ("X-Correlation-Id", "Carried to the event's ce_correlationid header"),
+    ("X-Causation-Id", "Carried to the event's ce_causationid header"),
+]
+_TEXT = {"content": {"text/plain": {"schema": {"type": "string"}}}}
 
 
 class Published(BaseModel):
@@ -139,7 +162,7 @@ def create_app(
             tags=["events"],
             status_code=201,
             response_model=None,
-            responses={201: {"model": Published, "description": "Acknowledged by Kafka"}, **_ERRORS},
+            responses={201: {"model": Published, "description": "Acknowledged by Kafka"}},
             openapi_extra={"requestBody": _body_ref(model.__name__), "x-event-type": event_type},
         )
     app.router.routes.append(Route("/v1/events:batch", gateway.batch, methods=["POST"]))
@@ -153,18 +176,36 @@ def create_app(
         tags=["events"],
         status_code=201,
         response_model=None,
-        responses={201: {"model": BatchPublished, "description": "All acknowledged"}, **_ERRORS},
+        responses={201: {"model": BatchPublished, "description": "All acknowledged"}},
         openapi_extra={"requestBody": _body_ref("BatchRequest")},
     )
 
+    known_types = ", ".join(m.event_type() for m in catalog)
+
     async def unknown_type(request: Request) -> Response:
-        known = ", ".join(m.event_type() for m in catalog)
-        name = request.path_params["event_type"]
-        return problem_response(GatewayRequestError(404, "unknown event type", f"{name!r}; known: {known}"))
+        try:  # the caller must be known (401) and within its rate (429) to learn the types
+            gateway.admit(request)
+        except GatewayRequestError as exc:
+            return problem_response(exc)
+        return problem_response(GatewayRequestError(404, "unknown event type", f"known: {known_types}"))
 
     app.router.routes.append(Route("/v1/events/{event_type}", unknown_type, methods=["POST"]))
     _ops_routes(app, publisher)
-    app.openapi = lambda: _openapi(app, [*docs.routes, *app.routes], [*catalog, batch])  # type: ignore[method-assign]
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        """Starlette's own errors (404 unknown path, 405 method) as problem+json."""
+        assert isinstance(exc, HTTPException)
+        title = {404: "not found", 405: "method not allowed"}.get(exc.status_code, "error")
+        error = GatewayRequestError(exc.status_code, title, str(exc.detail), headers=dict(exc.headers or {}))
+        return problem_response(error)
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        return internal_error()
+
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected)
+    avro = [m.avro_schema_dict() for m in catalog]
+    app.openapi = lambda: _openapi(app, [*docs.routes, *app.routes], [*catalog, batch, Problem], avro)  # type: ignore[method-assign]
     return app
 
 
@@ -196,16 +237,73 @@ def _body_ref(name: str) -> dict[str, Any]:
     }
 
 
-def _openapi(app: FastAPI, routes: list[BaseRoute], models: list[type[BaseModel]]) -> dict[str, Any]:
-    """FastAPI's document plus one request schema per event type (and the batch body)."""
+def _openapi(
+    app: FastAPI, routes: list[BaseRoute], models: list[type[BaseModel]], avro: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """FastAPI's document, made to say what is served: one request schema per event type (and the
+    batch body) with the Avro integer ranges, every status with its problem+json body and
+    headers, the bearer scheme, the request headers, and the ops routes as text."""
     if app.openapi_schema is None:
         doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=routes)
         _, defs = models_json_schema(
             [(m, "validation") for m in models], ref_template="#/components/schemas/{model}"
         )
-        doc.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
+        schemas = defs.get("$defs", {})
+        bound_integers(schemas, avro)
+        components = doc.setdefault("components", {})
+        components.setdefault("schemas", {}).update(schemas)
+        components["securitySchemes"] = {
+            "bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "A token from `evstream gateway token`",
+            }
+        }
+        for path, item in doc["paths"].items():
+            for op in item.values():
+                if "events" in op.get("tags", []):
+                    _publish_operation(op)
+                elif path == "/metrics":
+                    op["responses"] = {"200": {"description": "Prometheus text format", **_TEXT}}
+                elif path == "/readyz":
+                    op["responses"] = {
+                        "200": {"description": "Ready", **_TEXT},
+                        "503": {"description": "Not ready (says why)", **_TEXT},
+                    }
+                else:
+                    op["responses"] = {"200": {"description": "Alive", **_TEXT}}
         app.openapi_schema = doc
     return app.openapi_schema
+
+
+def _publish_operation(op: dict[str, Any]) -> None:
+    created = op["responses"]["201"]
+    op["security"] = [{"bearer": []}]
+    op["parameters"] = [
+        {
+            "name": name,
+            "in": "header",
+            "required": False,
+            "description": description,
+            "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": HEADER_PATTERN},
+        }
+        for name, description in _REQUEST_HEADERS
+    ] + [
+        {
+            "name": "traceparent",
+            "in": "header",
+            "required": False,
+            "description": "W3C trace context, carried to the event (an invalid one is ignored)",
+            "schema": {"type": "string"},
+        }
+    ]
+    problem = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    responses: dict[str, Any] = {"201": created}
+    for status, description in _ERRORS.items():
+        responses[str(status)] = {"description": description, "content": problem}
+    for status, names in _RESPONSE_HEADERS.items():
+        responses[str(status)]["headers"] = {name: _HEADERS[name] for name in names}
+    op["responses"] = responses
 
 
 def _ops_routes(app: FastAPI, publisher: Publisher) -> None:

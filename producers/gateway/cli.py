@@ -75,7 +75,8 @@ def serve(
         port=settings.port,
         workers=workers,
         loop="uvloop",
-        http="httptools",
+        http="evstream.producers.gateway.server:GatewayHttpProtocol",  # httptools, with limits
+        timeout_keep_alive=settings.idle_timeout_s,  # type: ignore[arg-type]  # uvicorn takes floats
         access_log=access_log,
         log_level=settings.log_level,
         timeout_graceful_shutdown=10,
@@ -107,6 +108,8 @@ def token(
 def from_environment() -> object:
     """The app built from EVSTREAM_* variables (what each uvicorn worker process calls)."""
     from evstream.producers.gateway.app import FastPath, create_app  # noqa: PLC0415
+    from evstream.producers.gateway.server import GatewayHttpProtocol  # noqa: PLC0415
 
     settings = load_settings(GatewaySettings, prefix="EVSTREAM_GATEWAY_")
+    GatewayHttpProtocol.configure(settings)  # header limits and timeouts of this process
     return FastPath(create_app(settings, kafka=kafka_settings(None), registry=registry_settings(None)))

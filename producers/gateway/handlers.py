@@ -1,33 +1,44 @@
 """The gateway's request handling: who is calling, within which limits, publishing what.
 
-Checks run in this order: 401 (token), 429 (rate), 403 (type; for batches after parsing),
-415 (content type), 413 (size), 400 (JSON), 422 (schema), then Kafka: 201 after the broker's
-acknowledgement, or 503 saying whether anything was written.
+Checks run in this order: 401 (token), 429 (rate), 403 (type), 415 (content type), 413 (size,
+then JSON values), 400 (JSON), 422 (schema), then Kafka: 201 after the broker's acknowledgement,
+or 503 saying whether anything was written. A batch is read as plain JSON first: its event types
+are authorized (403) and its events counted against the token's rate (429) before any event is
+validated. The work per request is bounded: at most ``max_json_values`` JSON values per event
+(413), the first ``max_errors`` field errors listed (with their count). A client that goes away
+before its body arrived is counted as status 499 and logged without a traceback.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from pydantic import BaseModel, ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from evstream.errors import GatewayRequestError
 from evstream.producers.delivery import Delivery
 from evstream.producers.gateway.auth import Principal, TokenStore
 from evstream.producers.gateway.http import (
+    PROBLEM_JSON,
+    InvalidEvent,
     check_json_content_type,
+    check_values,
     from_validation,
     json_response,
     problem_response,
     read_body,
     too_many,
+    truncated,
+    upper_bound,
 )
 from evstream.producers.gateway.idempotency import IdempotencyStore, Stored, event_id_for
 from evstream.producers.gateway.metrics import observe
@@ -37,7 +48,7 @@ from evstream.producers.gateway.settings import GatewaySettings
 from evstream.schemas import Event
 from evstream.schemas.events import check_traceparent
 
-__all__ = ["Gateway", "published"]
+__all__ = ["HEADER_PATTERN", "Gateway", "published"]
 
 log = logging.getLogger("evstream.gateway")
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -61,12 +72,36 @@ def internal_error() -> Response:
     return problem_response(GatewayRequestError(500, "internal error", "the gateway failed; see its log"))
 
 
-def _header(request: Request, name: str, limit: int = 255) -> str | None:
+CLIENT_CLOSED = 499
+"""The status counted for a client that disconnected before its request was read (nginx's 499);
+nothing is sent: nobody is listening."""
+
+
+def client_closed(request: Request, route: str) -> Response:
+    timed_out = request.scope.get("evstream.body_timeout", False)
+    log.info(
+        "client %s %s before its body arrived (%s)",
+        request.client.host if request.client else "?",
+        "timed out" if timed_out else "disconnected",
+        route,
+    )
+    return Response(status_code=408 if timed_out else CLIENT_CLOSED)
+
+
+HEADER_PATTERN = r"^[\x21-\x7e]([\x20-\x7e]{0,253}[\x21-\x7e])?$"
+"""Idempotency-Key, X-Correlation-Id, X-Causation-Id: 1-255 printable ASCII characters, no space
+at either end (what the OpenAPI document says)."""
+_HEADER_VALUE = re.compile(HEADER_PATTERN)
+
+
+def _header(request: Request, name: str) -> str | None:
     value = request.headers.get(name)
     if value is None:
         return None
-    if not value or len(value) > limit or not value.isprintable():
-        raise GatewayRequestError(400, "bad request", f"{name} must be 1-{limit} printable characters")
+    if _HEADER_VALUE.fullmatch(value) is None:
+        raise GatewayRequestError(
+            400, "bad request", f"{name} must be 1-255 printable ASCII characters (no space at either end)"
+        )
     return value
 
 
@@ -86,6 +121,7 @@ class Gateway:
         self.batch_model = batch_model
         self.limiter = RateLimiter()
         self.keys = IdempotencyStore(settings.idempotency_ttl_s, settings.idempotency_max_keys)
+        self.known_types = {m.event_type() for m in publisher.catalog}
 
     # ------------------------------------------------------------------ checks
 
@@ -103,6 +139,20 @@ class Gateway:
         if wait is not None:
             raise too_many(wait, str(principal.rate))
         return principal
+
+    def charge(self, principal: Principal, events: int) -> None:
+        """Count the events of a batch beyond the one :meth:`admit` counted (429 if over the rate)."""
+        burst = principal.rate.amount
+        if events > burst:
+            raise GatewayRequestError(
+                413,
+                "payload too large",
+                f"token {principal.name!r} may send at most {burst} events per request ({principal.rate})",
+            )
+        if events > 1:
+            wait = self.limiter.admit(principal.name, principal.rate, events - 1)
+            if wait is not None:
+                raise too_many(wait, str(principal.rate))
 
     async def body(self, request: Request) -> bytes:
         check_json_content_type(request)
@@ -140,14 +190,21 @@ class Gateway:
         stored = await self.keys.claim(scope, fingerprint)
         if stored is not None:
             return Response(
-                stored.body, stored.status, {"Idempotent-Replayed": "true"}, media_type=stored.media_type
+                stored.body,
+                stored.status,
+                {**stored.headers, "Idempotent-Replayed": "true"},
+                media_type=stored.media_type,
             )
         try:
             status, payload = await run(key, fingerprint)
-        except GatewayRequestError as exc:  # waiting repeats get this answer; later ones run again
+        except GatewayRequestError as exc:
+            if exc.status < 500:  # refused as a pydantic 422 would be: the key stays unbound
+                self.keys.finish(scope, None)
+                raise
+            # waiting repeats get this answer (Retry-After included); later ones run again
             failed = problem_response(exc)
             self.keys.finish(
-                scope, Stored(fingerprint, exc.status, bytes(failed.body), "application/problem+json")
+                scope, Stored(fingerprint, exc.status, bytes(failed.body), PROBLEM_JSON, exc.headers)
             )
             raise
         except BaseException:
@@ -173,10 +230,11 @@ class Gateway:
                         403, "forbidden", f"token {principal.name!r} may not publish {event_type}"
                     )
                 body = await self.body(request)
+                check_values(body, self.settings.max_json_values, event_type)
                 try:
                     event = model.model_validate_json(body)
                 except ValidationError as exc:
-                    raise from_validation(exc, event_type) from exc
+                    raise from_validation(exc, event_type, self.settings.max_errors) from exc
 
                 async def run(key: str | None, fingerprint: str) -> tuple[int, dict[str, Any]]:
                     event_id = (
@@ -188,6 +246,8 @@ class Gateway:
                 response = await self.once(request, principal, event_type, body, run)
             except GatewayRequestError as exc:
                 response = problem_response(exc)
+            except ClientDisconnect:
+                response = client_closed(request, event_type)
             except Exception:
                 response = internal_error()
             observe(event_type, response.status_code, started)
@@ -201,17 +261,7 @@ class Gateway:
         try:
             principal = self.admit(request)
             body = await self.body(request)
-            try:
-                batch: Any = self.batch_model.model_validate_json(body)
-            except ValidationError as exc:
-                raise from_validation(exc, "batch") from exc
-            forbidden = sorted(
-                {i.event_type for i in batch.events if not principal.may_publish(i.event_type)}
-            )
-            if forbidden:
-                raise GatewayRequestError(
-                    403, "forbidden", f"token {principal.name!r} may not publish {', '.join(forbidden)}"
-                )
+            batch: Any = self.validate_batch(principal, body)
 
             async def run(key: str | None, fingerprint: str) -> tuple[int, dict[str, Any]]:
                 outgoing = [
@@ -231,10 +281,92 @@ class Gateway:
             response = await self.once(request, principal, "batch", body, run)
         except GatewayRequestError as exc:
             response = problem_response(exc)
+        except ClientDisconnect:
+            response = client_closed(request, "batch")
         except Exception:
             response = internal_error()
         observe("batch", response.status_code, started)
         return response
+
+    def validate_batch(self, principal: Principal, body: bytes) -> Any:
+        """The validated batch. Read as plain JSON first: its event types authorized (403) and its
+        size charged to the token's rate (429) before any event is validated."""
+        if upper_bound(body) > self.settings.max_batch_values:
+            check_values(body, self.settings.max_batch_values, "the batch")
+        try:
+            envelope = json.loads(body)
+        except RecursionError:
+            raise GatewayRequestError(400, "malformed JSON", "the body is nested too deeply") from None
+        except ValueError as exc:
+            raise GatewayRequestError(400, "malformed JSON", f"the body is not valid JSON: {exc}") from None
+        events = envelope.get("events") if isinstance(envelope, dict) else None
+        if not isinstance(events, list) or not events:
+            return self._validate_batch(body)  # the model says what is wrong (one error)
+        limit = self.settings.max_batch_events
+        if len(events) > limit:
+            raise truncated(
+                [
+                    {
+                        "loc": ["events"],
+                        "msg": f"List should have at most {limit} items after validation, not {len(events)}",
+                        "type": "too_long",
+                    }
+                ],
+                self.settings.max_errors,
+                "batch",
+            )
+        types = {i.get("event_type") for i in events if isinstance(i, dict)}
+        forbidden = {t for t in types if isinstance(t, str) and not principal.may_publish(t)}
+        if forbidden:
+            known = sorted(forbidden & self.known_types)
+            others = len(forbidden) - len(known)
+            named = ", ".join(known + ([f"{others} unknown type(s)"] if others else []))
+            raise GatewayRequestError(403, "forbidden", f"token {principal.name!r} may not publish {named}")
+        self.charge(principal, len(events))
+        if upper_bound(body) <= self.settings.max_json_values:
+            return self._validate_batch(body)
+        return self._validate_in_chunks(envelope, events)
+
+    def _validate_batch(self, body: bytes, offset: int = 0) -> Any:
+        try:
+            return self.batch_model.model_validate_json(body)
+        except ValidationError as exc:
+            error = from_validation(exc, "batch", self.settings.max_errors)
+            if isinstance(error, InvalidEvent):
+                for e in error.errors or []:
+                    e["loc"] = _batch_loc(cast(list[Any], e["loc"]), offset)
+            raise error from exc
+
+    def _validate_in_chunks(self, envelope: dict[str, Any], events: list[Any]) -> Any:
+        """A large batch, validated a few events at a time (each chunk within ``max_json_values``),
+        stopping at the chunk in which ``max_errors`` errors were reached."""
+        limit, max_errors = self.settings.max_json_values, self.settings.max_errors
+        atomic = json.dumps(envelope.get("atomic", False)).encode()
+        raw: list[bytes] = []
+        for n, item in enumerate(events):
+            encoded = json.dumps(item).encode()
+            check_values(encoded, limit, f"batch event {n}")
+            raw.append(encoded)
+        validated: list[Any] = []
+        errors: list[dict[str, Any]] = []
+        total = 0
+        first = 0
+        while first < len(raw) and len(errors) < max_errors:
+            end, size = first, 0
+            while end < len(raw) and (end == first or size + upper_bound(raw[end]) <= limit):
+                size += upper_bound(raw[end])
+                end += 1
+            chunk = b'{"atomic": ' + atomic + b', "events": [' + b",".join(raw[first:end]) + b"]}"
+            try:
+                part = self._validate_batch(chunk, first)
+                validated.extend(part.events)
+            except InvalidEvent as exc:
+                errors.extend(exc.errors or [])
+                total += exc.error_count
+            first = end
+        if errors:
+            raise truncated(errors, max_errors, "batch", total)
+        return self.batch_model.model_construct(events=validated, atomic=part.atomic)
 
     async def _publish_batch(self, outgoing: list[Outgoing], *, atomic: bool) -> tuple[int, dict[str, Any]]:
         if atomic:
@@ -255,3 +387,16 @@ class Gateway:
                 headers={"Retry-After": "1"},
             )
         return 201, {"atomic": False, "results": [published(r) for r in results if isinstance(r, Delivery)]}
+
+
+def _batch_loc(loc: list[Any], offset: int) -> list[Any]:
+    """A batch error's location as a JSON path: ``["events", n, "data", ...]`` (pydantic puts the
+    discriminator's value after the index; chunks are validated from ``offset``)."""
+    if len(loc) >= 2 and loc[0] == "events" and isinstance(loc[1], int):
+        rest = (
+            loc[3:]
+            if len(loc) >= 3 and isinstance(loc[2], str) and loc[2] not in ("data", "event_type")
+            else loc[2:]
+        )
+        return ["events", loc[1] + offset, *rest]
+    return loc

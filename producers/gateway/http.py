@@ -13,14 +13,21 @@ from starlette.responses import Response
 from evstream.errors import GatewayRequestError
 
 __all__ = [
+    "PROBLEM_JSON",
+    "InvalidEvent",
     "Problem",
     "check_json_content_type",
+    "check_values",
+    "count_values",
     "from_validation",
     "json_response",
     "problem_response",
     "read_body",
     "too_many",
+    "truncated",
 ]
+
+PROBLEM_JSON = "application/problem+json"
 
 
 class Problem(BaseModel):
@@ -30,7 +37,22 @@ class Problem(BaseModel):
     title: str
     status: int
     detail: str
-    errors: list[dict[str, Any]] | None = Field(default=None, description="Per-field errors (422).")
+    errors: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="Per-field errors (422: the first ones, see error_count) or per-event outcomes "
+        "(503 of a batch).",
+    )
+    error_count: int | None = Field(
+        default=None, ge=0, description="How many errors there were in all (422); ``errors`` lists the first."
+    )
+
+
+class InvalidEvent(GatewayRequestError):
+    """A 422 whose ``errors`` are the first of ``error_count`` field errors."""
+
+    def __init__(self, detail: str, errors: list[dict[str, Any]], error_count: int) -> None:
+        super().__init__(422, "invalid event", detail, errors=errors)
+        self.error_count = error_count
 
 
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
@@ -46,9 +68,9 @@ def problem_response(error: GatewayRequestError) -> Response:
     }
     if error.errors is not None:
         body["errors"] = error.errors
-    return Response(
-        json.dumps(body).encode(), error.status, error.headers, media_type="application/problem+json"
-    )
+    if isinstance(error, InvalidEvent):
+        body["error_count"] = error.error_count
+    return Response(json.dumps(body).encode(), error.status, error.headers, media_type=PROBLEM_JSON)
 
 
 def check_json_content_type(request: Request) -> None:
@@ -87,20 +109,61 @@ def _too_large(limit: int) -> GatewayRequestError:
     )
 
 
-def from_validation(exc: ValidationError, what: str) -> GatewayRequestError:
-    """400 for a body that is not JSON; 422 with every field error for one that does not validate."""
+def upper_bound(body: bytes) -> int:
+    """At least the number of JSON values in ``body`` (each is the first in its container or follows
+    a comma), counted in C without parsing. Brackets and commas inside strings make it larger."""
+    return body.count(b",") + body.count(b"{") + body.count(b"[") + 1
+
+
+def count_values(body: bytes) -> int:
+    """The number of JSON values (objects, arrays, scalars; not keys) in a valid JSON ``body``,
+    counted in C without parsing: 1 + commas + non-empty containers, outside strings."""
+    unescaped = body.replace(b"\\\\", b"").replace(b'\\"', b"")  # then every quote delimits a string
+    outside = b"".join(unescaped.split(b'"')[::2]).translate(None, b" \t\r\n")
+    opened = outside.count(b"{") + outside.count(b"[")
+    empty = outside.count(b"{}") + outside.count(b"[]")
+    return 1 + outside.count(b",") + opened - empty
+
+
+def check_values(body: bytes, limit: int, what: str) -> None:
+    """413 when the JSON ``body`` holds more than ``limit`` values.
+
+    What a request costs to validate (and what a 422 lists) grows with its number of values, not
+    its bytes: a 1 MiB body of ``[{}, {}, ...]`` is 350k objects with a few errors each. Nothing
+    is parsed here; bodies whose upper bound is within the limit (every usual event) cost three
+    byte counts.
+    """
+    if upper_bound(body) > limit and count_values(body) > limit:
+        raise too_many_values(limit, what)
+
+
+def too_many_values(limit: int, what: str) -> GatewayRequestError:
+    return GatewayRequestError(
+        413,
+        "payload too large",
+        f"{what} holds more than {limit} JSON values (the gateway's limit)",
+    )
+
+
+def truncated(errors: list[dict[str, Any]], limit: int, what: str, total: int | None = None) -> InvalidEvent:
+    """A 422 listing the first ``limit`` of ``errors`` (``total`` of them in all)."""
+    total = len(errors) if total is None else total
+    first = errors[0]
+    where = ".".join(str(part) for part in first["loc"]) or "(body)"
+    return InvalidEvent(f"{what}: {where}: {first['msg']} ({total} error(s))", errors[:limit], total)
+
+
+def from_validation(exc: ValidationError, what: str, limit: int = 20) -> GatewayRequestError:
+    """400 for a body that is not JSON; 422 with the first ``limit`` field errors for one that does
+    not validate (and how many there were)."""
     errors = exc.errors(include_url=False, include_context=False, include_input=False)
-    broken = next((e for e in errors if e["type"] == "json_invalid"), None)
+    broken = next((e for e in errors[:1] if e["type"] == "json_invalid"), None)
     if broken is not None:
         return GatewayRequestError(400, "malformed JSON", f"the body is not valid JSON: {broken['msg']}")
     fields: list[dict[str, Any]] = [
-        {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors
+        {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors[:limit]
     ]
-    first = fields[0]
-    where = ".".join(str(part) for part in first["loc"]) or "(body)"
-    return GatewayRequestError(
-        422, "invalid event", f"{what}: {where}: {first['msg']} ({len(fields)} error(s))", errors=fields
-    )
+    return truncated(fields, limit, what, exc.error_count())
 
 
 def too_many(wait_s: float, rate: str) -> GatewayRequestError:

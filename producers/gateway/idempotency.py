@@ -16,7 +16,7 @@ import asyncio
 import time
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from evstream.errors import GatewayRequestError
 
@@ -39,6 +39,7 @@ class Stored:
     status: int
     body: bytes
     media_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)  # e.g. a 503's Retry-After
 
     @property
     def ok(self) -> bool:

@@ -27,6 +27,8 @@ from evstream.errors import (
     RegistryError,
 )
 from evstream.producers.delivery import Delivery, DeliveryFuture
+from evstream.producers.gateway.avro import unfit
+from evstream.producers.gateway.http import InvalidEvent
 from evstream.producers.gateway.settings import GatewaySettings
 from evstream.producers.producer import EventProducer
 from evstream.producers.settings import ProducerSettings
@@ -62,10 +64,17 @@ class Outgoing:
         )
 
 
-def not_encodable(exc: EncodeError, loc: list[object]) -> GatewayRequestError:
-    """422 for an event that passed its model but not its Avro schema (e.g. a long out of range)."""
-    return GatewayRequestError(
-        422, "invalid event", f"{exc}", errors=[{"loc": loc, "msg": str(exc), "type": "avro_encode"}]
+def not_encodable(exc: EncodeError, event: Event, loc: list[str | int]) -> GatewayRequestError:
+    """422 for an event that passed its model but not its Avro schema (e.g. a long out of range),
+    located at the field; the codec's own message (schema, subject, Python internals) is only logged."""
+    found = unfit(type(event).avro_schema_dict(), event.model_dump())
+    where, msg = found if found is not None else ([], "Input does not fit the event's Avro schema")
+    log.info("%s refused by its Avro schema: %s", event.event_type(), exc)
+    full = [*loc, *where]
+    return InvalidEvent(
+        f"{event.event_type()}: {'.'.join(map(str, full)) or '(body)'}: {msg} (1 error(s))",
+        [{"loc": full, "msg": msg, "type": "avro_range" if found else "avro_encode"}],
+        1,
     )
 
 
@@ -75,7 +84,7 @@ def check_encodable(producer: EventProducer, batch: Sequence[Outgoing]) -> None:
         try:
             producer.encoder(out.topic, type(out.event))(out.event.model_dump())
         except EncodeError as exc:
-            raise not_encodable(exc, ["events", n, "data"]) from exc
+            raise not_encodable(exc, out.event, ["events", n, "data"]) from exc
 
 
 def retry_later(detail: str, title: str = "Kafka unavailable") -> GatewayRequestError:
@@ -177,7 +186,7 @@ class Publisher:
         try:
             future = out.send(producer)
         except EncodeError as exc:  # nothing was produced
-            raise not_encodable(exc, []) from exc
+            raise not_encodable(exc, out.event, []) from exc
         try:
             async with asyncio.timeout(self.deadline_s):
                 return await future

@@ -20,14 +20,15 @@ class RateLimiter:
     def __init__(self) -> None:
         self._tat: dict[str, float] = {}  # theoretical arrival time of the next request, per key
 
-    def admit(self, key: str, rate: RateLimitItem) -> float | None:
-        """None if the request may go ahead, else the seconds until one would be admitted."""
+    def admit(self, key: str, rate: RateLimitItem, cost: int = 1) -> float | None:
+        """None if a request of ``cost`` units (events) may go ahead and is counted, else the seconds
+        until it would be admitted. ``cost`` must be within the burst (``rate.amount``)."""
         now = time.monotonic()
         period = float(rate.get_expiry())
         interval = period / rate.amount
         tat = max(self._tat.get(key, now), now)
-        wait = tat - now - (period - interval)
+        wait = tat + interval * (cost - 1) - now - (period - interval)
         if wait > 0:
             return wait
-        self._tat[key] = tat + interval
+        self._tat[key] = tat + interval * cost
         return None

@@ -71,6 +71,54 @@ class GatewaySettings(BaseSettings):
         default=1_048_576, ge=1024, description="Larger bodies get 413; default 1 MiB."
     )
     max_batch_events: int = Field(default=500, ge=1, le=100_000, description="Events per batch request.")
+    max_json_values: int = Field(
+        default=4096,
+        ge=64,
+        le=1_000_000,
+        description="JSON values (objects, arrays, scalars) per event; more gets 413. Bounds the "
+        "validation work of a request, which grows with its values, not its bytes; default 4096.",
+    )
+    max_batch_values: int = Field(
+        default=65_536,
+        ge=64,
+        le=10_000_000,
+        description="JSON values per batch request (all its events); more gets 413; default 65536.",
+    )
+    max_errors: int = Field(
+        default=20,
+        ge=1,
+        le=1000,
+        description="Field errors listed in a 422 (their count is given); default 20.",
+    )
+    max_header_bytes: int = Field(
+        default=16_384,
+        ge=1024,
+        le=1_048_576,
+        description="Request line plus headers; more gets 431 and the connection closed; default 16 KiB.",
+    )
+    max_headers: int = Field(
+        default=100, ge=8, le=10_000, description="Header fields per request; more gets 431; default 100."
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="A request's line and headers must arrive within this, from the connection (or "
+        "the end of the previous response); else 408 and close; default 10 s.",
+    )
+    body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="A request's body must arrive within this, from its headers; else 408 and close; "
+        "default 30 s.",
+    )
+    idle_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=600,
+        description="An open connection with no request in progress is closed after this; default 5 s.",
+    )
     delivery_timeout_ms: int = Field(
         default=5_000,
         ge=1_000,
