@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from evstream import __version__
 from evstream.errors import ConfigError, GatewayRequestError
 from evstream.producers.gateway.auth import TokenStore
-from evstream.producers.gateway.avro import bound_integers
+from evstream.producers.gateway.avro import bound_integers, explicit_patterns
 from evstream.producers.gateway.handlers import HEADER_PATTERN, Gateway, internal_error
 from evstream.producers.gateway.http import PROBLEM_JSON, Problem, problem_response
 from evstream.producers.gateway.publisher import Publisher
@@ -45,8 +45,8 @@ _ERRORS = {
     408: "The request's head or body did not arrive in time (the connection is closed)",
     413: "Body too large (bytes, JSON values per event, or events for the token's rate)",
     415: "Not JSON",
-    422: "The event does not match its schema (the first field errors listed, error_count in all), "
-    "or the Idempotency-Key was used with another body",
+    409: "The Idempotency-Key was used with another body",
+    422: "The event does not match its schema (the first field errors listed, error_count in all)",
     429: "Rate limit of the token exceeded (see Retry-After)",
     431: "Request line and headers too large (the connection is closed)",
     500: "The gateway failed unexpectedly (see its log)",
@@ -250,6 +250,7 @@ def _openapi(
         )
         schemas = defs.get("$defs", {})
         bound_integers(schemas, avro)
+        explicit_patterns(schemas)
         components = doc.setdefault("components", {})
         components.setdefault("schemas", {}).update(schemas)
         components["securitySchemes"] = {

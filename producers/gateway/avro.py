@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["INTEGER_RANGES", "bound_integers", "records", "unfit"]
+__all__ = ["INTEGER_RANGES", "bound_integers", "explicit_patterns", "records", "unfit"]
 
 INTEGER_RANGES = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
 """The Avro integer types and their inclusive ranges."""
@@ -164,3 +164,44 @@ def _bound(js: dict[str, Any], avro: Any, named: dict[str, dict[str, Any]]) -> N
         _bound(js["items"], avro["items"], named)
     elif kind == "map" and isinstance(avro, dict) and isinstance(js.get("additionalProperties"), dict):
         _bound(js["additionalProperties"], avro["values"], named)
+
+
+_WHITE_SPACE = r"\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+"""Unicode White_Space: what ``\\s`` means to pydantic's (Rust) regex engine. ECMA-262 and Python
+mean other sets, so the document spells it out."""
+
+
+def explicit_patterns(schema: Any) -> None:
+    """Rewrite ``\\s`` in every ``pattern`` of ``schema`` (in place) as the class the server
+    matches, so that clients and fuzzers reading the document agree with the validation."""
+    if isinstance(schema, dict):
+        for key, value in schema.items():
+            if key == "pattern" and isinstance(value, str):
+                schema[key] = _spell_out(value)
+            else:
+                explicit_patterns(value)
+    elif isinstance(schema, list):
+        for item in schema:
+            explicit_patterns(item)
+
+
+def _spell_out(pattern: str) -> str:
+    out: list[str] = []
+    in_class = False
+    i = 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\" and i + 1 < len(pattern):
+            pair = pattern[i : i + 2]
+            out.append(
+                _WHITE_SPACE if pair == "\\s" and in_class else f"[{_WHITE_SPACE}]" if pair == "\\s" else pair
+            )
+            i += 2
+            continue
+        if char == "[" and not in_class:
+            in_class = True
+        elif char == "]" and in_class:
+            in_class = False
+        out.append(char)
+        i += 1
+    return "".join(out)

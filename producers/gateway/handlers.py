@@ -180,7 +180,11 @@ class Gateway:
     async def once(
         self, request: Request, principal: Principal, route: str, body: bytes, run: Run
     ) -> Response:
-        """Run ``run(key, fingerprint)`` once per Idempotency-Key; repeats get the first response."""
+        """Run ``run(key, fingerprint)`` once per Idempotency-Key; repeats get the first response.
+
+        Every header is checked first: a malformed one is a 400 also for a repeat."""
+        _header(request, "x-correlation-id")
+        _header(request, "x-causation-id")
         key = _header(request, "idempotency-key")
         if key is None:
             status, payload = await run(None, "")
@@ -315,8 +319,10 @@ class Gateway:
                 self.settings.max_errors,
                 "batch",
             )
-        types = {i.get("event_type") for i in events if isinstance(i, dict)}
-        forbidden = {t for t in types if isinstance(t, str) and not principal.may_publish(t)}
+        types = {
+            i["event_type"] for i in events if isinstance(i, dict) and isinstance(i.get("event_type"), str)
+        }
+        forbidden = {t for t in types if not principal.may_publish(t)}
         if forbidden:
             known = sorted(forbidden & self.known_types)
             others = len(forbidden) - len(known)

@@ -1,7 +1,8 @@
 """``Idempotency-Key``: a repeated request gets the first one's response, and Kafka one record.
 
 Keys are scoped to the caller and the route, and bound to the first request's body: the same key
-with another body is refused (422), also after a failure. The first request with a key runs;
+with another body is refused (409 Conflict: the request is valid, the key is taken), also after
+a failure. The first request with a key runs;
 concurrent repeats wait for it and get its response, even a failure (so a delivery that timed out
 in flight is not published again while it may still land). Later repeats get the stored response
 if it succeeded, or run again if it failed. Storage is this process's memory (bounded by a TTL
@@ -61,7 +62,7 @@ class IdempotencyStore:
     async def claim(self, scope: Scope, fingerprint: str) -> Stored | None:
         """The response to answer with, or None when the caller should run the request.
 
-        A caller that gets None must call :meth:`finish`. Raises a 422 when the key was used with
+        A caller that gets None must call :meth:`finish`. Raises a 409 when the key was used with
         another body (a stored response, a failed attempt, or one still running).
         """
         while True:
@@ -97,7 +98,7 @@ class IdempotencyStore:
     def _check(scope: Scope, first: str, now: str) -> None:
         if first != now:
             raise GatewayRequestError(
-                422, "idempotency key reused", f"Idempotency-Key {scope[2]!r} was used with a different body"
+                409, "idempotency key reused", f"Idempotency-Key {scope[2]!r} was used with a different body"
             )
 
     def _expire(self) -> None:

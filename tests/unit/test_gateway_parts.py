@@ -97,7 +97,7 @@ def test_idempotency_store_runs_once_and_repeats_the_result() -> None:
         assert await store.claim(scope, "fp") == OK
         with pytest.raises(GatewayRequestError) as reused:
             await store.claim(scope, "other")
-        assert reused.value.status == 422
+        assert reused.value.status == 409
         for n in range(3):  # past max_keys the oldest go
             assert await store.claim(("a", "x", str(n)), "f") is None
             store.finish(("a", "x", str(n)), Stored("f", 201, b""))
