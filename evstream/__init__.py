@@ -12,6 +12,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 from evstream.errors import (
+    ClusterUnavailableError,
     ConfigError,
     CorruptPayloadError,
     DeadLetter,
@@ -31,8 +32,10 @@ from evstream.errors import (
     MissingTopicsError,
     PartitionDecreaseError,
     PortInUseError,
+    ProducerFatalError,
     PublishError,
     RegistryError,
+    RegistryUnavailableError,
     ReplayError,
     ReplayInputError,
     ReplicationChangeError,
@@ -103,6 +106,7 @@ _LAZY = {
 __all__ = [
     "AsyncEventProducer",
     "Catalog",
+    "ClusterUnavailableError",
     "ConfigError",
     "ConsumerRunner",
     "ConsumerSettings",
@@ -132,11 +136,13 @@ __all__ = [
     "MissingTopicsError",
     "PartitionDecreaseError",
     "PortInUseError",
+    "ProducerFatalError",
     "ProducerSettings",
     "ProjectSettings",
     "PublishError",
     "RegistryError",
     "RegistrySettings",
+    "RegistryUnavailableError",
     "ReplayError",
     "ReplayInputError",
     "ReplicationChangeError",

@@ -30,7 +30,9 @@ matching built-in (``ValueError``, ``LookupError``...) so generic code keeps wor
     │   └── IncompatibleSchemaError (ValueError)  a change breaks the subject's mode
     ├── PublishError                          a publish did not succeed
     │   ├── DeliveryFailedError               the broker refused it: not written
-    │   └── DeliveryIndeterminateError        timed out in flight: possibly written
+    │   │   └── ClusterUnavailableError       no broker reachable for too long: not queued, not written
+    │   ├── DeliveryIndeterminateError        timed out in flight: possibly written
+    │   └── ProducerFatalError                librdkafka's producer hit a fatal error (cause attached)
     ├── GatewayRequestError                   an HTTP gateway request refused (status, title, detail)
     ├── ReplayError                           replay plans, offset resets, bounded replays, DLQ tools
     │   ├── ReplayInputError (ValueError)     bad input: unknown group/topic/partition, future time,
@@ -43,6 +45,7 @@ matching built-in (``ValueError``, ``LookupError``...) so generic code keeps wor
         ├── EncodeError (ValueError)          a record does not fit its schema
         ├── EnvelopeError (ValueError)        envelope headers missing or malformed
         ├── RegistryError                     the schema registry failed or refused
+        │   └── RegistryUnavailableError      no answer within the timeouts and retries (nothing sent)
         └── DecodeError                       a payload cannot be read (names topic/partition/offset)
             ├── UnknownMagicByteError         not Confluent-framed (first byte is not 0x00)
             ├── UnknownSchemaIdError          the registry has no schema with that id
@@ -65,6 +68,7 @@ if TYPE_CHECKING:  # the tree stays import-light: no client library loads with i
     from confluent_kafka import KafkaError
 
 __all__ = [
+    "ClusterUnavailableError",
     "ConfigError",
     "CorruptPayloadError",
     "DeadLetter",
@@ -84,8 +88,10 @@ __all__ = [
     "MissingTopicsError",
     "PartitionDecreaseError",
     "PortInUseError",
+    "ProducerFatalError",
     "PublishError",
     "RegistryError",
+    "RegistryUnavailableError",
     "ReplayError",
     "ReplayInputError",
     "ReplicationChangeError",
@@ -225,6 +231,15 @@ class RegistryError(SerdeError):
     """The schema registry failed, was unreachable, or refused a schema."""
 
 
+class RegistryUnavailableError(RegistryError):
+    """The registry did not answer (timed out, refused the connection, 5xx) within the client's
+    timeouts and retries (:class:`evstream.settings.RegistrySettings`). ``url`` is the registry's."""
+
+    def __init__(self, message: str, *, url: str = "") -> None:
+        self.url = url
+        super().__init__(message)
+
+
 class DecodeError(SerdeError):
     """A payload could not be decoded; ``where`` names the record (``topic[partition]@offset``)."""
 
@@ -311,6 +326,45 @@ class DeliveryFailedError(_DeliveryError):
 
 class DeliveryIndeterminateError(_DeliveryError):
     """The delivery timed out in flight: the event may or may not have been written."""
+
+
+class ClusterUnavailableError(DeliveryFailedError):
+    """No broker of the cluster has been reachable for longer than the producer's
+    ``cluster_down_fail_s``: the event was refused at once (or purged from the local queue before
+    it was ever sent), so it was not written. ``down_for_s`` says for how long no broker answered."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        topic: str | None = None,
+        event_id: UUID | None = None,
+        kafka_error: KafkaError | None = None,
+        down_for_s: float = 0.0,
+    ) -> None:
+        super().__init__(message, topic=topic, event_id=event_id, kafka_error=kafka_error)
+        self.down_for_s = down_for_s
+
+
+class ProducerFatalError(PublishError):
+    """librdkafka reported a fatal error: the underlying producer instance can do nothing more.
+
+    ``kafka_error`` is the fatal error librdkafka reported (``.name()``: ``_FENCED``,
+    ``INVALID_TXN_STATE``, ``_INCONSISTENT``...), ``recovered`` whether :class:`EventProducer`
+    replaced the instance (a transactional producer: a new instance with the same
+    ``transactional.id`` fences the old one), ``event_ids`` the events whose outcome it decided.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kafka_error: KafkaError | None = None,
+        recovered: bool = False,
+        event_ids: tuple[UUID, ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.kafka_error, self.recovered, self.event_ids = kafka_error, recovered, event_ids
 
 
 class GatewayRequestError(EvstreamError):

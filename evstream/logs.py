@@ -3,6 +3,9 @@
 Inside a consumer handler every log record (evstream's and the handler's own) carries
 ``event_id``, ``correlation_id`` and ``trace_id`` of the event being handled, so logs of one
 business flow can be joined across services.
+
+librdkafka's own lines come through the ``evstream.librdkafka`` logger: :func:`configure_logging`
+shows them at INFO and DEBUG only, so a command's one-line error stays one line at WARNING.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Literal
 from pythonjsonlogger.json import JsonFormatter
 
 from evstream.schemas.causation import current_cause
+from evstream.settings import LIBRDKAFKA_LOGGER
 
 __all__ = ["EventContextFilter", "LogFormat", "configure_logging"]
 
@@ -51,3 +55,6 @@ def configure_logging(fmt: LogFormat = "text", level: int | str = logging.WARNIN
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # librdkafka reports every failed connect as an error; at WARNING and above its lines are noise.
+    chatty = root.getEffectiveLevel() <= logging.INFO
+    logging.getLogger(LIBRDKAFKA_LOGGER).setLevel(logging.NOTSET if chatty else logging.CRITICAL + 1)

@@ -9,11 +9,15 @@
   (``EVSTREAM_APP_DIR``); also read from ``[tool.evstream]`` in the nearest ``pyproject.toml``.
   :func:`project_catalog` loads the catalog it names.
 
-:func:`librdkafka_config` is the one place that turns them into librdkafka keys.
+:func:`librdkafka_config` is the one place that turns them into librdkafka keys; it also routes
+librdkafka's own log lines (``FAIL``, ``Connect ... failed``...) to the Python logger
+``evstream.librdkafka`` instead of stderr (silent unless the application configures logging;
+:func:`evstream.logs.configure_logging` shows them at INFO and DEBUG only).
 """
 
 from __future__ import annotations
 
+import logging
 import tomllib
 from functools import lru_cache
 from pathlib import Path
@@ -29,6 +33,7 @@ if TYPE_CHECKING:
     from evstream.schemas.catalog import Catalog
 
 __all__ = [
+    "LIBRDKAFKA_LOGGER",
     "NO_CATALOG",
     "KafkaSettings",
     "ProjectSettings",
@@ -41,6 +46,10 @@ __all__ = [
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
 PassthroughValue = str | int | float | bool
+
+LIBRDKAFKA_LOGGER = "evstream.librdkafka"
+# No handler of its own would let Python's last-resort handler print warnings to stderr.
+logging.getLogger(LIBRDKAFKA_LOGGER).addHandler(logging.NullHandler())
 
 # librdkafka keys that typed fields own; passing them through `extra` would be ambiguous.
 _TYPED_KEYS = {
@@ -118,13 +127,53 @@ class RegistrySettings(BaseSettings):
     basic_auth_password: SecretStr | None = Field(
         default=None, description="Env EVSTREAM_REGISTRY_BASIC_AUTH_PASSWORD."
     )
+    timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="Read/write timeout of one registry request (a hung registry answers nothing). "
+        "Env EVSTREAM_REGISTRY_TIMEOUT_S; default 5.",
+    )
+    connect_timeout_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="TCP connect timeout. Env EVSTREAM_REGISTRY_CONNECT_TIMEOUT_S; default 2.",
+    )
+    max_retries: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="Retries of a request that timed out, could not connect or got a 5xx/429. "
+        "Env EVSTREAM_REGISTRY_MAX_RETRIES; default 2.",
+    )
+    retry_wait_s: float = Field(
+        default=0.2,
+        ge=0,
+        description="First backoff between retries (full jitter, doubling). "
+        "Env EVSTREAM_REGISTRY_RETRY_WAIT_S; default 0.2.",
+    )
+    retry_wait_max_s: float = Field(
+        default=1.0, ge=0, description="Backoff cap. Env EVSTREAM_REGISTRY_RETRY_WAIT_MAX_S; default 1."
+    )
 
-    def client_config(self) -> dict[str, str]:
-        """Configuration for confluent-kafka's ``SchemaRegistryClient``."""
-        conf = {"url": self.url}
+    @property
+    def call_budget_s(self) -> float:
+        """The longest one registry call can take, retries and backoff included."""
+        attempt = self.connect_timeout_s + self.timeout_s
+        return (self.max_retries + 1) * attempt + self.max_retries * self.retry_wait_max_s
+
+    def client_config(self) -> dict[str, Any]:
+        """Configuration for confluent-kafka's ``SchemaRegistryClient``: every call bounded by
+        :attr:`call_budget_s` (the client itself waits forever by default)."""
+        conf: dict[str, Any] = {"url": self.url}
         if self.basic_auth_user is not None:
             password = self.basic_auth_password.get_secret_value() if self.basic_auth_password else ""
             conf["basic.auth.user.info"] = f"{self.basic_auth_user}:{password}"
+        if not self.url.startswith("mock://"):  # the mock client takes no transport options
+            # httpx's (connect, read, write, pool) form: httpx or httpx2, whichever the client uses.
+            conf["timeout"] = (self.connect_timeout_s, self.timeout_s, self.timeout_s, self.connect_timeout_s)
+            conf["max.retries"] = self.max_retries
+            conf["retries.wait.ms"] = int(self.retry_wait_s * 1000)
+            conf["retries.max.wait.ms"] = int(self.retry_wait_max_s * 1000)
         return conf
 
 
@@ -138,6 +187,8 @@ def librdkafka_config(settings: KafkaSettings, **overrides: PassthroughValue) ->
         "bootstrap.servers": settings.bootstrap_servers,
         "client.id": settings.client_id,
         "security.protocol": settings.security_protocol,
+        # librdkafka's log lines through Python logging (served by the client's poll/consume calls).
+        "logger": logging.getLogger(LIBRDKAFKA_LOGGER),
     }
     if settings.sasl_mechanism is not None:
         conf["sasl.mechanism"] = settings.sasl_mechanism

@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from evstream.endpoints import kafka_settings, load_settings, registry_settings
 from evstream.errors import EventValidationError, EvstreamError, PublishError, UnknownEventTypeError
+from evstream.logs import configure_logging
 from evstream.output import OutputFormat, console, print_json, table
 from evstream.producers.delivery import Delivery
 from evstream.producers.producer import EventProducer
@@ -108,12 +109,16 @@ def publish(
     output: Annotated[
         OutputFormat, typer.Option("--output", "-o", help="table for people, json for scripts.")
     ] = OutputFormat.table,
+    log_level: Annotated[
+        str, typer.Option(help="Log level on stderr (DEBUG, INFO show librdkafka's own lines too).")
+    ] = "WARNING",
 ) -> None:
     """Validate events against the catalog, then publish them and print where Kafka stored them.
 
     Every event is validated before the first is sent: one invalid event exits 2 with its line and
     field, and nothing is published. Failed deliveries exit 1.
     """
+    configure_logging("text", log_level.upper())
     event_catalog = project_catalog(catalog)
     events = _read_events(event_catalog, data, file, event_type)
     settings = load_settings(ProducerSettings, prefix="EVSTREAM_PRODUCER_")

@@ -26,6 +26,7 @@ from evstream.errors import (
     EnvelopeError,
     EvstreamError,
     PublishError,
+    RegistryUnavailableError,
 )
 from evstream.producers.delivery import Delivery, DeliveryFuture, classify
 from evstream.producers.metrics import PUBLISH_LATENCY, PUBLISHED
@@ -107,7 +108,7 @@ class EventProducer:
         client = None
         if store is None:
             registry = self._registry_settings or RegistrySettings()
-            client = SchemaRegistryClient(registry.client_config())
+            client = SchemaRegistryClient(registry.client_config())  # every call bounded (timeouts)
             store = RegistrySchemaStore(client)
         producer = Producer(conf)
         try:
@@ -200,9 +201,17 @@ class EventProducer:
             catalog = self._catalog  # a model instance needs no catalog: then the model's strategy
             subject = catalog.subject(model, topic) if catalog is not None else model.subject(topic)
             # The model validated the event and generated the schema: skip fastavro's field-set check.
-            encoder = self._encoders[(topic, model)] = self._codec.encoder(
-                subject, model.avro_schema_dict(), strict=False
-            )
+            try:
+                encoder = self._encoders[(topic, model)] = self._codec.encoder(
+                    subject, model.avro_schema_dict(), strict=False
+                )
+            except RegistryUnavailableError as exc:  # bounded by RegistrySettings' timeouts and retries
+                PUBLISHED.labels(topic, model.event_type(), "failed").inc()
+                raise RegistryUnavailableError(
+                    f"{topic}: cannot publish {model.event_type()}, its schema could not be registered"
+                    f" ({exc}); nothing was sent",
+                    url=exc.url,
+                ) from exc
         return encoder
 
     def publish(

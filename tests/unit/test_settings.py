@@ -15,7 +15,7 @@ def test_settings_read_evstream_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert conf["bootstrap.servers"] == "k1:9092,k2:9092"
     assert conf["socket.timeout.ms"] == 12345
     assert conf["security.protocol"] == "PLAINTEXT"
-    assert RegistrySettings().client_config() == {"url": "http://reg:8080/apis/ccompat/v7"}
+    assert RegistrySettings().client_config()["url"] == "http://reg:8080/apis/ccompat/v7"
 
 
 def test_sasl_ssl_fields_map_to_librdkafka_and_hide_secrets() -> None:
@@ -83,7 +83,28 @@ def test_settings_are_frozen() -> None:
 
 def test_registry_basic_auth() -> None:
     settings = RegistrySettings(url="http://r", basic_auth_user="u", basic_auth_password=SecretStr("p"))
-    assert settings.client_config() == {"url": "http://r", "basic.auth.user.info": "u:p"}
+    conf = settings.client_config()
+    assert (conf["url"], conf["basic.auth.user.info"]) == ("http://r", "u:p")
+
+
+def test_registry_calls_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """confluent-kafka's client waits forever unless given a timeout (issue 14, defect 1)."""
+    monkeypatch.setenv("EVSTREAM_REGISTRY_TIMEOUT_S", "3")
+    monkeypatch.setenv("EVSTREAM_REGISTRY_MAX_RETRIES", "1")
+    settings = RegistrySettings(url="http://r")
+    conf = settings.client_config()
+    assert conf["timeout"] == (2.0, 3.0, 3.0, 2.0)  # connect, read, write, pool
+    assert (conf["max.retries"], conf["retries.wait.ms"], conf["retries.max.wait.ms"]) == (1, 200, 1000)
+    assert settings.call_budget_s == 2 * (2.0 + 3.0) + 1.0
+    assert "timeout" not in RegistrySettings(url="mock://x").client_config()
+
+
+def test_librdkafka_logs_go_to_python_logging() -> None:
+    """Every client evstream builds logs through ``evstream.librdkafka``, never stderr (defect 5)."""
+    import logging  # noqa: PLC0415
+
+    conf = librdkafka_config(KafkaSettings())
+    assert conf["logger"] is logging.getLogger("evstream.librdkafka")
 
 
 @pytest.mark.parametrize(
@@ -101,3 +122,21 @@ def test_cli_reports_bad_settings_in_one_line(env: dict[str, str], message: str)
     proc = run_cli("topics", "list", env={**env, "EVSTREAM_BOOTSTRAP_SERVERS": "127.0.0.1:1"}, timeout=60)
     assert proc.returncode == 2
     assert one_line_error(proc).startswith(message)
+
+
+def test_configure_logging_shows_librdkafka_only_at_info_and_debug() -> None:
+    import logging  # noqa: PLC0415
+
+    from evstream.logs import configure_logging  # noqa: PLC0415
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        configure_logging("text", "WARNING")
+        assert not logging.getLogger("evstream.librdkafka").isEnabledFor(logging.CRITICAL)
+        configure_logging("text", "INFO")
+        assert logging.getLogger("evstream.librdkafka").isEnabledFor(logging.INFO)
+    finally:
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
+        logging.getLogger("evstream.librdkafka").setLevel(logging.NOTSET)

@@ -1,0 +1,98 @@
+"""Fault injection on private stacks: signals to broker and registry pids, topics, reading back.
+
+Every fault is a real signal to a real process this test started (SIGSTOP/SIGCONT pause, SIGKILL
+crash, SIGTERM clean stop); nothing is mocked. The session's shared stack is never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from evstream.stack import LocalStack
+from evstream.testing.plugin import StackEndpoints
+from tests.helpers import wait_until
+from tests.kafka_helpers import end_offsets
+
+
+@dataclass
+class Private:
+    """A private stack this test session owns (and may break)."""
+
+    stack: LocalStack
+
+    @property
+    def endpoints(self) -> StackEndpoints:
+        state = self.stack.state()
+        return StackEndpoints(state.bootstrap_servers, state.registry_url or "", "private")
+
+    @property
+    def registry_pid(self) -> int:
+        registry = self.stack.state().registry
+        assert registry is not None
+        assert registry.pid is not None
+        return registry.pid
+
+    def node_pid(self, node_id: int) -> int:
+        pid = self.stack.state().node(node_id).pid
+        assert pid is not None
+        return pid
+
+    def topic(
+        self,
+        prefix: str,
+        partitions: int = 3,
+        replication_factor: int = -1,
+        config: dict[str, str] | None = None,
+    ) -> str:
+        """A fresh topic with a leader for every partition."""
+        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        admin = AdminClient({"bootstrap.servers": self.endpoints.bootstrap_servers})
+        admin.create_topics(
+            [
+                NewTopic(
+                    name,
+                    num_partitions=partitions,
+                    replication_factor=replication_factor,
+                    config=config or {},
+                )
+            ]
+        )[name].result(timeout=30)
+        end_offsets(self.endpoints.bootstrap_servers, name)  # every leader answers
+        return name
+
+    def restart_dead(self) -> None:
+        """Start again whatever died (``up`` restarts only dead processes) and wait until ready."""
+        self.stack.up()
+
+
+@contextlib.contextmanager
+def paused(pid: int) -> Iterator[None]:
+    """SIGSTOP ``pid`` for the block (SIGCONT on the way out, whatever happens)."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def kill(pid: int, sig: signal.Signals = signal.SIGKILL, *, timeout: float = 60) -> None:
+    """Send ``sig`` to ``pid`` and wait until the process is gone."""
+    os.kill(pid, sig)
+
+    def gone() -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, os.WNOHANG)
+        return False
+
+    wait_until(gone, timeout=timeout, what=f"pid {pid} to exit after {sig.name}")
