@@ -15,7 +15,7 @@ from evstream.endpoints import kafka_settings, load_settings, registry_settings
 from evstream.imports import import_object
 from evstream.logs import LogFormat, configure_logging
 from evstream.output import console
-from evstream.settings import ProjectSettings
+from evstream.settings import ProjectSettings, project_catalog
 
 __all__ = ["AppDir", "consume", "load_handlers"]
 
@@ -80,14 +80,19 @@ def consume(
     EVSTREAM_CONSUMER_SHUTDOWN_TIMEOUT_S).
     """
     configure_logging(log_format, log_level.upper())
+    project = ProjectSettings()
+    loaded = load_handlers(handlers, app_dir or project.app_dir)
     runner = ConsumerRunner(
         group,
-        load_handlers(handlers, app_dir or ProjectSettings().app_dir),
+        loaded,
         topics=topic or None,
         kafka=kafka_settings(bootstrap_servers),
         registry=registry_settings(registry_url),
         settings=load_settings(ConsumerSettings, prefix="EVSTREAM_CONSUMER_"),
         dedupe=SQLiteDedupeStore(dedupe) if dedupe is not None else None,
+        # The project's catalog, when it names one: foreign records (no ce_type) of its other
+        # types follow the unknown-event policy instead of being dead-lettered as unknown.
+        catalog=project_catalog(settings=project) if project.catalog else None,
     )
     console.print(f"consuming {', '.join(runner.topics)} as group {group!r}; stop with Ctrl-C or SIGTERM")
     try:
