@@ -213,3 +213,93 @@ def test_gateway_refuses_bad_settings_in_one_line(tmp_path: Path) -> None:
     assert missing.stderr.startswith("error: tokens file")
     helped = run_cli("gateway", "--help")
     assert "Tokens come from EVSTREAM_GATEWAY_TOKENS" in helped.stdout
+
+
+def test_json_values_are_counted_without_parsing() -> None:
+    from evstream.producers.gateway.http import check_values, count_values, upper_bound  # noqa: PLC0415
+
+    cases: list[object] = [
+        {},
+        [],
+        1,
+        "a,{[",
+        {"a": [1, 2, {"b": 'x,{["\\'}], "c": {}, "d": [], "e": "q\\\\"},
+        {"lines": [{}] * 50, "k": [[], [[]], {"x": None}]},
+    ]
+    for value in cases:
+        body = json.dumps(value).encode()
+        expected = _values(value)
+        assert count_values(body) == expected, body
+        assert upper_bound(body) >= expected
+    check_values(json.dumps({"a": "," * 10_000}).encode(), 64, "event")  # commas in strings are free
+    with pytest.raises(GatewayRequestError) as refused:
+        check_values(json.dumps([1] * 100).encode(), 64, "OrderPlaced")
+    assert refused.value.status == 413
+
+
+def _values(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + sum(_values(v) for v in value.values())
+    if isinstance(value, list):
+        return 1 + sum(_values(v) for v in value)
+    return 1
+
+
+def test_a_422_lists_the_first_errors_and_their_count() -> None:
+    with pytest.raises(ValidationError) as caught:
+        OrderPlaced.model_validate_json(json.dumps({"lines": [{}] * 100}))
+    error = from_validation(caught.value, "OrderPlaced", limit=20)
+    assert error.status == 422
+    assert error.errors is not None
+    assert len(error.errors) == 20
+    assert getattr(error, "error_count") == caught.value.error_count() > 300  # noqa: B009
+
+
+def test_rate_limiter_charges_batches_by_event_count() -> None:
+    limiter = RateLimiter()
+    rate = parse("10/minute")
+    assert limiter.admit("t", rate, 6) is None
+    assert limiter.admit("t", rate, 4) is None
+    wait = limiter.admit("t", rate, 1)
+    assert wait is not None
+    assert 5 < wait <= 6  # one event's interval
+    assert limiter.admit("u", rate, 11) is not None  # beyond the burst: never (the gateway says 413)
+
+
+def test_avro_unfit_values_are_located() -> None:
+    from evstream.producers.gateway.avro import bound_integers, explicit_patterns, unfit  # noqa: PLC0415
+
+    order = {
+        "order_id": "o",
+        "lines": [{"unit_price": {"amount_minor": 5}}, {"unit_price": {"amount_minor": 2**63}}],
+    }
+    schema = OrderPlaced.avro_schema_dict()
+    found = unfit(schema, {**order, "total": {"amount_minor": 1, "currency": "EUR"}})
+    assert found is not None
+    assert found[0] == ["lines", 1, "unit_price", "amount_minor"]
+    assert "Avro long" in found[1]
+    assert unfit(schema, {"coupon_code": "\ud800"}) == (
+        ["coupon_code"],
+        "Input should be a string encodable as UTF-8 (no lone surrogates)",
+    )
+    assert unfit(schema, {"coupon_code": None, "total": {"amount_minor": -(2**63)}}) is None
+    defs = {"Money": {"properties": {"amount_minor": {"type": "integer", "minimum": 0}}}}
+    bound_integers(defs, [schema])
+    assert defs["Money"]["properties"]["amount_minor"] == {
+        "type": "integer",
+        "minimum": 0,
+        "maximum": 2**63 - 1,
+    }
+    doc = {"a": {"pattern": r"^[^@\s]+\s[a]$"}}
+    explicit_patterns(doc)
+    assert "\\s" not in doc["a"]["pattern"]
+    assert doc["a"]["pattern"].startswith(r"^[^@\t\n")
+
+
+def test_access_logs_keep_no_query_values() -> None:
+    from evstream.producers.gateway.server import redact_query  # noqa: PLC0415
+
+    assert redact_query("/healthz") == "/healthz"
+    assert (
+        redact_query("/x?access_token=s3cret&b=2&c") == "/x?access_token=<redacted>&b=<redacted>&c=<redacted>"
+    )
