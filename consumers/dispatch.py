@@ -9,7 +9,13 @@ name, into the model whose record it is, with an envelope derived from its posit
 :meth:`Dispatcher.process` returns ``None`` when the record is done with (handled, skipped, a
 duplicate, or safely written to a retry or dead-letter topic) so its offset may be stored, or
 the epoch time before which the record must not be tried again: the runner then pauses the
-partition and seeks back to the record (retry-topic delays and block-and-retry).
+partition and seeks back to the record (retry-topic delays, block-and-retry, the registry down).
+
+A schema id the registry does not know is not proof that the record is garbage (a registry
+restarted without it, a schema replicated late): the record is held and its id asked for again
+with backoff for ``unknown_schema_grace_s`` (outcome ``schema_held`` in the metrics, a warning in
+the log), and only then dead-lettered with reason ``unknown_schema_id``; a redrive brings it back
+once the registry knows the id.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from evstream.errors import (
     EvstreamError,
     RegistryError,
     UnknownEventTypeError,
+    UnknownSchemaIdError,
 )
 from evstream.schemas import (
     AvroCodec,
@@ -68,6 +75,7 @@ class RunStats:
     blocked: int = 0
     dead_lettered: int = 0
     skipped: int = 0
+    schema_held: int = 0  # times a record with a schema id unknown to the registry was held
     duplicates: int = 0
     commits: int = 0
     rewinds: int = 0  # batches cut short by the batch deadline (records fetched again)
@@ -135,6 +143,7 @@ class Dispatcher:
         self.stats = stats
         self.loop = loop
         self._blocked: dict[Position, tuple[Origin, int]] = {}  # block-and-retry: origin, rounds
+        self._unknown_ids: dict[Position, tuple[float, int]] = {}  # unknown schema id: first seen, rounds
         self._children: dict[tuple[str, str], Any] = {}
         self._last_attempt = 0
         self._consumed: dict[str, int] = {}  # counted per record, published per batch (flush_metrics)
@@ -149,6 +158,8 @@ class Dispatcher:
         """Drop block-and-retry state of partitions this member no longer owns."""
         for position in [p for p in self._blocked if (p[0], p[1]) in partitions]:
             del self._blocked[position]
+        for position in [p for p in self._unknown_ids if (p[0], p[1]) in partitions]:
+            del self._unknown_ids[position]
 
     def flush_metrics(self) -> None:
         """Add the consumed/handled counts since the last call to the Prometheus counters."""
@@ -177,17 +188,51 @@ class Dispatcher:
                 decode = self._decoders[spec.model] = self.codec.decoder(spec.model.avro_schema_dict())
             event = spec.model.model_validate(decode(msg.value(), where))
             decoded_key = self._decoded_key(msg.key(), where)
-        except (EnvelopeError, DecodeError, ValidationError) as exc:
-            self._dead_letter(msg, Origin.of(msg), "undecodable", exc)
-            return None
-        except UnknownEventTypeError as exc:  # no model has the writer schema's record name
-            self._dead_letter(msg, Origin.of(msg), "unknown_schema", exc)
+        except UnknownSchemaIdError as exc:  # not proof of garbage: the registry may not know it *yet*
+            return self._unknown_schema_id(msg, exc)
+        except (EnvelopeError, DecodeError, ValidationError, UnknownEventTypeError) as exc:
+            # UnknownEventTypeError: no model has the writer schema's record name
+            reason = "unknown_schema" if isinstance(exc, UnknownEventTypeError) else "undecodable"
+            self._dead_letter(msg, Origin.of(msg), reason, exc)
             return None
         except RegistryError as exc:  # the registry is down, not the record: hold and try again
             log.warning("schema registry unavailable, holding %s[%s]: %s", topic, msg.partition(), exc)
             self.stats.consumed -= 1
             return time.time() + self.settings.retry_wait_max_s
+        self._unknown_ids.pop((topic, msg.partition() or 0, msg.offset() or 0), None)
         return self._handle(msg, spec, event, envelope, tier, decoded_key)
+
+    def _unknown_schema_id(self, msg: Message, exc: UnknownSchemaIdError) -> float | None:
+        """Hold a record whose schema id the registry does not know, asking again with backoff for
+        ``unknown_schema_grace_s``; then dead-letter it (reason ``unknown_schema_id``)."""
+        topic = msg.topic() or ""
+        position = (topic, msg.partition() or 0, msg.offset() or 0)
+        now = time.time()
+        first, rounds = self._unknown_ids.get(position, (now, 0))
+        grace = self.settings.unknown_schema_grace_s
+        if now - first >= grace:
+            self._unknown_ids.pop(position, None)
+            log.error("%s still unknown after %.0fs: dead-lettered", exc, now - first)
+            self._dead_letter(msg, Origin.of(msg), "unknown_schema_id", exc)
+            return None
+        self._unknown_ids[position] = (first, rounds + 1)
+        self.stats.consumed -= 1
+        self.stats.schema_held += 1
+        self._metric(topic, "schema_held").inc()
+        wait = min(
+            self.settings.unknown_schema_retry_wait_s * 2.0**rounds,
+            self.settings.unknown_schema_retry_wait_max_s,
+            max(0.0, first + grace - now),
+        )
+        log.warning(
+            "%s; holding %s[%s] and asking again in %.1fs (dead-lettered after %.0fs more)",
+            exc,
+            topic,
+            msg.partition(),
+            wait,
+            first + grace - now,
+        )
+        return now + wait
 
     def _route(self, msg: Message, where: RecordCoordinates) -> tuple[HandlerSpec | None, Envelope]:
         """The record's handler (None: no handler for its type) and envelope."""

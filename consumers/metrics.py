@@ -10,7 +10,7 @@ CONSUMED = Counter("evstream_events_consumed", "Records read, by topic.", ["topi
 OUTCOMES = Counter(
     "evstream_events_outcome",
     "What became of each record: handled, retried (in place), retry_topic, blocked, dead_lettered,"
-    " skipped, duplicate.",
+    " skipped, duplicate, schema_held (its schema id unknown to the registry: held, asked again).",
     ["topic", "group", "outcome"],
 )
 HANDLER_LATENCY = Histogram(

@@ -78,6 +78,22 @@ class ConsumerSettings(BaseSettings):
         default="skip", description="What to do with an event type no handler is registered for."
     )
     shutdown_timeout_s: float = Field(default=30.0, gt=0, description="Deadline for a graceful stop.")
+    unknown_schema_grace_s: float = Field(
+        default=600.0,
+        ge=0,
+        description=(
+            "A record whose schema id the registry does not know (yet: a registry restarted without it,"
+            " a schema replicated late) holds its partition and is retried with backoff for this long"
+            " before it is dead-lettered (reason unknown_schema_id). Env"
+            " EVSTREAM_CONSUMER_UNKNOWN_SCHEMA_GRACE_S; default 600 (10 minutes)."
+        ),
+    )
+    unknown_schema_retry_wait_s: float = Field(
+        default=1.0, gt=0, description="First wait before asking the registry again for an unknown id."
+    )
+    unknown_schema_retry_wait_max_s: float = Field(
+        default=30.0, gt=0, description="Cap of the doubling wait between those attempts."
+    )
 
     @field_validator("retry_topic_delays_s")
     @classmethod

@@ -9,20 +9,31 @@ dead-lettered at once.
 
 from __future__ import annotations
 
+import io
 import json
+import struct
 import threading
 import time
+import uuid
+from typing import Any
 
+import fastavro
 import pytest
+from confluent_kafka import Producer
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from prometheus_client import REGISTRY
 
 from evstream import KafkaSettings, RegistrySettings, RegistryUnavailableError
 from evstream.consumers import ConsumerRunner, ConsumerSettings, Handlers
+from evstream.consumers.failures import header_pairs
+from evstream.consumers.replay.deadletters import redrive
 from evstream.producers import EventProducer
 from evstream.schemas.domain import PaymentCaptured
+from evstream.schemas.events import envelope_headers
 from tests.consumer_helpers import declare_failure_topics
 from tests.factories import mixed_events
 from tests.helpers import one_line_error, run_cli, wait_until
-from tests.kafka_helpers import end_offsets
+from tests.kafka_helpers import end_offsets, read_records
 from tests.reliability.faults import Private, paused
 
 # One call: 2 attempts of at most 1 s connect + 1 s read, 0.2 s backoff: under 4.5 s.
@@ -33,6 +44,16 @@ FAST_REGISTRY = {
     "retry_wait_s": 0.1,
     "retry_wait_max_s": 0.2,
 }
+
+
+def metric(name: str, **labels: str) -> float:
+    """A sample of this process's Prometheus registry (summed over unnamed labels)."""
+    return sum(
+        sample.value
+        for family in REGISTRY.collect()
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
 
 
 def registry(solo: Private) -> RegistrySettings:
@@ -146,3 +167,106 @@ def test_consumer_holds_while_the_registry_is_hung_and_stays_in_the_group(
     assert sorted(seen) == sorted(e.payment_id for e in events)
     assert runner.stats.dead_lettered == 0
     assert runner.stats.lost == 0, "the member was dropped from the group: its poll loop blocked"
+
+
+# ---------------------------------------------------------------- unknown schema ids (defect 2)
+
+
+def novel_schema(tag: str) -> dict[str, Any]:
+    """PaymentCaptured's schema with a doc no one registered: new content, so a new registry id."""
+    return {**PaymentCaptured.avro_schema_dict(), "doc": f"issue-14 {tag}"}
+
+
+def next_id(client: SchemaRegistryClient, topic: str) -> int:
+    """The id the registry hands out next (ids are sequential; this private registry is ours)."""
+    probe = novel_schema(f"probe {uuid.uuid4()}")
+    return int(client.register_schema(f"{topic}-probe", Schema(json.dumps(probe), "AVRO"))) + 1
+
+
+def produce_ahead_of_registry(
+    solo: Private, topic: str, events: list[PaymentCaptured], schema_id: int
+) -> None:
+    """Records framed with ``schema_id`` before the registry has it, with a full envelope."""
+    parsed = fastavro.parse_schema(novel_schema(str(schema_id)))
+    raw = Producer({"bootstrap.servers": solo.endpoints.bootstrap_servers, "acks": "all"})
+    for event in events:
+        body = io.BytesIO()
+        body.write(struct.pack(">bI", 0, schema_id))
+        fastavro.schemaless_writer(body, parsed, event.model_dump())
+        headers = envelope_headers(uuid.uuid4(), "PaymentCaptured", None, "issue-14")
+        raw.produce(topic, value=body.getvalue(), key=event.aggregate_id(), headers=headers)
+    assert raw.flush(30) == 0
+
+
+def grace_runner(solo: Private, topic: str, handlers: Handlers, grace_s: float) -> ConsumerRunner:
+    group = f"g-grace-{topic}"
+    settings = ConsumerSettings(
+        commit_interval_s=0.5,
+        unknown_schema_grace_s=grace_s,
+        unknown_schema_retry_wait_s=0.2,
+        unknown_schema_retry_wait_max_s=1.0,
+    )
+    declare_failure_topics(solo.endpoints, group, topic, settings)
+    return ConsumerRunner(
+        group,
+        handlers,
+        topics=[topic],
+        kafka=KafkaSettings(bootstrap_servers=solo.endpoints.bootstrap_servers),
+        registry=registry(solo),
+        settings=settings,
+    )
+
+
+def test_an_id_the_registry_learns_later_is_held_not_dead_lettered(
+    solo: Private, consumed: tuple[str, list[PaymentCaptured], Handlers, list[str]]
+) -> None:
+    """Before: 33 of 33 valid events dead-lettered within 10 s of a registry restart."""
+    topic, events, handlers, seen = consumed
+    late = payments(33)
+    with SchemaRegistryClient(registry(solo).client_config()) as client:
+        schema_id = next_id(client, topic)
+        produce_ahead_of_registry(solo, topic, late, schema_id)
+        runner = grace_runner(solo, topic, handlers, grace_s=120)
+        thread = run_in_thread(runner)
+        try:
+            wait_until(
+                lambda: runner.stats.schema_held >= 3, timeout=60, what="the unknown id held, asked again"
+            )
+            assert runner.stats.dead_lettered == 0
+            registered = client.register_schema(
+                f"{topic}-late", Schema(json.dumps(novel_schema(str(schema_id))), "AVRO")
+            )
+            assert registered == schema_id, "someone else registered a schema on the private registry"
+            wait_until(
+                lambda: len(seen) >= len(events) + len(late), timeout=60, what="the held events handled"
+            )
+        finally:
+            runner.stop()
+            thread.join(timeout=30)
+    assert runner.stats.dead_lettered == 0
+    assert sorted(seen) == sorted(e.payment_id for e in events + late)
+    assert metric("evstream_events_outcome_total", topic=topic, outcome="schema_held") >= 3
+
+
+def test_an_id_still_unknown_after_the_grace_is_dead_lettered_and_redrive_brings_it_back(
+    solo: Private, consumed: tuple[str, list[PaymentCaptured], Handlers, list[str]]
+) -> None:
+    topic, events, handlers, seen = consumed
+    late = payments(3)
+    with SchemaRegistryClient(registry(solo).client_config()) as client:
+        schema_id = next_id(client, topic)
+        produce_ahead_of_registry(solo, topic, late, schema_id)
+        runner = grace_runner(solo, topic, handlers, grace_s=3)
+        started = time.monotonic()
+        stats = runner.run(until_idle_s=2)
+        assert time.monotonic() - started >= 3  # held for the grace period first
+        assert (stats.handled, stats.dead_lettered) == (len(events), len(late))
+        dead = read_records(solo.endpoints.bootstrap_servers, [f"{topic}.dlq"], len(late))
+        reasons = {dict(header_pairs(m))["evstream.dlq.reason"] for m in dead}
+        assert reasons == {b"unknown_schema_id"}
+        client.register_schema(f"{topic}-late", Schema(json.dumps(novel_schema(str(schema_id))), "AVRO"))
+    result = redrive(KafkaSettings(bootstrap_servers=solo.endpoints.bootstrap_servers), f"{topic}.dlq")
+    assert result.total_sent == len(late)
+    again = grace_runner(solo, topic, handlers, grace_s=3).run(until_idle_s=2)
+    assert (again.handled, again.dead_lettered) == (len(late), 0)
+    assert sorted(seen) == sorted(e.payment_id for e in events + late)

@@ -166,7 +166,8 @@ def test_a_dead_letter_signal_skips_the_retries() -> None:
 
 def test_undecodable_records_go_straight_to_the_dead_letter_topic() -> None:
     calls: list[Event] = []
-    with HandlerHarness(orders(calls.append)) as h:
+    no_grace = ConsumerSettings(unknown_schema_grace_s=0)  # an unknown id is held first otherwise
+    with HandlerHarness(orders(calls.append), settings=no_grace) as h:
         garbage = h.send_raw(b"not avro at all", event_type="OrderPlaced", key="k1")
         no_envelope = h.send_raw(b"\x00\x00\x00\x00\x07garbage", key="k2")
         wrong_schema = h.send_raw(h.encode(PAYMENT), event_type="OrderPlaced", key="k3")
@@ -176,10 +177,19 @@ def test_undecodable_records_go_straight_to_the_dead_letter_topic() -> None:
     assert (first.reason, first.error_type, first.attempts) == ("undecodable", "UnknownMagicByteError", 0)
     assert first.value == b"not avro at all"
     assert first.key == b"k1"
-    assert second.reason == "undecodable"
+    assert second.reason == "unknown_schema_id"
     assert second.envelope is None
     assert third.reason == "undecodable"
     assert h.stats.retried == 0
+
+
+def test_an_unknown_schema_id_is_held_for_the_grace_period_not_dead_lettered() -> None:
+    """An id the registry does not know *yet* is no proof of garbage (issue 14, defect 2)."""
+    with HandlerHarness(orders(lambda _: None)) as h:
+        held = h.send_raw(b"\x00\x00\x00\x00\x07garbage", key="k2")
+    assert held.kind == "waiting"
+    assert h.dead_letters == []
+    assert h.stats.schema_held == 1
 
 
 def test_dedupe_by_event_id() -> None:
