@@ -41,11 +41,11 @@ demo: up
 	@echo
 	@echo "The local stack is still running (EVSTREAM_STACK_DIR=$(EVSTREAM_STACK_DIR)). Stop it with: make down"
 
-test: up
-	$(BIN)/pytest -m "unit or integration or reliability" $(PYTEST_ARGS)
+test: up  # the reliability scenarios marked `long` run only in `make reliability`
+	$(BIN)/pytest -m "(unit or integration or reliability) and not long" $(PYTEST_ARGS)
 
-reliability: up  # only the fault-injection scenarios (also part of `make test`; see tests/reliability)
-	$(BIN)/pytest -m reliability $(PYTEST_ARGS)
+reliability: up  # every fault-injection scenario, long ones included; figures: tests/reliability/README.md
+	$(BIN)/pytest -m reliability $(PYTEST_ARGS) tests/reliability
 
 lint: venv
 	$(BIN)/ruff check .

@@ -2,8 +2,10 @@
 
 At-least-once: an offset is stored only after its record was handled, skipped by policy, or
 safely written to a retry or dead-letter topic (acknowledged first), and stored offsets are
-committed every ``commit_interval_s``, on partition revocation and on shutdown. A crash
-therefore replays at most the records since the last commit; a :class:`DedupeStore` makes
+committed after the first batch that finished a record, then every ``commit_interval_s`` or every
+``commit_every_records`` finished records (whichever comes first), on partition revocation and on
+shutdown. A crash therefore replays at most the records since the last commit (a consumer that
+crashes in a loop still moves forward by at least its first batch each time); a :class:`DedupeStore` makes
 those replays no-ops. A record that must wait (a retry-topic record not yet due, or an ordered
 handler's block-and-retry) pauses only its own partition: the others keep flowing.
 
@@ -165,24 +167,36 @@ class ConsumerRunner:
 
     def _loop(self, consumer: Consumer, until_idle_s: float | None) -> None:
         last_commit = last_record = time.monotonic()
+        every = self.settings.commit_every_records
+        committed_once = False
+        finished = 0  # records finished (offsets stored) since the last commit
         while not self._stop.is_set():
             batch = consumer.consume(self.settings.batch_size, self._poll_timeout())
             self._resume_due(consumer)
-            self._handle_batch(consumer, batch)
+            finished += self._handle_batch(consumer, batch)
             if batch:
                 last_record = time.monotonic()
             elif (
                 until_idle_s is not None and not self._held and time.monotonic() - last_record > until_idle_s
             ):
                 break
-            if time.monotonic() - last_commit > self.settings.commit_interval_s:
+            if (
+                (finished and not committed_once)
+                or (every and finished >= every)
+                or time.monotonic() - last_commit > self.settings.commit_interval_s
+            ):
                 self._commit()
+                committed_once = committed_once or finished > 0
+                finished = 0
                 last_commit = time.monotonic()
 
-    def _handle_batch(self, consumer: Consumer, batch: list[Message]) -> None:
-        """Dispatch a batch; store the offset after the last finished record of each partition."""
+    def _handle_batch(self, consumer: Consumer, batch: list[Message]) -> int:
+        """Dispatch a batch; store the offset after the last finished record of each partition.
+
+        Returns how many records were finished (their offsets stored)."""
         assert self._dispatcher is not None
         done: dict[Partition, int] = {}
+        finished = 0
         deadline = time.monotonic() + self.settings.batch_deadline
         try:
             for index, msg in enumerate(batch):
@@ -200,6 +214,7 @@ class ConsumerRunner:
                 due = self._dispatcher.process(msg)
                 if due is None:
                     done[tp] = (msg.offset() or 0) + 1
+                    finished += 1
                 else:
                     self._hold(consumer, msg, due)
                 if self._stop.is_set():
@@ -208,6 +223,7 @@ class ConsumerRunner:
             if done:
                 self._store_offsets(consumer, done)
             self._dispatcher.flush_metrics()
+        return finished
 
     def _store_offsets(self, consumer: Consumer, done: dict[Partition, int]) -> None:
         owned = {tp: offset for tp, offset in done.items() if tp in self.assignment}

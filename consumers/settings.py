@@ -20,7 +20,19 @@ class ConsumerSettings(BaseSettings):
     )
     batch_size: int = Field(default=500, ge=1, le=100_000, description="Records per consume() call.")
     poll_timeout_s: float = Field(default=0.5, gt=0, description="How long one consume() waits.")
-    commit_interval_s: float = Field(default=5.0, gt=0, description="Commit stored offsets this often.")
+    commit_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="Commit stored offsets this often (and after the first handled batch, and every"
+        " commit_every_records).",
+    )
+    commit_every_records: int = Field(
+        default=1000,
+        ge=0,
+        description="Also commit once this many records were finished since the last commit, whichever"
+        " comes first with commit_interval_s, so a consumer crashing in a loop still makes progress"
+        " (0: by interval only). Env EVSTREAM_CONSUMER_COMMIT_EVERY_RECORDS; default 1000.",
+    )
     session_timeout_ms: int = Field(default=45_000, ge=6000)
     max_poll_interval_ms: int = Field(
         default=300_000, ge=6000, description="Kafka drops a member that does not poll this often."

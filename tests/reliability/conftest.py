@@ -19,3 +19,21 @@ def solo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Private]:
         yield Private(stack)
     finally:
         stack.down(purge=True)
+
+
+FIGURES: dict[str, dict[str, object]] = {}
+
+
+@pytest.fixture
+def figures(request: pytest.FixtureRequest) -> dict[str, object]:
+    """This scenario's figures, printed at the end of the run (and copied to README.md by hand)."""
+    return FIGURES.setdefault(request.node.name, {})
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not FIGURES:
+        return
+    terminalreporter.section("reliability figures")
+    for name, values in FIGURES.items():
+        if values:
+            terminalreporter.write_line(f"{name}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
