@@ -69,6 +69,7 @@ _LOCK = ".lock"
 _MARKER = ".evstream-stack"
 _KAFKA_HEAP = ["-Xms256m", "-Xmx512m"]
 _REGISTRY_HEAP = ["-Xms128m", "-Xmx512m"]
+_PORT_GRACE_S = 10.0
 _RESET_HINT = "wipe it with `evstream stack reset`"
 _KAFKA_JAR = re.compile(r"^kafka_\d+\.\d+-(\d+\.\d+\.\d+)\.jar$")
 
@@ -273,17 +274,23 @@ class LocalStack:
                 self._format(kafka_java, state, node)
             record = record.model_copy(update={"formatted": True})
             record.save(self.data_dir)
-            previous = None
+            return self._bring_up(state, None, kafka_java, registry_java, fresh=True)
         else:
             if kafka_version != record.kafka_version:
                 _check_kafka_version(record, kafka_version, self.data_dir)
                 record = record.model_copy(update={"kafka_version": kafka_version})
             record, state = self._plan_restart(record, previous, port, registry_home, registry_port, libs)
             record.save(self.data_dir)
-        return self._bring_up(state, previous, kafka_java, registry_java)
+        return self._bring_up(state, previous, kafka_java, registry_java, fresh=False)
 
     def _bring_up(
-        self, state: StackState, previous: StackState | None, kafka_java: Path, registry_java: Path | None
+        self,
+        state: StackState,
+        previous: StackState | None,
+        kafka_java: Path,
+        registry_java: Path | None,
+        *,
+        fresh: bool,
     ) -> StackState:
         """Start every process of ``state`` that has no live pid, then wait until all are ready."""
         (self.data_dir / _MARKER).write_text(
@@ -294,9 +301,10 @@ class LocalStack:
         try:
             for node in state.nodes:
                 if node.pid is None:
+                    if not fresh:
+                        _check_formatted(node, state.cluster_id)
                     if previous is not None:
                         self.notices.append(f"kafka-{node.node_id} was not running: started it with its data")
-                        _check_formatted(node, state.cluster_id)
                     self._render_config(state, node)
                     spawned = self._spawn_node(kafka_java, state, node)
                     started.append(spawned.pid or 0)
@@ -379,7 +387,9 @@ class LocalStack:
 
         def reuse(what: str, wanted: int, *, explicit: bool = False, fixed: bool = False) -> int:
             try:
-                processes.require_free(wanted)
+                # A killed JVM's threads may still be closing its sockets for a moment after the
+                # pid looks dead: give our own recorded port a few seconds before replacing it.
+                processes.wait_free(wanted, timeout=_PORT_GRACE_S if wanted in recorded else 0)
             except PortInUseError:
                 if explicit or fixed:
                     raise

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from evstream.errors import PortInUseError
 
-__all__ = ["free_ports", "is_alive", "log_tail", "owns", "require_free", "spawn", "terminate"]
+__all__ = ["free_ports", "is_alive", "log_tail", "owns", "require_free", "spawn", "terminate", "wait_free"]
 
 LOOPBACK = "127.0.0.1"
 
@@ -24,6 +24,20 @@ def require_free(port: int) -> None:
             sock.bind((LOOPBACK, port))
         except OSError as exc:
             raise PortInUseError(port) from exc
+
+
+def wait_free(port: int, *, timeout: float) -> None:
+    """Like :func:`require_free`, but retry for up to ``timeout`` seconds (a dying owner lets go)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            require_free(port)
+        except PortInUseError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
+        else:
+            return
 
 
 def free_ports(count: int, *, exclude: Iterable[int] = ()) -> list[int]:

@@ -273,3 +273,106 @@ def test_down_signals_only_processes_carrying_its_marker(tmp_path: Path) -> None
         for child in (ours, stranger, lookalike):
             child.kill()
             child.wait()
+
+
+def formatted_dir(tmp_path: Path, **changes: object) -> Path:
+    """A data dir as a first ``up`` leaves it (cluster.json + meta.properties), with ``changes``."""
+    data_dir = tmp_path / "stack"
+    meta = data_dir / "node-1" / "data" / "meta.properties"
+    meta.parent.mkdir(parents=True)
+    meta.write_text("cluster.id=abc\nnode.id=1\nversion=1\n")
+    (data_dir / ".evstream-stack").write_text("made by evstream\n")
+    record = {
+        "layout": 2,
+        "evstream_version": "0.1.0",
+        "kafka_version": "4.1.1",
+        "cluster_id": "abc",
+        "nodes": [{"node_id": 1, "port": 1001, "controller_port": 2001}],
+        "formatted": True,
+    } | changes
+    (data_dir / "cluster.json").write_text(json.dumps(record))
+    return data_dir
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"layout": 9},
+            "was made by a newer evstream (stack layout 9; this one uses 2); upgrade evstream or",
+        ),
+        ({"layout": 1}, "was made by an older evstream (stack layout 1; this one uses 2);"),
+        ({"registry_storage": "mem"}, "keeps schemas in 'mem' storage, not kafkasql;"),
+        (
+            {"nodes": [{"node_id": i, "port": 1000 + i, "controller_port": 2000 + i} for i in (1, 2, 3)]},
+            "was formatted with 3 nodes, not 1; run `evstream stack up --nodes 3`, or",
+        ),
+    ],
+)
+def test_up_refuses_an_incompatible_data_dir_without_touching_it(
+    tmp_path: Path, changes: dict[str, object], message: str
+) -> None:
+    data_dir = formatted_dir(tmp_path, **changes)
+    proc = run_cli("stack", "up", "--data-dir", str(data_dir), "--nodes", "1", "--no-registry")
+    assert proc.returncode == 1
+    line = one_line_error(proc)
+    assert message in line
+    assert line.endswith("wipe it with `evstream stack reset`")
+    assert (data_dir / "node-1" / "data" / "meta.properties").read_text().startswith("cluster.id=abc")
+
+
+def test_up_refuses_a_stack_of_the_previous_layout(tmp_path: Path) -> None:
+    data_dir = formatted_dir(tmp_path)
+    (data_dir / "cluster.json").unlink()  # the old layout: formatted storage, no cluster.json
+    proc = run_cli("stack", "up", "--data-dir", str(data_dir), "--no-registry")
+    assert proc.returncode == 1
+    assert one_line_error(proc) == (
+        f"error: {data_dir} holds a stack made by an older evstream (stack layout 1: no cluster.json, "
+        "schemas not kept); wipe it with `evstream stack reset`"
+    )
+    assert (data_dir / "node-1" / "data" / "meta.properties").exists()
+
+
+def test_a_node_without_its_storage_is_never_reformatted(bare_env: Path, tmp_path: Path) -> None:
+    stack = fake_stack(bare_env, tmp_path, "exit 1\n")
+    data_dir = formatted_dir(tmp_path)
+    (data_dir / "node-1" / "data" / "meta.properties").unlink()
+    with pytest.raises(StackError, match=r"kafka-1 has no formatted storage in .* wipe it with `evstream"):
+        stack.up(registry=False)
+
+
+def test_stopped_stack_status_down_and_wiping(tmp_path: Path) -> None:
+    data_dir = formatted_dir(tmp_path)
+    status = run_cli("stack", "status", "--data-dir", str(data_dir))
+    assert status.returncode == 1
+    assert one_line_error(status) == (
+        f"error: the stack in {data_dir} is stopped (its data is kept); start it with `evstream stack up`"
+    )
+    refused = run_cli("stack", "reset", "--data-dir", str(data_dir))  # no TTY, no --yes
+    assert refused.returncode == 2
+    assert one_line_error(refused) == f"error: refusing to wipe {data_dir} without confirmation; pass --yes"
+    assert (data_dir / "cluster.json").exists()
+    wiped = run_cli("stack", "down", "--purge", "--data-dir", str(data_dir))
+    assert wiped.returncode == 0, wiped.stderr
+    assert sorted(p.name for p in data_dir.iterdir()) == [".lock"]
+    again = run_cli("stack", "reset", "--yes", "--data-dir", str(data_dir))
+    assert again.returncode == 0, again.stderr
+
+
+def test_reset_refuses_a_folder_that_is_not_a_stack(tmp_path: Path) -> None:
+    precious = tmp_path / "stack" / "notes.txt"
+    precious.parent.mkdir()
+    precious.write_text("keep me")
+    with pytest.raises(StackError, match=r"does not look like an evstream stack .*nothing was deleted"):
+        LocalStack(tmp_path / "stack").reset()
+    assert precious.read_text() == "keep me"
+
+
+def test_cli_has_restart_reset_and_node_commands() -> None:
+    proc = run_cli("stack", "--help", env={"COLUMNS": "200"})
+    assert proc.returncode == 0
+    for command in ("up", "down", "status", "reset", "restart", "node", "fetch"):
+        assert command in proc.stdout
+    node = run_cli("stack", "node", "--help", env={"COLUMNS": "200"})
+    assert "start" in node.stdout
+    assert "stop" in node.stdout
