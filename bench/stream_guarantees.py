@@ -1,11 +1,13 @@
-"""Processing guarantees of the demo stream app under kill -9 (streams issue).
+"""Processing guarantees of the demo stream app under kill -9 (streams issues).
 
 A worker is killed with SIGKILL after ~300 orders were aggregated and a new one is started; then
 the aggregates are compared with the input and the derived CustomerTierChanged records are counted
 (read_committed) against their distinct ids. Run (local stack up):
 
-    .venv/bin/python -m bench.stream_guarantees at_least_once
-    .venv/bin/python -m bench.stream_guarantees exactly_once
+    .venv/bin/python -m bench.stream_guarantees
+
+(``exactly_once`` was measured here before it was removed: faust's transactions made no progress
+on Kafka 4.1.1, see bench/RESULTS.md; at_least_once with offset-deduplicated state is offered.)
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ def derived_ids(bootstrap: str, topic: str) -> Counter[str]:
 
 
 def main() -> None:
-    mode = sys.argv[1] if len(sys.argv) > 1 else "at_least_once"
+    mode = "at_least_once"
     stack = LocalStack().state()
     bootstrap, registry = stack.bootstrap_servers, stack.registry_url or ""
     run = uuid.uuid4().hex[:6]
@@ -85,7 +87,6 @@ def main() -> None:
         "EVSTREAM_STREAMS_ORDERS_TOPIC": orders,
         "EVSTREAM_STREAMS_CUSTOMERS_TOPIC": customers,
         "EVSTREAM_STREAMS_TIERS_TOPIC": tiers,
-        "EVSTREAM_STREAMS_PROCESSING_GUARANTEE": mode,
         "EVSTREAM_WORKER_LAG_INTERVAL_S": "1",
         "EVSTREAM_STREAMS_SESSION_TIMEOUT_S": "10",
     }

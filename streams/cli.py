@@ -27,7 +27,8 @@ def worker(
     target: Annotated[
         str,
         typer.Argument(
-            help="module:attribute of a faust.App (e.g. evstream.streams.demo:app) or a consumers.Handlers."
+            help="module:attribute of an evstream.streams.App (e.g. evstream.streams.demo:app), a faust.App"
+            " or a consumers.Handlers."
         ),
     ],
     group: Annotated[str | None, typer.Option(help="Consumer group (Handlers targets only).")] = None,

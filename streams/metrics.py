@@ -4,12 +4,27 @@ check built on the same numbers."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from faust.sensors import Sensor
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
 
-__all__ = ["STREAM_EVENTS", "STREAM_LAG", "STREAM_LATENCY", "LagTracker", "PrometheusSensor", "SendErrors"]
+__all__ = [
+    "JOIN_MISSING",
+    "LATE_EVENTS",
+    "SKIPPED_UPDATES",
+    "STALL_RESTARTS",
+    "STREAM_EVENTS",
+    "STREAM_LAG",
+    "STREAM_LATENCY",
+    "WINDOWS_CLOSED",
+    "LagTracker",
+    "PrometheusSensor",
+    "RecoveryCollector",
+    "SendErrors",
+]
 
 STREAM_EVENTS = Counter("evstream_stream_events", "Events processed by stream agents, by topic.", ["topic"])
 STREAM_LATENCY = Histogram(
@@ -22,6 +37,48 @@ STREAM_LAG = Gauge(
     "Records between the committed offset and the end, per partition.",
     ["topic", "partition"],
 )
+
+SKIPPED_UPDATES = Counter(
+    "evstream_stream_skipped_updates",
+    "Table updates skipped because the event's source offset was already applied (replays).",
+    ["table"],
+)
+LATE_EVENTS = Counter(
+    "evstream_stream_late_events", "Events that arrived after all their windows had closed.", ["table"]
+)
+WINDOWS_CLOSED = Counter("evstream_stream_windows_closed", "Windows closed (final results).", ["table"])
+JOIN_MISSING = Counter(
+    "evstream_stream_join_missing",
+    "Table lookups that found no row, by what the handler did.",
+    ["table", "missing"],
+)
+STALL_RESTARTS = Gauge(
+    "evstream_worker_stall_restarts",
+    "Times a worker on this data dir exited 75 (stalled) and was restarted; 0 for a healthy start.",
+)
+
+
+class RecoveryCollector:
+    """``evstream_stream_recovery_remaining{topic,partition}``: changelog records left to replay
+    per partition while tables recover (read from faust's recovery at scrape time)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "evstream_stream_recovery_remaining",
+            "Changelog records left to recover, per changelog partition (0 when recovered).",
+            labels=["topic", "partition"],
+        )
+        recovery = getattr(self.app.tables, "recovery", None)
+        highwaters = dict(getattr(recovery, "active_highwaters", {}) or {})
+        offsets = getattr(recovery, "active_offsets", {}) or {}
+        for tp, highwater in sorted(highwaters.items()):
+            offset = offsets.get(tp)
+            left = 0 if highwater is None or offset is None else max(0, highwater - offset)
+            family.add_metric([tp.topic, str(tp.partition)], left)
+        yield family
 
 
 class SendErrors(Sensor):

@@ -18,7 +18,7 @@ def default_store() -> str:
 
 
 class StreamsSettings(BaseSettings):
-    """How the demo stream app runs. Every field reads ``EVSTREAM_STREAMS_<FIELD>``."""
+    """How stream apps run (and the demo's topics). Every field reads ``EVSTREAM_STREAMS_<FIELD>``."""
 
     model_config = SettingsConfigDict(env_prefix="EVSTREAM_STREAMS_", frozen=True, extra="ignore")
 
@@ -33,7 +33,17 @@ class StreamsSettings(BaseSettings):
         ge=1,
         description="Partitions of the by-customer topic and the tables (= the customers topic's).",
     )
-    window_s: int = Field(default=60, ge=1, description="Tumbling window of the revenue table.")
+    window_s: int = Field(default=60, ge=1, description="Tumbling window of the demo's revenue table.")
+    window_grace_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="Demo: how long after a window's end (in stream time) its late events still count.",
+    )
+    commit_interval_s: float = Field(
+        default=2.8,
+        gt=0,
+        description="How often offsets are committed; table state is written to the changelogs just before.",
+    )
     store: str = Field(
         default_factory=default_store, description="memory:// (changelog recovery) or rocksdb://."
     )
@@ -42,7 +52,11 @@ class StreamsSettings(BaseSettings):
         description="Where table stores (rocksdb://) keep their files; default <app_id>-data in the "
         "working directory. A cache: the changelogs rebuild it.",
     )
-    processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    processing_guarantee: Literal["at_least_once"] = Field(
+        default="at_least_once",
+        description="Only at_least_once (with offset-deduplicated state): faust's exactly_once makes "
+        "no progress on Kafka 4.1 (bench/RESULTS.md).",
+    )
     replication_factor: int = Field(
         default=1, ge=1, description="Of the topics faust creates (changelogs...)."
     )

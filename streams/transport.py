@@ -102,6 +102,13 @@ class Consumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
+    async def _commit_offsets(self, offsets: Mapping[TP, int], start_new_transaction: bool = True) -> bool:
+        """Write an evstream App's pending table state first (its checkpoint), then commit."""
+        checkpoint = getattr(self.app, "evstream_checkpoint", None)
+        if checkpoint is not None:
+            await checkpoint()
+        return await super()._commit_offsets(offsets, start_new_transaction=start_new_transaction)
+
     async def _getmany(self, active_partitions: Set[TP] | None, timeout: float) -> Any:
         if active_partitions is None:  # a client-only app: every assigned partition
             return await super()._getmany(None, timeout)

@@ -16,7 +16,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 from evstream.errors import EvstreamError
 from evstream.settings import KafkaSettings, librdkafka_config
 
-__all__ = ["Aggregates", "read_aggregates", "read_changelog"]
+__all__ = ["Aggregates", "changelog_sizes", "read_aggregates", "read_changelog"]
 
 
 def read_changelog(kafka: KafkaSettings, topic: str, timeout: float = 60.0) -> dict[bytes, bytes | None]:
@@ -77,20 +77,30 @@ class Aggregates:
 
 
 def read_aggregates(kafka: KafkaSettings, app_id: str) -> Aggregates:
-    """Customer totals, tiers and windowed revenue as the app's changelogs hold them now."""
+    """Customer totals, tiers and windowed revenue as the app's changelogs hold them now.
+
+    Stored values are ``{"v": <model>, "o": {origin: offset}, ...}`` (evstream.streams.app);
+    revenue keys are ``<currency>#p<partition>@<window start ms>``, summed over partitions.
+    """
     found = Aggregates()
     for key, value in read_changelog(kafka, f"{app_id}-customer-totals-changelog").items():
         if value is None:
             continue
-        customer, state = json.loads(key), json.loads(value)
+        customer, state = json.loads(key), json.loads(value)["v"]
         found.totals[customer] = dict(state.get("total_minor", {}))
-        found.orders[customer] = len(state.get("events", []))
-        found.tiers[customer] = state.get("tier", "")
+        found.orders[customer] = int(state.get("orders", 0))
+        found.tiers[customer] = state.get("tier") or ""
     for key, value in read_changelog(kafka, f"{app_id}-revenue-changelog").items():
-        if value is None:
+        name = json.loads(key)
+        if value is None or "@" not in name:  # deleted (expired), or a partition's stream time
             continue
-        (name, (start, _end)) = json.loads(key)
-        currency = str(name).split("#p")[0]
-        slot = (float(start), currency)
-        found.revenue[slot] = found.revenue.get(slot, 0) + int(json.loads(value).get("sum", 0))
+        where, _, start_ms = name.rpartition("@")
+        currency = where.split("#p")[0]
+        slot = (int(start_ms) / 1000, currency)
+        found.revenue[slot] = found.revenue.get(slot, 0) + int(json.loads(value)["v"].get("sum_minor", 0))
     return found
+
+
+def changelog_sizes(kafka: KafkaSettings, topic: str) -> list[int]:
+    """The byte size of the current value of every key of a changelog (for the flatness check)."""
+    return [len(v) for v in read_changelog(kafka, topic).values() if v is not None]

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import faust
+from prometheus_client import REGISTRY
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -25,9 +26,15 @@ from evstream.endpoints import load_settings
 from evstream.errors import ConfigError
 from evstream.ops import OpsServer
 from evstream.settings import KafkaSettings, RegistrySettings
-from evstream.streams.metrics import LagTracker, PrometheusSensor, SendErrors
+from evstream.streams.metrics import (
+    STALL_RESTARTS,
+    LagTracker,
+    PrometheusSensor,
+    RecoveryCollector,
+    SendErrors,
+)
 
-__all__ = ["STALLED", "WorkerSettings", "faust_readiness", "run_worker"]
+__all__ = ["STALLED", "WorkerSettings", "faust_readiness", "run_worker", "stall_restarts"]
 
 log = logging.getLogger("evstream.worker")
 
@@ -76,7 +83,13 @@ def faust_readiness(app: faust.App) -> str | None:
 def run_worker(
     target: Any, settings: WorkerSettings, kafka: KafkaSettings, registry: RegistrySettings
 ) -> int:
-    """Run ``target`` (a ``faust.App`` or a ``consumers.Handlers``) until stopped; the exit code."""
+    """Run ``target`` (an :class:`evstream.streams.App`, a ``faust.App`` or a
+    ``consumers.Handlers``) until stopped; the exit code."""
+    from evstream.streams.app import App  # noqa: PLC0415 - the API module imports this one's neighbours
+
+    if isinstance(target, App):
+        target.preflight()  # co-partitioning: a clear ConfigError before anything starts
+        return _run_faust(target.faust, settings)
     if isinstance(target, faust.App):
         return _run_faust(target, settings)
     if isinstance(target, Handlers):
@@ -100,10 +113,37 @@ def run_worker(
         finally:
             ops.stop()
         return 0
-    raise ConfigError(f"cannot run a {type(target).__name__}: give a faust.App or a consumers.Handlers")
+    raise ConfigError(
+        f"cannot run a {type(target).__name__}: give an evstream.streams.App, a faust.App or a "
+        "consumers.Handlers"
+    )
 
 
 STALLED = 75  # exit code: restart me
+
+
+def _stall_file(app: faust.App) -> Path:
+    return Path(app.conf.datadir) / ".evstream-stall-exits"
+
+
+def _stall_exit(app: faust.App) -> None:
+    """Exit 75 for a restart, counting it in the data dir (the next worker reports the count)."""
+    try:
+        path = _stall_file(app)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        count = int(path.read_text() or 0) if path.exists() else 0
+        path.write_text(str(count + 1))
+    except (OSError, ValueError):
+        log.exception("could not record the stall exit")
+    os._exit(STALLED)
+
+
+def stall_restarts(app: faust.App) -> int:
+    """How many times a worker on this data dir exited 75 (stalled) before this one started."""
+    try:
+        return int(_stall_file(app).read_text() or 0)
+    except (OSError, ValueError):
+        return 0
 
 
 def _startup_watchdog(app: faust.App, timeout: float) -> None:
@@ -114,7 +154,7 @@ def _startup_watchdog(app: faust.App, timeout: float) -> None:
             return
         time.sleep(0.5)
     log.error("not joined the group after %.0fs (%s): exiting for a restart", timeout, faust_readiness(app))
-    os._exit(STALLED)
+    _stall_exit(app)
 
 
 def _run_faust(app: faust.App, settings: WorkerSettings) -> int:
@@ -136,8 +176,16 @@ def _run_faust(app: faust.App, settings: WorkerSettings) -> int:
             log.error(
                 "partitions with lag made no progress for %.0fs: %s; exiting", settings.stall_timeout_s, stuck
             )
-            os._exit(STALLED)
+            _stall_exit(app)
 
+    restarts = stall_restarts(app)
+    STALL_RESTARTS.set(restarts)
+    if restarts:
+        log.warning("this data dir saw %d stall exit(s) (exit 75) before this start", restarts)
+    if not any(isinstance(c, RecoveryCollector) for c in _COLLECTORS):
+        collector = RecoveryCollector(app)
+        REGISTRY.register(collector)
+        _COLLECTORS.append(collector)
     ops = OpsServer(settings.http_host, settings.http_port, lambda: faust_readiness(app))
     port = ops.start()
     watchdog = threading.Thread(target=_startup_watchdog, args=(app, settings.startup_timeout_s), daemon=True)
@@ -160,6 +208,7 @@ def _run_faust(app: faust.App, settings: WorkerSettings) -> int:
     return code
 
 
+_COLLECTORS: list[RecoveryCollector] = []
 _LOCKS: list[TextIO] = []  # held for the life of the process
 
 

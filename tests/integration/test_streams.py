@@ -3,10 +3,15 @@ health endpoints through the lifecycle. (Three workers with a kill: tests/reliab
 
 from __future__ import annotations
 
-import pytest
+from typing import Any
 
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from evstream import KafkaSettings
 from evstream.schemas import Envelope
 from evstream.schemas.domain import OrderPlaced
+from evstream.streams.views import changelog_sizes
 from tests.conftest import Endpoints
 from tests.consumer_helpers import publish
 from tests.helpers import wait_until
@@ -62,7 +67,14 @@ def test_twenty_thousand_events_aggregate_exactly_and_tiers_are_derived(
         )
 
     wait_until(caught_up, timeout=60, what="lag 0 on every orders partition")
-    assert "evstream_stream_processing_seconds_bucket" in http(port, "/metrics")[1]
+    body = http(port, "/metrics")[1]
+    assert "evstream_stream_processing_seconds_bucket" in body
+    assert "# TYPE evstream_stream_recovery_remaining gauge" in body  # records left per changelog partition
+    assert metric(port, "evstream_worker_stall_restarts") == 0
+    assert stream_app.restarts == 0, "a worker stalled and had to be restarted to start"
+    sizes = changelog_sizes(KafkaSettings(bootstrap_servers=endpoints.bootstrap_servers),
+                            f"{stream_app.app_id}-customer-totals-changelog")  # fmt: skip
+    assert max(sizes) < 200  # constant size per customer: sums, count, tier, one offset per origin
 
 
 @pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
@@ -89,6 +101,7 @@ def test_a_worker_killed_mid_stream_recovers_its_tables_and_totals_stay_exact(
 
     wait_until(ready, timeout=120, what="the restarted worker ready", interval=0.05)
     wait_exact(stream_app, expected(events), timeout=240)
+    assert stream_app.restarts == 0, "a worker stalled and had to be restarted to start"
     not_ready = [body for status, body in seen if status != 200]
     assert not_ready, "the worker was ready at once, before recovering its tables"
     assert all(status in (0, 503) for status, _ in seen[:-1])  # never ready, then ready: no flapping
@@ -101,3 +114,54 @@ def test_a_worker_killed_mid_stream_recovers_its_tables_and_totals_stay_exact(
         third = stream_app.start_ready()
         wait_exact(stream_app, expected(events), timeout=120)
         assert "no clean stop recorded" not in (stream_app.logs / f"worker-{third}.log").read_text()
+
+
+def order(customer: str, minute: int, n: int) -> OrderPlaced:
+    from datetime import timedelta  # noqa: PLC0415
+
+    from evstream.schemas.domain import Currency, Money, OrderLine  # noqa: PLC0415
+    from tests.factories import START  # noqa: PLC0415
+
+    price = Money(amount_minor=1000, currency=Currency.EUR)
+    return OrderPlaced(
+        order_id=f"order-{customer}-{n}",
+        customer_id=customer,
+        lines=[OrderLine(sku="SKU-1", quantity=1, unit_price=price)],
+        total=price,
+        placed_at=START + timedelta(minutes=minute),
+        shipping_country="DE",
+    )
+
+
+def test_the_example_closes_hours_emits_final_results_and_routes_late_orders(
+    endpoints: Endpoints, stream_app: StreamApp, new_topic: Any
+) -> None:
+    """streams/examples/busy_hours.py as a worker: 3+ orders in an hour -> one CustomerTierChanged
+    when the hour closes (stream time past its end + 5 min grace), a late order forwarded."""
+    orders, tiers = new_topic(partitions=1), new_topic(partitions=1)
+    stream_app.target = "evstream.streams.examples.busy_hours:app"
+    stream_app.extra_env = {
+        "EXAMPLE_ORDERS": orders,
+        "EXAMPLE_TIERS": tiers,
+        "EVSTREAM_STREAMS_PARTITIONS": "1",
+    }
+    port = stream_app.start_ready()
+    story = [order("a", 1, 1), order("a", 10, 2), order("b", 30, 3), order("a", 20, 4)]
+    closing = order("a", 70, 5)  # stream time 1:10 >= 1:00 + 0:05: the first hour closes
+    late = order("a", 5, 6)  # after the close: late
+    ids = publish(endpoints, orders, [*story, closing, late])
+    records = read_records(endpoints.bootstrap_servers, [tiers], 1)
+    envelope = Envelope.from_headers(records[0].headers())
+    assert envelope.causation_id == str(ids[4])  # caused by the order that closed the hour
+    assert records[0].key() == b"a"
+    late_records = read_records(endpoints.bootstrap_servers, [f"{stream_app.app_id}-late-orders"], 1)
+    assert Envelope.from_headers(late_records[0].headers()).event_id == ids[5]  # forwarded as it was
+    wait_until(lambda: metric(port, "evstream_stream_late_events_total", table="hours") == 1,
+               timeout=30, what="the late order counted")  # fmt: skip
+    assert metric(port, "evstream_stream_windows_closed_total", table="hours") == 2  # a and b
+    consumer = Consumer({"bootstrap.servers": endpoints.bootstrap_servers, "group.id": "probe"})
+    try:  # one final result only: b's hour had one order, and a's closed once
+        assert consumer.get_watermark_offsets(TopicPartition(tiers, 0), timeout=10) == (0, 1)
+    finally:
+        consumer.close()
+    assert stream_app.restarts == 0

@@ -40,7 +40,7 @@ def rewind(reset: str) -> tuple[FakeAiokafka, list[Any]]:
 
 
 def test_the_demo_app_consumes_through_the_fixed_transport() -> None:
-    app = create_app(kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"), registry=RegistrySettings())
+    app = create_app(kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"), registry=RegistrySettings()).faust
     assert app.conf.broker_consumer[0].scheme == transport.SCHEME
     assert isinstance(app.transport, transport.Transport)
     assert app.transport.Consumer is transport.Consumer

@@ -1,0 +1,756 @@
+"""The stream-processing API: an app, typed event topics, handlers, typed tables, windows, joins.
+
+faust-streaming is the engine (consumer, agents, changelogs, recovery, rocksdb); this module is
+what a user writes a processor with, without touching transports, codecs or headers::
+
+    app = App("orders-app")                      # connection, codec, store... from the environment
+    orders = app.events_topic("orders")          # Avro via the registry, typed by the catalog
+    totals = app.table("totals", Totals)         # a pydantic model per key
+
+    @app.on(orders, OrderPlaced)
+    async def count(order: OrderPlaced, ctx: Received) -> None:
+        totals.update(order.customer_id, lambda t: t.add(order))
+
+**Exactly-once effect with constant-size state.** Each stored value carries, next to the user's
+model, the offset of the last record applied to it *per origin partition* (the source topic's
+partition the event was first read from; a re-keyed record carries its origin in a header). An
+update whose origin offset is at or below the stored one was already applied and is skipped, so
+a record processed again after a crash or rebalance (or forwarded twice to a re-keyed topic)
+changes nothing, and a key's state holds at most one offset per origin partition, whatever its
+history. The offset of the re-keyed topic itself would not do: a replayed forward lands at a new
+offset there.
+
+**Order of effects (at-least-once outputs, exactly-once state).** Table writes are kept in memory
+and written to the changelog at each commit, *after* the producer was flushed (every derived
+event of the events before them acknowledged) and *before* the offsets are committed (faust
+flushes the changelog writes first). So a stored state never claims an event whose derived events
+could have been lost; a crash before the write replays the events, which re-derive the same events
+with the same ids (deterministic from the cause's id), so a consumer's dedupe store drops them.
+Keys updated many times between commits cost one changelog record.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import logging
+import uuid
+import weakref
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Generic, Literal, NamedTuple, TypeVar
+
+import faust
+from faust.streams import _current_event
+from pydantic import BaseModel
+
+from evstream.errors import ConfigError, EnvelopeError, EvstreamError
+from evstream.schemas import AvroCodec, Catalog, Envelope, Event
+from evstream.schemas.causation import child_traceparent
+from evstream.schemas.events import envelope_headers
+from evstream.settings import KafkaSettings, RegistrySettings
+from evstream.streams import transport
+from evstream.streams.codec import EventCodec
+from evstream.streams.metrics import JOIN_MISSING, LATE_EVENTS, SKIPPED_UPDATES, WINDOWS_CLOSED
+from evstream.streams.settings import StreamsSettings
+
+__all__ = [
+    "App",
+    "Change",
+    "CopartitioningError",
+    "EventTopic",
+    "Received",
+    "SkipEvent",
+    "Table",
+    "Window",
+    "WindowedTable",
+    "current_received",
+]
+
+log = logging.getLogger("evstream.streams")
+
+M = TypeVar("M", bound=BaseModel)
+Handler = Callable[[Any, "Received"], Awaitable[None]]
+
+ORIGIN_HEADER = "evs-origin"
+"""Header of a re-keyed record: ``topic:partition:offset`` of the record it was forwarded from."""
+
+_RECEIVED: contextvars.ContextVar[Received | None] = contextvars.ContextVar("evstream_received", default=None)
+
+
+class CopartitioningError(ConfigError):
+    """A stream is joined with a table whose partitions do not line up with the stream's."""
+
+    def __init__(self, message: str, *, topics: dict[str, int]) -> None:
+        super().__init__(message)
+        self.topics = topics
+
+
+class SkipEvent(EvstreamError):
+    """Raised in a handler (``Table.lookup(..., missing="skip")``): the event has no effect."""
+
+
+@dataclass(slots=True)
+class Received:
+    """The event a handler is called with: its envelope and where it was read."""
+
+    event: Event
+    envelope: Envelope
+    topic: str
+    partition: int
+    offset: int
+    origin: str  # "topic:partition" the record was first read from (its own for a source topic)
+    origin_offset: int
+    raw: Any = field(repr=False)  # faust's event (its message holds the raw bytes)
+    _published: int = 0
+    _decisions: dict[tuple[int, Any], bool] = field(default_factory=dict, repr=False)
+
+    @property
+    def key(self) -> bytes | None:
+        key = self.raw.message.key
+        return key if isinstance(key, bytes | None) else str(key).encode()
+
+
+def current_received() -> Received:
+    """The event being handled; a ConfigError outside a handler."""
+    received = _RECEIVED.get()
+    if received is None:
+        raise ConfigError("tables are updated inside a handler (@app.on), where the event is known")
+    return received
+
+
+def _headers(raw: Any) -> list[tuple[str, bytes]]:
+    items = raw.items() if isinstance(raw, dict) else raw or []
+    return [(k, v if isinstance(v, bytes) else str(v).encode()) for k, v in items]
+
+
+class EventTopic:
+    """A topic of evstream events (Confluent-framed Avro, subjects by the catalog's strategy)."""
+
+    def __init__(
+        self, name: str, topic: faust.TopicT, partitions: int | None, *, internal: bool = False
+    ) -> None:
+        self.name = name
+        self.faust = topic
+        self.partitions = partitions
+        self._undeclared = internal  # the app's own: created on first use (faust only creates consumed ones)
+
+    async def send(self, **message: Any) -> None:
+        if self._undeclared:
+            await self.faust.maybe_declare()
+            self._undeclared = False
+        await self.faust.send(**message)
+
+    def __repr__(self) -> str:
+        return f"EventTopic({self.name!r})"
+
+
+class Change(NamedTuple, Generic[M]):
+    """What an applied update did: the value before (the model's default when new) and after."""
+
+    before: M
+    after: M
+
+
+@dataclass(slots=True)
+class _Pending:
+    value: dict[str, Any] | None  # the stored record, None: delete
+    model: BaseModel | None  # the user's value, kept to skip a validation on the next read
+    event: Any  # faust's event: the changelog partition is its partition
+
+
+class _State(Generic[M]):
+    """A faust table of ``{"v": model, "o": {origin: offset}}`` with write-behind at commit."""
+
+    def __init__(self, app: App, name: str, model: type[M], partitions: int) -> None:
+        self.app = app
+        self.name = name
+        self.model = model
+        self.partitions = partitions
+        self.faust: Any = app.faust.Table(name, default=None, partitions=partitions)
+        self._dirty: dict[Any, _Pending] = {}
+        self._inflight: dict[Any, _Pending] = {}
+        app._states.append(self)
+
+    def _stored(self, key: Any) -> tuple[dict[str, Any] | None, BaseModel | None]:
+        pending = self._dirty.get(key) or self._inflight.get(key)
+        if pending is not None:
+            return pending.value, pending.model
+        return self.faust.get(key), None
+
+    def _decide(self, received: Received, key: Any, stored: dict[str, Any] | None) -> bool:
+        """True when this event's update of ``key`` is new (decided once per event and key)."""
+        slot = (id(self), key)
+        decided = received._decisions.get(slot)
+        if decided is None:
+            done = (
+                stored is not None and stored.get("o", {}).get(received.origin, -1) >= received.origin_offset
+            )
+            decided = received._decisions[slot] = not done
+            if done:
+                SKIPPED_UPDATES.labels(self.name).inc()
+        return decided
+
+    def _put(
+        self, key: Any, value: dict[str, Any] | None, model: BaseModel | None, received: Received
+    ) -> None:
+        self._dirty[key] = _Pending(value, model, received.raw)
+
+    def flush_pending(self, assigned: set[Any]) -> int:
+        """Write the in-flight values to the faust table (changelog); returns how many."""
+        written = 0
+        for key, pending in self._inflight.items():
+            tp = pending.event.message.tp
+            if tp not in assigned:  # revoked: its offsets are not committed either; the owner replays
+                continue
+            token = _current_event.set(weakref.ref(pending.event))
+            try:
+                if pending.value is None:
+                    if key in self.faust:
+                        del self.faust[key]
+                else:
+                    self.faust[key] = pending.value
+            finally:
+                _current_event.reset(token)
+            written += 1
+        self._inflight = {}
+        return written
+
+
+class Table(_State[M]):
+    """Per-key state typed by a pydantic model, updated at most once per event."""
+
+    def get(self, key: str) -> M | None:
+        """The value of ``key`` (None when absent)."""
+        stored, model = self._stored(key)
+        if stored is None:
+            return None
+        return model if isinstance(model, self.model) else self.model.model_validate(stored["v"])
+
+    def lookup(self, key: str, *, missing: Literal["skip", "emit_without"] = "emit_without") -> M | None:
+        """A stream-table join: the row for ``key``. A missing row: ``"emit_without"`` returns
+        None (the handler goes on without it); ``"skip"`` raises :class:`SkipEvent` (the event has
+        no effect). Either way it is counted in ``evstream_stream_join_missing_total``. A missing
+        row is not waited for: the table holds what its own topic has delivered so far."""
+        row = self.get(key)
+        if row is None:
+            JOIN_MISSING.labels(self.name, missing).inc()
+            if missing == "skip":
+                raise SkipEvent(f"{self.name}: no row for {key!r}")
+        return row
+
+    def update(self, key: str, change: Callable[[M], M]) -> Change[M] | None:
+        """Apply ``change`` to the value of ``key`` (the model's defaults when absent) unless this
+        event was already applied to it; returns the change, or None for an event applied before."""
+        received = current_received()
+        stored, model = self._stored(key)
+        if not self._decide(received, key, stored):
+            return None
+        if stored is None:
+            before: M = self.model()
+            offsets: dict[str, int] = {}
+        else:
+            before = model if isinstance(model, self.model) else self.model.model_validate(stored["v"])
+            offsets = stored.get("o", {})
+        after = change(before)
+        record = {
+            "v": after.model_dump(mode="json"),
+            "o": {**offsets, received.origin: received.origin_offset},
+        }
+        self._put(key, record, after, received)
+        return Change(before, after)
+
+    def items(self) -> Iterator[tuple[str, M]]:
+        """The stored values of the partitions this worker owns (pending writes included)."""
+        seen = set()
+        for source in (self._dirty, self._inflight):
+            for key, pending in source.items():
+                if key not in seen and pending.value is not None:
+                    seen.add(key)
+                    yield key, self.model.model_validate(pending.value["v"])
+        for key, value in self.faust.items():
+            if key not in seen and value is not None:
+                yield key, self.model.model_validate(value["v"])
+
+
+class Window(NamedTuple):
+    start: datetime
+    end: datetime
+
+
+OnClose = Callable[[str, Window, Any, Received], Awaitable[None] | None]
+
+_WATERMARK = "__watermark__#"
+
+
+def _ms(when: datetime) -> int:
+    return int(when.timestamp() * 1000)
+
+
+class WindowedTable(_State[M]):
+    """Tumbling (``hop=None``) or hopping windows of event time per key, on bounded state.
+
+    - An event belongs to every window ``[start, start + size)`` containing its time (starts are
+      multiples of ``hop``, ``size`` for tumbling windows).
+    - **Stream time** is kept per partition: the largest event time seen there (stored, so it
+      survives restarts). A window **closes** when ``end + grace <= stream time``: its value is
+      final, ``on_close(key, window, value, received)`` runs once (it may ``app.publish``), and
+      it is kept, marked closed, until ``end + expires <= stream time``, when it is deleted.
+    - A **late** event (every window it belongs to is closed) changes nothing: it is counted in
+      ``evstream_stream_late_events_total`` and, when ``late_topic`` is given, forwarded there.
+    - A key must be written from one partition only (as for any table); include the partition
+      in the key for keys that arrive on several (``f"{currency}#p{received.partition}"``).
+    """
+
+    def __init__(
+        self,
+        app: App,
+        name: str,
+        model: type[M],
+        partitions: int,
+        *,
+        size: timedelta,
+        hop: timedelta | None,
+        grace: timedelta,
+        expires: timedelta,
+        on_close: OnClose | None,
+        late_topic: EventTopic | None,
+    ) -> None:
+        super().__init__(app, name, model, partitions)
+        self.size, self.hop = _ms_delta(size), _ms_delta(hop or size)
+        if self.hop > self.size or self.size % self.hop:
+            raise ConfigError(f"{name}: the hop must divide the window size ({hop} vs {size})")
+        self.grace, self.expires = _ms_delta(grace), max(_ms_delta(expires), _ms_delta(grace))
+        self.on_close = on_close
+        self.late_topic = late_topic
+        self._open: dict[int, dict[str, tuple[int, bool]]] = {}  # partition -> stored key -> (end, closed)
+        self._generation = -1
+
+    @staticmethod
+    def stored_key(key: str, start_ms: int) -> str:
+        return f"{key}@{start_ms}"
+
+    def windows_for(self, when: datetime) -> list[int]:
+        """Start times (ms) of the windows ``when`` belongs to."""
+        t = _ms(when)
+        last = t - t % self.hop
+        return [s for s in range(last - self.size + self.hop, last + 1, self.hop) if s <= t < s + self.size]
+
+    def _index(self, partition: int) -> dict[str, tuple[int, bool]]:
+        generation = self.app.faust.rebalancing_count
+        if generation != self._generation:  # a rebalance: rebuild what is open from the tables
+            self._generation, self._open = generation, {}
+        index = self._open.get(partition)
+        if index is None:
+            index = self._open[partition] = {}
+            for key, value in self.faust.items():
+                if value is not None and value.get("p") == partition and "end" in value:
+                    index[key] = (value["end"], value.get("closed", False))
+            for key, pending in (*self._inflight.items(), *self._dirty.items()):
+                if pending.event.message.partition == partition:
+                    if pending.value is None:
+                        index.pop(key, None)
+                    elif "end" in pending.value:
+                        index[key] = (pending.value["end"], pending.value.get("closed", False))
+        return index
+
+    def stream_time(self, partition: int) -> int | None:
+        stored, _model = self._stored(f"{_WATERMARK}{partition}")
+        return None if stored is None else int(stored["t"])
+
+    def get(self, key: str, start: datetime) -> M | None:
+        stored, model = self._stored(self.stored_key(key, _ms(start)))
+        if stored is None:
+            return None
+        return model if isinstance(model, self.model) else self.model.model_validate(stored["v"])
+
+    async def update(self, key: str, when: datetime, change: Callable[[M], M]) -> list[Change[M]]:
+        """Apply ``change`` to each window of ``key`` that ``when`` falls in; then close and expire
+        the windows stream time has passed. Returns the applied changes (none for a late event or
+        one applied before)."""
+        received = current_received()
+        partition = received.partition
+        index = self._index(partition)
+        now = self.stream_time(partition)
+        changes: list[Change[M]] = []
+        late = 0
+        starts = self.windows_for(when)
+        for start in starts:
+            end = start + self.size
+            if now is not None and end + self.grace <= now:
+                late += 1
+                continue
+            skey = self.stored_key(key, start)
+            stored, model = self._stored(skey)
+            if not self._decide(received, skey, stored):
+                continue
+            if stored is None:
+                before: M = self.model()
+                offsets: dict[str, int] = {}
+            else:
+                before = model if isinstance(model, self.model) else self.model.model_validate(stored["v"])
+                offsets = stored.get("o", {})
+            after = change(before)
+            record = {
+                "v": after.model_dump(mode="json"),
+                "o": {**offsets, received.origin: received.origin_offset},
+                "end": end,
+                "p": partition,
+                "closed": False,
+            }
+            self._put(skey, record, after, received)
+            index[skey] = (end, False)
+            changes.append(Change(before, after))
+        if late and late == len(starts):
+            LATE_EVENTS.labels(self.name).inc()
+            if self.late_topic is not None:
+                await self.app.forward(received, self.late_topic)
+        t = _ms(when)
+        if now is None or t > now:
+            self._put(f"{_WATERMARK}{partition}", {"t": t}, None, received)
+            await self._advance(partition, index, t, received)
+        return changes
+
+    async def _advance(
+        self, partition: int, index: dict[str, tuple[int, bool]], now: int, received: Received
+    ) -> None:
+        for skey, (end, closed) in sorted(index.items(), key=lambda item: item[1][0]):
+            if end + self.grace > now:
+                break
+            stored, model = self._stored(skey)
+            if stored is None:
+                index.pop(skey, None)
+                continue
+            if end + self.expires <= now:
+                self._put(skey, None, None, received)
+                index.pop(skey, None)
+                continue
+            if closed:
+                continue
+            value = model if isinstance(model, self.model) else self.model.model_validate(stored["v"])
+            self._put(skey, {**stored, "closed": True}, value, received)
+            index[skey] = (end, True)
+            WINDOWS_CLOSED.labels(self.name).inc()
+            if self.on_close is not None:
+                key, _, start = skey.rpartition("@")
+                window = Window(_dt(int(start)), _dt(end))
+                result = self.on_close(key, window, value, received)
+                if inspect.isawaitable(result):
+                    await result
+
+
+def _ms_delta(delta: timedelta) -> int:
+    return int(delta.total_seconds() * 1000)
+
+
+def _dt(ms: int) -> datetime:
+    from datetime import UTC  # noqa: PLC0415 - only for window bounds
+
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+@dataclass(slots=True)
+class _Route:
+    topic: EventTopic
+    types: tuple[type[Event], ...]
+    handler: Handler
+    lookups: tuple[_State[Any], ...]
+    updates: tuple[_State[Any], ...]
+
+
+class App:
+    """A stream processor: topics, tables and handlers on one faust app.
+
+    ``app_id`` names the consumer group and prefixes the app's topics; ``EVSTREAM_STREAMS_APP_ID``
+    overrides it, so one module runs as several deployments.
+
+    Connection, registry, codec, store and worker settings come from the environment
+    (``EVSTREAM_BOOTSTRAP_SERVERS``, ``EVSTREAM_REGISTRY_URL``, ``EVSTREAM_STREAMS_*``) unless
+    given; the catalog is the project's (``EVSTREAM_CATALOG`` / ``[tool.evstream]``). No I/O
+    here: the worker (``evstream worker module:app``) connects.
+    """
+
+    def __init__(
+        self,
+        app_id: str | None = None,
+        *,
+        catalog: Catalog | None = None,
+        settings: StreamsSettings | None = None,
+        kafka: KafkaSettings | None = None,
+        registry: RegistrySettings | None = None,
+        source: str | None = None,
+    ) -> None:
+        self.settings = settings or StreamsSettings()
+        # the environment (EVSTREAM_STREAMS_APP_ID) names a deployment; the code's id is the default
+        env_id = self.settings.app_id if "app_id" in self.settings.model_fields_set else None
+        self.app_id = env_id or app_id or self.settings.app_id
+        self.kafka = kafka or KafkaSettings()
+        self.registry = registry or RegistrySettings()
+        self._catalog = catalog
+        self.source = source or self.app_id
+        self._codec: AvroCodec | None = None
+        self._states: list[_State[Any]] = []
+        self._routes: list[_Route] = []
+        self._topics: dict[str, EventTopic] = {}
+        servers = self.kafka.bootstrap_servers.split(",")
+        self.faust = faust.App(
+            self.app_id,
+            broker=[f"kafka://{server}" for server in servers],
+            broker_consumer=[f"{transport.SCHEME}://{server}" for server in servers],
+            store=self.settings.store,
+            datadir=str(self.settings.data_dir or f"{self.app_id}-data"),
+            processing_guarantee="at_least_once",
+            topic_partitions=self.settings.partitions,
+            topic_replication_factor=self.settings.replication_factor,
+            web_enabled=False,  # the worker serves /healthz, /readyz and /metrics itself
+            key_serializer="raw",
+            value_serializer="raw",
+            consumer_auto_offset_reset="earliest",
+            broker_session_timeout=self.settings.session_timeout_s,
+            broker_heartbeat_interval=min(3.0, self.settings.session_timeout_s / 3),
+            broker_commit_interval=self.settings.commit_interval_s,
+        )
+        self.faust.evstream_checkpoint = self._checkpoint  # type: ignore[attr-defined]  # read by transport.Consumer
+
+    # -- declarations -------------------------------------------------------------------------------
+
+    @property
+    def conf(self) -> Any:
+        """faust's settings (the worker reads the store and data dir from here)."""
+        return self.faust.conf
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            from evstream.settings import project_catalog  # noqa: PLC0415 - resolved on first use
+
+            self._catalog = project_catalog()
+        return self._catalog
+
+    def _avro(self) -> AvroCodec:
+        if self._codec is None:
+            from confluent_kafka.schema_registry import SchemaRegistryClient  # noqa: PLC0415
+
+            from evstream.schemas import RegistrySchemaStore  # noqa: PLC0415
+
+            self._codec = AvroCodec(RegistrySchemaStore(SchemaRegistryClient(self.registry.client_config())))
+        return self._codec
+
+    def events_topic(self, name: str, *, partitions: int | None = None, internal: bool = False) -> EventTopic:
+        """A topic of catalog events. ``internal=True``: the app's own (created by the worker with
+        ``partitions``, default ``EVSTREAM_STREAMS_PARTITIONS``), e.g. a re-keyed stream."""
+        if internal and partitions is None:
+            partitions = self.settings.partitions
+        codec = EventCodec(name, resolve=lambda: (self._avro(), self.catalog))  # registry on first use
+        options: dict[str, Any] = {"partitions": partitions, "internal": True} if internal else {}
+        found = EventTopic(
+            name, self.faust.topic(name, value_serializer=codec, **options), partitions, internal=internal
+        )
+        self._topics[name] = found
+        return found
+
+    def table(self, name: str, model: type[M], *, partitions: int | None = None) -> Table[M]:
+        """Per-key state typed by ``model`` (its defaults are a new key's value)."""
+        return Table(self, name, model, partitions or self.settings.partitions)
+
+    def windowed_table(
+        self,
+        name: str,
+        model: type[M],
+        *,
+        size: timedelta,
+        hop: timedelta | None = None,
+        grace: timedelta = timedelta(0),
+        expires: timedelta | None = None,
+        on_close: OnClose | None = None,
+        late_topic: EventTopic | None = None,
+        partitions: int | None = None,
+    ) -> WindowedTable[M]:
+        """Tumbling (or, with ``hop``, hopping) windows of event time; see :class:`WindowedTable`."""
+        return WindowedTable(
+            self,
+            name,
+            model,
+            partitions or self.settings.partitions,
+            size=size,
+            hop=hop,
+            grace=grace,
+            expires=expires if expires is not None else size + grace,
+            on_close=on_close,
+            late_topic=late_topic,
+        )
+
+    def on(
+        self,
+        topic: EventTopic,
+        *types: type[Event],
+        lookups: Iterable[_State[Any]] = (),
+        updates: Iterable[_State[Any]] = (),
+    ) -> Callable[[Handler], Handler]:
+        """Call the decorated ``handler(event, received)`` for each event of ``topic`` (of
+        ``types`` only, when given; others pass by). ``lookups``: tables it joins with, checked
+        for co-partitioning at start; ``updates``: tables it writes (also checked)."""
+
+        def register(handler: Handler) -> Handler:
+            route = _Route(topic, types, handler, tuple(lookups), tuple(updates))
+            self._routes.append(route)
+            self._agent(route)
+            return handler
+
+        return register
+
+    def _agent(self, route: _Route) -> None:
+        topic, types, handler = route.topic.name, route.types, route.handler
+
+        async def agent(stream: faust.StreamT[Any]) -> None:
+            async for raw in stream.events():
+                event = raw.value
+                if types and not isinstance(event, types):
+                    continue
+                received = self._received(raw, event, topic)
+                token = _RECEIVED.set(received)
+                try:
+                    await handler(event, received)
+                except SkipEvent:
+                    pass
+                finally:
+                    _RECEIVED.reset(token)
+
+        agent.__name__ = agent.__qualname__ = handler.__name__
+        self.faust.agent(route.topic.faust, name=f"{self.app_id}.{handler.__name__}")(agent)
+
+    @staticmethod
+    def _received(raw: Any, event: Event, topic: str) -> Received:
+        message = raw.message
+        headers = _headers(raw.headers)
+        origin, origin_offset = f"{topic}:{message.partition}", message.offset
+        for name, value in headers:
+            if name == ORIGIN_HEADER:
+                where, _, offset = value.decode().rpartition(":")
+                origin, origin_offset = where, int(offset)
+                break
+        try:
+            envelope = Envelope.from_headers(headers)
+        except EnvelopeError:  # a foreign producer's record: the envelope derived from its position
+            source_topic, _, source_partition = origin.rpartition(":")
+            stamp = message.timestamp
+            envelope = Envelope.derived(
+                type(event).event_type(),
+                source_topic,
+                int(source_partition),
+                origin_offset,
+                int(stamp * 1000) if stamp is not None else None,
+            )
+        return Received(event, envelope, topic, message.partition, message.offset, origin, origin_offset, raw)
+
+    # -- effects ------------------------------------------------------------------------------------
+
+    def _topic_of(self, event: Event, topic: EventTopic | None) -> EventTopic:
+        if topic is not None:
+            return topic
+        name = type(event).topic
+        found = self._topics.get(name or "")
+        if found is None:
+            raise ConfigError(f"{type(event).__name__}: declare its topic with app.events_topic({name!r})")
+        return found
+
+    async def publish(
+        self, event: Event, *, cause: Received, topic: EventTopic | None = None, key: str | None = None
+    ) -> uuid.UUID:
+        """Publish a derived event; its envelope continues the cause's (correlation id, causation
+        id = the cause's event id, traceparent a child span of the cause's). Its id is derived from
+        the cause's id and the publish's position in the handler, so an event processed again
+        re-emits the same ids (a consumer's dedupe store drops them); returns the id."""
+        target = self._topic_of(event, topic)
+        cause._published += 1
+        event_id = uuid.uuid5(cause.envelope.event_id, f"{target.name}/{cause._published}")
+        envelope = cause.envelope
+        headers = envelope_headers(
+            event_id,
+            type(event).event_type(),
+            None,
+            self.source,
+            envelope.correlation_id or str(envelope.event_id),
+            str(envelope.event_id),
+            child_traceparent(envelope.traceparent),
+        )
+        await target.send(
+            key=(key if key is not None else event.aggregate_id()).encode(),
+            value=event,
+            headers=[(k, v if isinstance(v, bytes) else (v or "").encode()) for k, v in headers],
+        )
+        return event_id
+
+    async def forward(self, received: Received, topic: EventTopic, *, key: str | None = None) -> None:
+        """Send the received record (its bytes, envelope and origin) to ``topic``, re-keyed by
+        ``key``: the usual way to re-partition a stream (``route(order) -> by customer``)."""
+        headers = [(k, v) for k, v in _headers(received.raw.headers) if k != ORIGIN_HEADER]
+        if not any(k == "ce_id" for k, _ in headers):  # foreign: carry the derived envelope along
+            headers += [
+                (k, v if isinstance(v, bytes) else (v or "").encode())
+                for k, v in received.envelope.to_headers()
+            ]
+        headers.append((ORIGIN_HEADER, f"{received.origin}:{received.origin_offset}".encode()))
+        await topic.send(
+            key=key.encode() if key is not None else received.key,
+            value=received.raw.message.value,
+            value_serializer="raw",
+            headers=headers,
+        )
+
+    async def _checkpoint(self) -> None:
+        """Before faust commits: derived events acknowledged, then the state they came with."""
+        states = [s for s in self._states if s._dirty]
+        if not states:
+            return
+        for state in states:
+            state._inflight, state._dirty = state._dirty, {}
+        await self.faust.producer.flush()
+        assigned = set(self.faust.consumer.assignment())
+        for state in states:
+            state.flush_pending(assigned)
+
+    # -- start-up checks ----------------------------------------------------------------------------
+
+    def check_copartitioning(self, partitions_of: Callable[[str], int | None]) -> None:
+        """Every stream joined with (or writing) a table has the table's partition count;
+        :class:`CopartitioningError` names the topics otherwise. ``partitions_of`` reads a topic's
+        count (None: not created yet, then the declared count is used)."""
+        for route in self._routes:
+            tables = (*route.lookups, *route.updates)
+            if not tables:
+                continue
+            count = partitions_of(route.topic.name) or route.topic.partitions
+            for table in tables:
+                if count is not None and count != table.partitions:
+                    found = {
+                        route.topic.name: count,
+                        f"{self.app_id}-{table.name}-changelog": table.partitions,
+                    }
+                    raise CopartitioningError(
+                        f"{route.handler.__name__}: {route.topic.name} has {count} partitions but table "
+                        f"{table.name!r} has {table.partitions}: a key's row would live on another "
+                        "partition than its events. Re-key the stream (app.forward to an internal "
+                        "topic with the table's partitions) or give the table the topic's count.",
+                        topics=found,
+                    )
+
+    def preflight(self, timeout: float = 30.0) -> None:
+        """The start-up checks against the cluster (run by ``evstream worker``)."""
+        from confluent_kafka.admin import AdminClient  # noqa: PLC0415
+
+        from evstream.settings import librdkafka_config  # noqa: PLC0415
+
+        admin = AdminClient(librdkafka_config(self.kafka))
+        metadata = admin.list_topics(timeout=timeout).topics
+
+        def partitions_of(name: str) -> int | None:
+            found = metadata.get(name)
+            return None if found is None or found.error is not None else len(found.partitions)
+
+        self.check_copartitioning(partitions_of)
+
+    def routes(self) -> Sequence[tuple[str, tuple[str, ...]]]:
+        """(topic, event types) of each handler, for diagnostics."""
+        return [(r.topic.name, tuple(t.__name__ for t in r.types)) for r in self._routes]

@@ -1,0 +1,232 @@
+"""evstream.streams.App without a broker: offset-deduplicated updates of constant size, the
+write-behind order, windows (tumbling, hopping, close, grace, late, expiry), joins and the
+co-partitioning check."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from faust.types import TP
+from pydantic import BaseModel
+
+from evstream.schemas import Envelope
+from evstream.schemas.domain import CATALOG, OrderPlaced
+from evstream.settings import KafkaSettings, RegistrySettings
+from evstream.streams import App, CopartitioningError, Received, SkipEvent
+from evstream.streams.app import _RECEIVED
+from evstream.streams.demo import create_app
+from tests.factories import mixed_events
+
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+class Count(BaseModel):
+    n: int = 0
+
+
+def new_app() -> App:
+    return App(
+        "unit-app",
+        catalog=CATALOG,
+        kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"),
+        registry=RegistrySettings(),
+    )
+
+
+def received(offset: int, *, partition: int = 0, origin: str = "orders:0", topic: str = "t") -> Received:
+    message = SimpleNamespace(partition=partition, offset=offset, tp=TP(topic, partition), key=b"k")
+    envelope = Envelope(event_type="OrderPlaced")
+    return Received(
+        event=None,  # type: ignore[arg-type]  # the tables never look at it
+        envelope=envelope,
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        origin=origin,
+        origin_offset=offset,
+        raw=SimpleNamespace(message=message, headers=[]),
+    )
+
+
+def handling(r: Received) -> Any:
+    class Scope:
+        def __enter__(self) -> Received:
+            self.token = _RECEIVED.set(r)
+            return r
+
+        def __exit__(self, *exc: object) -> None:
+            _RECEIVED.reset(self.token)
+
+    return Scope()
+
+
+def fake_tables(app: App) -> None:
+    for state in app._states:
+        state.faust = {}
+
+
+def commit(app: App) -> None:
+    """What the checkpoint does after the producer flush: pending writes land in the tables."""
+    for state in app._states:
+        state._inflight, state._dirty = state._dirty, {}
+        for key, pending in state._inflight.items():
+            if pending.value is None:
+                state.faust.pop(key, None)
+            else:
+                state.faust[key] = pending.value
+        state._inflight = {}
+
+
+def test_an_update_is_applied_once_per_source_offset_and_the_state_stays_small() -> None:
+    app = new_app()
+    counts = app.table("counts", Count)
+    fake_tables(app)
+    sizes = []
+    for offset in range(1000):
+        with handling(received(offset)):
+            change = counts.update("k", lambda c: Count(n=c.n + 1))
+            assert change is not None
+            assert change.after.n == offset + 1
+        commit(app)
+        sizes.append(len(json.dumps(counts.faust["k"])))
+    assert counts.get("k") == Count(n=1000)
+    assert sizes[-1] - sizes[100] <= 2  # constant size: only the digits of n and the offset grow
+    for offset in (0, 500, 999):  # replays after a crash: skipped
+        with handling(received(offset)):
+            assert counts.update("k", lambda c: Count(n=c.n + 1)) is None
+    with handling(received(7, origin="orders:3")):  # another source partition: its own offset
+        assert counts.update("k", lambda c: Count(n=c.n + 1)) is not None
+    commit(app)
+    assert counts.faust["k"]["o"] == {"orders:0": 999, "orders:3": 7}
+
+
+def test_a_replayed_event_decides_once_for_every_update_of_a_key() -> None:
+    app = new_app()
+    counts = app.table("counts", Count)
+    fake_tables(app)
+    with handling(received(5)):
+        counts.update("k", lambda c: Count(n=c.n + 1))
+        counts.update("k", lambda c: Count(n=c.n + 10))
+    commit(app)
+    with handling(received(5)):  # processed again: both updates skipped, not just the first
+        assert counts.update("k", lambda c: Count(n=c.n + 1)) is None
+        assert counts.update("k", lambda c: Count(n=c.n + 10)) is None
+    assert counts.get("k") == Count(n=11)
+
+
+def test_writes_wait_for_the_commit_and_reads_see_them_before() -> None:
+    app = new_app()
+    counts = app.table("counts", Count)
+    fake_tables(app)
+    with handling(received(1)):
+        counts.update("k", lambda c: Count(n=c.n + 1))
+    assert counts.faust == {}  # nothing in the changelog before the commit
+    assert counts.get("k") == Count(n=1)
+    commit(app)
+    assert counts.faust["k"]["v"] == {"n": 1}
+
+
+def test_an_update_outside_a_handler_is_refused() -> None:
+    app = new_app()
+    counts = app.table("counts", Count)
+    with pytest.raises(Exception, match="inside a handler"):
+        counts.update("k", lambda c: c)
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def windowed(**options: Any) -> tuple[App, Any, list[tuple[str, datetime, int]]]:
+    app = new_app()
+    app.faust.rebalancing_count = 1  # no rebalance in these tests
+    closed: list[tuple[str, datetime, int]] = []
+
+    def on_close(key: str, window: Any, value: Count, r: Received) -> None:
+        closed.append((key, window.start, value.n))
+
+    table = app.windowed_table("w", Count, on_close=on_close, **options)
+    fake_tables(app)
+    return app, table, closed
+
+
+def test_tumbling_windows_close_after_the_grace_and_late_events_are_counted() -> None:
+    app, table, closed = windowed(
+        size=timedelta(minutes=1), grace=timedelta(seconds=10), expires=timedelta(minutes=10)
+    )
+    times = [0, 20, 59, 65, 69, 75, 30, 130]  # seconds after T0; 30 arrives after the 1st window closed
+    for offset, second in enumerate(times):
+        with handling(received(offset)):
+            run(table.update("k", T0 + timedelta(seconds=second), lambda c: Count(n=c.n + 1)))
+        if offset == 4:
+            assert closed == []  # stream time 69 < end 60 + grace 10
+    assert closed == [("k", T0, 3), ("k", T0 + timedelta(minutes=1), 3)]
+    assert table.get("k", T0) == Count(n=3)  # kept (closed) until expiry: the late event changed nothing
+    commit(app)
+    assert table.faust[f"k@{int(T0.timestamp() * 1000)}"]["closed"] is True
+
+
+def test_hopping_windows_count_an_event_in_each_window_it_falls_in() -> None:
+    _app, table, _closed = windowed(size=timedelta(minutes=2), hop=timedelta(minutes=1))
+    assert [datetime.fromtimestamp(s / 1000, UTC) for s in table.windows_for(T0 + timedelta(seconds=90))] == [
+        T0,
+        T0 + timedelta(minutes=1),
+    ]
+    with handling(received(0)):
+        changes = run(table.update("k", T0 + timedelta(seconds=90), lambda c: Count(n=c.n + 1)))
+    assert len(changes) == 2
+
+
+def test_expired_windows_are_deleted() -> None:
+    app, table, _closed = windowed(size=timedelta(minutes=1), expires=timedelta(minutes=2))
+    with handling(received(0)):
+        run(table.update("k", T0, lambda c: Count(n=c.n + 1)))
+    commit(app)
+    with handling(received(1)):
+        run(table.update("k", T0 + timedelta(minutes=4), lambda c: Count(n=c.n + 1)))
+    commit(app)
+    assert table.get("k", T0) is None
+    assert f"k@{int(T0.timestamp() * 1000)}" not in table.faust
+
+
+def test_a_replayed_window_update_is_skipped() -> None:
+    app, table, _closed = windowed(size=timedelta(minutes=1), grace=timedelta(minutes=5))
+    for _ in range(2):
+        with handling(received(3)):
+            run(table.update("k", T0, lambda c: Count(n=c.n + 1)))
+        commit(app)
+    assert table.get("k", T0) == Count(n=1)
+
+
+def test_a_lookup_of_a_missing_row_emits_without_or_skips() -> None:
+    app = new_app()
+    people = app.table("people", Count)
+    fake_tables(app)
+    assert people.lookup("nobody") is None
+    with pytest.raises(SkipEvent):
+        people.lookup("nobody", missing="skip")
+
+
+def test_copartitioning_is_checked_with_a_clear_error() -> None:
+    app = create_app(kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"), registry=RegistrySettings())
+    app.check_copartitioning(lambda name: None)  # as declared: 3 and 3
+    counts = {f"{app.app_id}-orders-by-customer": 4}
+    with pytest.raises(CopartitioningError, match="has 4 partitions but table 'customers' has 3") as info:
+        app.check_copartitioning(counts.get)
+    assert info.value.topics[f"{app.app_id}-orders-by-customer"] == 4
+
+
+def test_the_demo_is_declared_on_the_api() -> None:
+    app = create_app(kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"), registry=RegistrySettings())
+    assert [types for _topic, types in app.routes()] == [
+        ("CustomerRegistered", "CustomerUpdated"),
+        ("OrderPlaced",),
+        ("OrderPlaced",),
+    ]
+    orders = [e for e in mixed_events(50, seed=1) if isinstance(e, OrderPlaced)]
+    assert orders  # the factories still make orders for the stream tests
