@@ -102,5 +102,10 @@ def test_private_stack_lifecycle_without_registry(tmp_path: Path) -> None:
     assert [row.name for row in stopped] == ["kafka-1"]
     assert state.nodes[0].pid is not None
     assert not is_alive(state.nodes[0].pid)
-    with pytest.raises(StackNotRunningError):
+    # `down` keeps the data: the next `up` restarts this cluster (see test_stack_durable.py).
+    assert (tmp_path / "stack" / "cluster.json").exists()
+    assert (state.nodes[0].log_dir / "meta.properties").exists()
+    with pytest.raises(StackNotRunningError, match="is stopped \\(its data is kept\\)"):
         stack.status()
+    stack.reset()
+    assert not (tmp_path / "stack" / "cluster.json").exists()
