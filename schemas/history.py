@@ -25,6 +25,8 @@ DEMO_ROOT = Path(__file__).resolve().parent / "avro"
 def default_root() -> Path:
     """The project's committed history: :attr:`ProjectSettings.schema_dir`."""
     return ProjectSettings().schema_dir
+
+
 _VERSION_FILE = re.compile(r"^v(\d+)\.avsc$")
 
 
