@@ -18,6 +18,7 @@ librdkafka's own log lines (``FAIL``, ``Connect ... failed``...) to the Python l
 from __future__ import annotations
 
 import logging
+import ssl
 import tomllib
 from functools import lru_cache
 from pathlib import Path
@@ -38,6 +39,7 @@ __all__ = [
     "KafkaSettings",
     "ProjectSettings",
     "RegistrySettings",
+    "aiokafka_config",
     "find_pyproject",
     "librdkafka_config",
     "project_catalog",
@@ -85,6 +87,11 @@ class KafkaSettings(BaseSettings):
     )
     sasl_username: str | None = Field(default=None, description="Env EVSTREAM_SASL_USERNAME.")
     sasl_password: SecretStr | None = Field(default=None, description="Env EVSTREAM_SASL_PASSWORD.")
+    sasl_password_file: Path | None = Field(
+        default=None,
+        description="Env EVSTREAM_SASL_PASSWORD_FILE: a file holding the SASL password (a mounted "
+        "secret; read when a client is configured, trailing newline ignored). Instead of the password.",
+    )
     ssl_ca_location: Path | None = Field(default=None, description="Env EVSTREAM_SSL_CA_LOCATION (PEM file).")
     ssl_certificate_location: Path | None = Field(
         default=None, description="Env EVSTREAM_SSL_CERTIFICATE_LOCATION (client cert, PEM)."
@@ -107,10 +114,31 @@ class KafkaSettings(BaseSettings):
                     f"sasl_mechanism is required with security_protocol={self.security_protocol}"
                 )
             if self.sasl_mechanism != "OAUTHBEARER" and (
-                self.sasl_username is None or self.sasl_password is None
+                self.sasl_username is None or (self.sasl_password is None and self.sasl_password_file is None)
             ):
-                raise ValueError(f"sasl_username and sasl_password are required with {self.sasl_mechanism}")
+                raise ValueError(
+                    f"sasl_username and sasl_password are required with {self.sasl_mechanism} "
+                    "(or sasl_password_file instead of the password)"
+                )
+        if self.sasl_password is not None and self.sasl_password_file is not None:
+            raise ValueError("set sasl_password or sasl_password_file, not both")
+        if (self.ssl_certificate_location is None) != (self.ssl_key_location is None):
+            raise ValueError("mTLS needs both ssl_certificate_location and ssl_key_location")
         return self
+
+    def password(self) -> str | None:
+        """The SASL password: ``sasl_password``, else the content of ``sasl_password_file``."""
+        if self.sasl_password is not None:
+            return self.sasl_password.get_secret_value()
+        if self.sasl_password_file is None:
+            return None
+        try:
+            return self.sasl_password_file.read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(
+                f"cannot read the SASL password file {self.sasl_password_file} "
+                f"(EVSTREAM_SASL_PASSWORD_FILE): {exc.__class__.__name__}"
+            ) from None
 
 
 class RegistrySettings(BaseSettings):
@@ -194,8 +222,9 @@ def librdkafka_config(settings: KafkaSettings, **overrides: PassthroughValue) ->
         conf["sasl.mechanism"] = settings.sasl_mechanism
     if settings.sasl_username is not None:
         conf["sasl.username"] = settings.sasl_username
-    if settings.sasl_password is not None:
-        conf["sasl.password"] = settings.sasl_password.get_secret_value()
+    password = settings.password()
+    if password is not None:
+        conf["sasl.password"] = password
     for key, path in (
         ("ssl.ca.location", settings.ssl_ca_location),
         ("ssl.certificate.location", settings.ssl_certificate_location),
@@ -211,6 +240,38 @@ def librdkafka_config(settings: KafkaSettings, **overrides: PassthroughValue) ->
             raise ConfigError(f"{key!r} in EVSTREAM_KAFKA_EXTRA: set it as {_TYPED_KEYS[key]} instead")
         _check_property(key, value)
     conf.update(passthrough)
+    return conf
+
+
+def aiokafka_config(settings: KafkaSettings) -> dict[str, Any]:
+    """The same connection as :func:`librdkafka_config`, as keyword arguments of aiokafka's clients
+    (``AIOKafkaProducer``/``AIOKafkaConsumer``/``AIOKafkaAdminClient``; faust passes them on).
+
+    TLS always verifies the broker's certificate and host name (``ssl_ca_location`` or the system
+    CAs); a client certificate and key make it mTLS. ``kafka_extra`` is librdkafka-only and not used.
+    """
+    conf: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "client_id": settings.client_id,
+        "security_protocol": settings.security_protocol,
+    }
+    if settings.sasl_mechanism is not None:
+        conf["sasl_mechanism"] = settings.sasl_mechanism
+    if settings.sasl_username is not None:
+        conf["sasl_plain_username"] = settings.sasl_username
+    password = settings.password()
+    if password is not None:
+        conf["sasl_plain_password"] = password
+    if settings.security_protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(
+            cafile=str(settings.ssl_ca_location) if settings.ssl_ca_location is not None else None
+        )
+        if settings.ssl_certificate_location is not None and settings.ssl_key_location is not None:
+            key_password = settings.ssl_key_password.get_secret_value() if settings.ssl_key_password else None
+            context.load_cert_chain(
+                str(settings.ssl_certificate_location), str(settings.ssl_key_location), key_password
+            )
+        conf["ssl_context"] = context
     return conf
 
 

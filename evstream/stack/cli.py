@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from evstream.output import OutputFormat, console, err_console, print_json, table
-from evstream.stack import jars
+from evstream.stack import jars, security
 from evstream.stack.manager import LocalStack, ProcessStatus, default_data_dir
 from evstream.stack.state import StackState
 
@@ -36,6 +36,24 @@ Output = Annotated[OutputFormat, typer.Option("--output", "-o", help="table for 
 StopTimeout = Annotated[float, typer.Option("--timeout", help="Seconds between SIGTERM and SIGKILL.")]
 
 
+def _security(state: StackState) -> dict[str, object] | None:
+    """What a client of a secured stack needs: where things are, never the secrets themselves."""
+    if state.security_dir is None:
+        return None
+    found = security.StackSecrets(state.security_dir, "", "", "")
+    return {
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": security.MECHANISM,
+        "ca_file": str(found.ca_file),
+        "admin_user": security.ADMIN_USER,
+        "app_user": security.APP_USER,
+        "secrets_file": str(found.secrets_file),
+        "password_files": {
+            user: str(found.password_file(user)) for user in (security.ADMIN_USER, security.APP_USER)
+        },
+    }
+
+
 def _endpoints(state: StackState) -> dict[str, object]:
     return {
         "bootstrap_servers": state.bootstrap_servers,
@@ -45,6 +63,7 @@ def _endpoints(state: StackState) -> dict[str, object]:
         "data_dir": str(state.data_dir),
         "pids": {f"kafka-{n.node_id}": n.pid for n in state.nodes}
         | ({"registry": state.registry.pid} if state.registry else {}),
+        "security": _security(state),
     }
 
 
@@ -64,6 +83,21 @@ def _print_endpoints(state: StackState, output: OutputFormat, notices: list[str]
         + (f" EVSTREAM_REGISTRY_URL={state.registry_url}" if state.registry_url else ""),
         soft_wrap=True,
     )
+    sec = _security(state)
+    if sec is not None:
+        files = sec["password_files"]
+        assert isinstance(files, dict)
+        console.print(
+            f"export EVSTREAM_SECURITY_PROTOCOL=SASL_SSL EVSTREAM_SASL_MECHANISM={security.MECHANISM} "
+            f"EVSTREAM_SASL_USERNAME={security.APP_USER} "
+            f"EVSTREAM_SASL_PASSWORD_FILE={files[security.APP_USER]} "
+            f"EVSTREAM_SSL_CA_LOCATION={sec['ca_file']}",
+            soft_wrap=True,
+            markup=False,
+        )
+        console.print(
+            f"admin user: {security.ADMIN_USER} (password in {files[security.ADMIN_USER]})", markup=False
+        )
 
 
 @app.command()
@@ -87,6 +121,15 @@ def up(
         int | None, typer.Option(help="Registry HTTP port (default: the previous one, else a free port).")
     ] = None,
     no_registry: Annotated[bool, typer.Option("--no-registry", help="Start Kafka only.")] = False,
+    secure: Annotated[
+        bool,
+        typer.Option(
+            "--secure",
+            help="Format a new stack with a SASL_SSL listener (SCRAM-SHA-512, a CA made in the data dir), "
+            "an admin and an 'app' user, and ACLs enforced (StandardAuthorizer, deny by default). "
+            "A secured data dir always restarts secured.",
+        ),
+    ] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for readiness.")] = 120.0,
     output: Output = OutputFormat.table,
 ) -> None:
@@ -97,7 +140,9 @@ def up(
     while everything runs just prints the endpoints.
     """
     stack = LocalStack(data_dir, start_timeout=timeout)
-    state = stack.up(nodes=nodes, port=port, registry=not no_registry, registry_port=registry_port)
+    state = stack.up(
+        nodes=nodes, port=port, registry=not no_registry, registry_port=registry_port, secure=secure
+    )
     _print_endpoints(state, output, stack.notices)
     if output is OutputFormat.table:
         console.print("stop it with: evstream stack down  (data kept; `evstream stack reset` wipes it)")

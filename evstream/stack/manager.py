@@ -41,7 +41,7 @@ from evstream.errors import (
     StackStartError,
     StackTimeoutError,
 )
-from evstream.stack import jars, processes
+from evstream.stack import jars, processes, security
 from evstream.stack.java import KAFKA_MIN_JAVA, REGISTRY_MIN_JAVA, find_java
 from evstream.stack.state import (
     CLUSTER_FILE,
@@ -53,7 +53,7 @@ from evstream.stack.state import (
     StackState,
 )
 
-__all__ = ["LAYOUT", "REGISTRY_TOPICS", "LocalStack", "ProcessStatus", "default_data_dir"]
+__all__ = ["LAYOUT", "REGISTRY_TOPICS", "LocalStack", "ProcessStatus", "admin_config", "default_data_dir"]
 
 #: Version of the on-disk layout ``up`` writes; another layout is refused (``stack reset`` wipes it).
 #: 1 was the layout before cluster.json (in-memory registry, storage reformatted at every ``up``).
@@ -120,17 +120,25 @@ class LocalStack:
         port: int | None = None,
         registry: bool = True,
         registry_port: int | None = None,
+        secure: bool = False,
     ) -> StackState:
         """Start the stack (or return the one already running here) and wait until it is ready.
 
         ``nodes`` defaults to what the data dir was formatted with (1 for a new one). A stopped
         stack restarts with its data; a partly running one gets only its dead processes back.
+        ``secure`` formats a new stack with SASL_SSL, SCRAM users and ACLs (see
+        :mod:`evstream.stack.security`); a secured data dir always restarts secured.
         """
         _check_options(nodes=nodes, port=port, registry=registry, registry_port=registry_port)
         self.notices = []
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self._lock():
             running = self._running_state()
+            if secure and running is not None and not running.secure:
+                raise StackError(
+                    f"the stack running in {self.data_dir} is not secured; --secure applies only to a "
+                    f"new data dir ({_RESET_HINT}, or choose another --data-dir)"
+                )
             if running is not None and (registry is False or running.registry is not None):
                 if nodes is not None and len(running.nodes) != nodes:
                     raise StackError(
@@ -138,7 +146,9 @@ class LocalStack:
                         f"use --nodes {len(running.nodes)}, or `evstream stack reset` to wipe it first"
                     )
                 return running
-            return self._start(nodes=nodes, port=port, registry=registry, registry_port=registry_port)
+            return self._start(
+                nodes=nodes, port=port, registry=registry, registry_port=registry_port, secure=secure
+            )
 
     def status(self) -> list[ProcessStatus]:
         """Each recorded process and whether it runs. Raises when nothing runs here."""
@@ -235,12 +245,23 @@ class LocalStack:
     # ------------------------------------------------------------------ start
 
     def _start(
-        self, *, nodes: int | None, port: int | None, registry: bool, registry_port: int | None
+        self,
+        *,
+        nodes: int | None,
+        port: int | None,
+        registry: bool,
+        registry_port: int | None,
+        secure: bool = False,
     ) -> StackState:
         record = self._load_record()
         previous = self._load_state()
         if record is not None and record.formatted:
             _check_record(record, self.data_dir, nodes)
+            if secure and not record.secure:
+                raise StackError(
+                    f"the stack in {self.data_dir} was formatted without --secure; {_RESET_HINT} "
+                    "(or choose another --data-dir) to make a secured one"
+                )
         elif record is None:
             self._refuse_legacy_or_foreign(previous)
         for wanted in (port, registry_port):
@@ -266,9 +287,13 @@ class LocalStack:
                 self._stop_all(previous)
             self._clear_storage()
             record, state = self._plan_new(
-                nodes or 1, port, registry_home, registry_port, libs, kafka_version
+                nodes or 1, port, registry_home, registry_port, libs, kafka_version, secure=secure
             )
             record.save(self.data_dir)
+            if secure:
+                security.create_material(
+                    self.data_dir / security.SECURITY_DIR, [n.node_id for n in record.nodes]
+                )
             for node in state.nodes:
                 self._render_config(state, node)
                 self._format(kafka_java, state, node)
@@ -314,7 +339,7 @@ class LocalStack:
             if state.registry is not None and state.registry.pid is None and registry_java is not None:
                 if previous is not None and previous.registry is not None:
                     self.notices.append("the registry was not running: started it (it replays its schemas)")
-                reg = self._spawn_registry(registry_java, state.registry, state.bootstrap_servers)
+                reg = self._spawn_registry(registry_java, state.registry, state.bootstrap_servers, state)
                 started.append(reg.pid or 0)
                 state = state.model_copy(update={"registry": reg})
                 state.save()
@@ -338,6 +363,8 @@ class LocalStack:
         registry_port: int | None,
         libs: Path,
         kafka_version: str,
+        *,
+        secure: bool = False,
     ) -> tuple[ClusterRecord, StackState]:
         fixed = [p for p in (port, registry_port) if p is not None]
         pool = iter(processes.free_ports(2 * nodes + 2, exclude=fixed))
@@ -357,6 +384,7 @@ class LocalStack:
             nodes=node_records,
             registry_port=registry_port if registry_port is not None else next(pool),
             registry_management_port=next(pool),
+            secure=secure,
         )
         return record, self._state_for(record, libs, registry_home, {}, None)
 
@@ -463,6 +491,7 @@ class LocalStack:
             kafka_libs=libs,
             nodes=tuple(node_states),
             registry=registry_state,
+            security_dir=self.data_dir / security.SECURITY_DIR if record.secure else None,
         )
 
     @staticmethod
@@ -499,10 +528,12 @@ class LocalStack:
         for entry in self.data_dir.glob("node-*"):
             shutil.rmtree(entry, ignore_errors=True)
         shutil.rmtree(self.data_dir / "registry", ignore_errors=True)
+        shutil.rmtree(self.data_dir / security.SECURITY_DIR, ignore_errors=True)
 
     def _wipe(self) -> None:
         """Delete everything ``up`` made here (the explicit reset); refuse a folder that is not ours."""
         known = {_LOCK, _MARKER, STATE_FILE, CLUSTER_FILE, "stack.tmp", "cluster.tmp", "registry"}
+        known.add(security.SECURITY_DIR)
         entries = list(self.data_dir.iterdir()) if self.data_dir.is_dir() else []
         ours = (self.data_dir / _MARKER).exists() or (self.data_dir / CLUSTER_FILE).exists()
         foreign = [p.name for p in entries if p.name not in known and not p.name.startswith("node-")]
@@ -524,28 +555,53 @@ class LocalStack:
         template_name = "single-node.properties" if len(state.nodes) == 1 else "cluster-node.properties"
         template = string.Template((jars.deploy_dir() / "kafka" / template_name).read_text())
         voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in state.nodes)
-        node.config_file.write_text(
-            template.substitute(
-                node_id=node.node_id,
-                voters=voters,
-                port=node.port,
-                controller_port=node.controller_port,
-                log_dir=node.log_dir,
-            )
+        text = template.substitute(
+            node_id=node.node_id,
+            voters=voters,
+            port=node.port,
+            controller_port=node.controller_port,
+            log_dir=node.log_dir,
         )
+        if state.security_dir is None:
+            node.config_file.write_text(text)
+            return
+        found = security.load_secrets(state.security_dir)
+        overlay = string.Template((jars.deploy_dir() / "kafka" / "secure.properties").read_text()).substitute(
+            port=node.port,
+            controller_port=node.controller_port,
+            admin_user=security.ADMIN_USER,
+            admin_password=found.admin_password,
+            keystore=found.keystore(node.node_id),
+            keystore_password=found.keystore_password,
+            ca_file=found.ca_file,
+            super_users=";".join(
+                [f"User:{security.ADMIN_USER}", *(security.node_principal(n.node_id) for n in state.nodes)]
+            ),
+        )
+        # The config holds the admin's and the keystore's passwords: owner-only, like secrets.json.
+        security.write_secret(node.config_file, _overlay(text, overlay))
 
     def _format(self, java: Path, state: StackState, node: NodeState) -> None:
         """Format one node's storage: only ever for a new stack (``meta.properties`` absent)."""
         cmd = [str(java), "-Xmx256m", "-cp", f"{state.kafka_libs}/*", "kafka.tools.StorageTool", "format"]
         cmd += [f"--cluster-id={state.cluster_id}", "-c", str(node.config_file)]
+        if state.security_dir is not None:  # SCRAM users live in the metadata log, made at format time
+            found = security.load_secrets(state.security_dir)
+            for user, password in (
+                (security.ADMIN_USER, found.admin_password),
+                (security.APP_USER, found.app_password),
+            ):
+                cmd += ["--add-scram", f"{security.MECHANISM}=[name={user},password={password}]"]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
         except subprocess.TimeoutExpired as exc:
             raise StackStartError(f"formatting kafka-{node.node_id} storage took over 120s") from exc
         if proc.returncode != 0:
+            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+            if state.security_dir is not None:
+                tail = security.redact(tail, state.security_dir)
             raise StackStartError(
-                f"formatting kafka-{node.node_id} storage failed (exit {proc.returncode})",
-                log_tail="\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:]),
+                f"formatting kafka-{node.node_id} storage failed (exit {proc.returncode})", log_tail=tail
             )
 
     def _spawn_node(self, java: Path, state: StackState, node: NodeState) -> NodeState:
@@ -562,7 +618,9 @@ class LocalStack:
         pid = processes.spawn(cmd, env=dict(os.environ), output=node.stdout_file)
         return node.model_copy(update={"pid": pid})
 
-    def _spawn_registry(self, java: Path, reg: RegistryState, bootstrap: str) -> RegistryState:
+    def _spawn_registry(
+        self, java: Path, reg: RegistryState, bootstrap: str, state: StackState
+    ) -> RegistryState:
         processes.require_free(reg.port)
         reg.stdout_file.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
@@ -573,6 +631,13 @@ class LocalStack:
         env["QUARKUS_HTTP_PORT"] = str(reg.port)
         env["QUARKUS_MANAGEMENT_PORT"] = str(reg.management_port)
         env["APICURIO_KAFKASQL_BOOTSTRAP_SERVERS"] = bootstrap
+        if state.security_dir is not None:
+            # kafkasql connects to the secured listener as the admin (it creates its own topics).
+            # The JAAS line holds a password: it goes in an owner-only file named by
+            # QUARKUS_CONFIG_LOCATIONS, not in the environment or on the command line.
+            conf = reg.stdout_file.parent / "kafkasql-secure.properties"
+            security.write_secret(conf, security.registry_kafka_properties(state.security_dir))
+            env["QUARKUS_CONFIG_LOCATIONS"] = f"file:{conf}"
         cmd = [
             str(java),
             *_REGISTRY_HEAP,
@@ -586,7 +651,8 @@ class LocalStack:
     # ------------------------------------------------------------------ readiness and stop
 
     def _wait_kafka(self, state: StackState, deadline: float) -> None:
-        self._wait(state, deadline, "kafka", lambda: _brokers_up(state.bootstrap_servers) >= len(state.nodes))
+        conf = admin_config(state)
+        self._wait(state, deadline, "kafka", lambda: _brokers_up(conf) >= len(state.nodes))
 
     def _wait_registry(self, state: StackState, deadline: float) -> None:
         reg = state.registry
@@ -800,10 +866,31 @@ def _cluster_id() -> str:
             return cluster_id
 
 
-def _brokers_up(bootstrap: str) -> int:
-    admin = AdminClient(
-        {"bootstrap.servers": bootstrap, "log_level": 0, "socket.connection.setup.timeout.ms": 2000}
-    )
+def admin_config(state: StackState) -> dict[str, str]:
+    """librdkafka settings for the stack's admin: bootstrap only, or SASL_SSL as the admin user."""
+    conf = {"bootstrap.servers": state.bootstrap_servers}
+    if state.security_dir is not None:
+        conf |= security.client_properties(state.security_dir, security.ADMIN_USER)
+    return conf
+
+
+def _overlay(base: str, overlay: str) -> str:
+    """``base`` properties with every key ``overlay`` sets replaced by the overlay's lines."""
+    keys = {
+        line.split("=", 1)[0].strip()
+        for line in overlay.splitlines()
+        if "=" in line and not line.startswith("#")
+    }
+    kept = [
+        line
+        for line in base.splitlines()
+        if line.startswith("#") or line.split("=", 1)[0].strip() not in keys
+    ]
+    return "\n".join(kept) + "\n" + overlay
+
+
+def _brokers_up(conf: dict[str, str]) -> int:
+    admin = AdminClient(conf | {"log_level": 0, "socket.connection.setup.timeout.ms": 2000})
     try:
         return len(admin.list_topics(timeout=2).brokers)
     except Exception:

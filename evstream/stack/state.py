@@ -87,6 +87,13 @@ class StackState(BaseModel):
     kafka_libs: Path
     nodes: tuple[NodeState, ...]
     registry: RegistryState | None = None
+    #: ``<data dir>/security`` of a stack made with ``up --secure`` (SASL_SSL + ACLs), else None.
+    security_dir: Path | None = None
+
+    @property
+    def secure(self) -> bool:
+        """True for a stack made with ``up --secure``."""
+        return self.security_dir is not None
 
     @property
     def bootstrap_servers(self) -> str:
@@ -140,6 +147,7 @@ class ClusterRecord(BaseModel):
     nodes: tuple[NodeRecord, ...]
     formatted: bool = False  # False while the first format runs: an interrupted one starts over
     registry_storage: str = "kafkasql"
+    secure: bool = False  # made with `up --secure`: SASL_SSL, SCRAM users, ACLs (fixed at format time)
     registry_port: int | None = None
     registry_management_port: int | None = None
 
