@@ -3,28 +3,48 @@
 One librdkafka producer underneath, driven by a background poll thread that resolves each
 publish's :class:`DeliveryFuture` when the broker acknowledges it. :class:`AsyncEventProducer`
 awaits the same futures, so the sync and async APIs share one implementation.
+
+Outcomes, exactly:
+
+* :class:`Delivery` — acknowledged (``acks=all``): written at that offset.
+* :class:`DeliveryFailedError` — not written: the broker refused it, it was purged from the local
+  queue before it was ever sent, or its transaction was aborted (or fenced, which aborts it).
+  :class:`ClusterUnavailableError` is the case where no broker has answered for
+  ``cluster_down_fail_s``: publish() refuses at once, and events queued *after* the cluster went
+  down are failed (they cannot have been sent).
+* :class:`DeliveryIndeterminateError` — possibly written: the delivery timed out or was purged
+  while a request carrying it may have reached a broker (in flight, or queued again for a retry
+  after a send), events queued *before* the cluster went down and purged since, and a transaction
+  whose commit failed with a fatal error (its EndTxn may have been applied).
+* :class:`ProducerFatalError` — librdkafka's instance is unusable (``healthy`` is False): a
+  transactional producer replaces it (a new instance with the same ``transactional.id`` fences the
+  old one, ``recovered=True``) unless the error is ``_FENCED`` (another instance owns the id; see
+  ``ProducerSettings.recover_fenced``); a non-transactional one keeps failing until recreated.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import partial
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, NoReturn, Self
 from uuid import UUID
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from evstream.errors import (
+    ClusterUnavailableError,
     DeliveryFailedError,
     DeliveryIndeterminateError,
     EnvelopeError,
     EvstreamError,
+    ProducerFatalError,
     PublishError,
     RegistryUnavailableError,
 )
@@ -83,6 +103,10 @@ class EventProducer:
         self._metric_children: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._last_publish = 0.0
         self._txn_futures: list[tuple[DeliveryFuture, DeliveryFuture, str, UUID]] = []
+        self._conf: dict[str, Any] = {}
+        self._down_since: float | None = None  # perf_counter() when librdkafka said all brokers down
+        self._fatal: ProducerFatalError | None = None  # an unrecovered fatal error of the instance
+        self.recoveries = 0  # instances replaced after a fatal error
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -104,6 +128,10 @@ class EventProducer:
         if self._catalog is None and ProjectSettings().catalog is not None:
             self._catalog = project_catalog()
         conf = librdkafka_config(self._kafka or KafkaSettings(), **self.settings.librdkafka())
+        # Cluster health: all-brokers-down and fatal errors (error_cb), brokers up again (stats).
+        conf.update(error_cb=self._on_error, stats_cb=self._on_stats)
+        conf.setdefault("statistics.interval.ms", 1000)
+        self._conf = conf
         store = self._store
         client = None
         if store is None:
@@ -118,11 +146,61 @@ class EventProducer:
             if client is not None:
                 client.close()
             raise PublishError(f"cannot initialise transactions: {exc}") from exc
-        self._registry_client, self._codec, self._producer = client, AvroCodec(store), producer
+        self._registry_client, self._codec = client, AvroCodec(store)
+        self._fatal, self._down_since = None, None
+        self._run(producer)
+        return self
+
+    def _run(self, producer: Producer) -> None:
+        """Make ``producer`` the instance and start its poll thread."""
+        self._producer = producer
         self._stop.clear()
         self._poller = threading.Thread(target=self._poll_loop, name="evstream-producer-poll", daemon=True)
         self._poller.start()
-        return self
+
+    # ------------------------------------------------------------------ health
+
+    @property
+    def healthy(self) -> bool:
+        """Started, no unrecovered fatal error, and a broker reachable (within ``cluster_down_fail_s``)."""
+        return self._producer is not None and self._fatal is None and self._cluster_down_for() is None
+
+    @property
+    def fatal_error(self) -> ProducerFatalError | None:
+        """The fatal error that left this producer unusable (None while it is usable)."""
+        return self._fatal
+
+    def _cluster_down_for(self) -> float | None:
+        """How long no broker has been reachable, once that is longer than ``cluster_down_fail_s``."""
+        since = self._down_since
+        if since is None:
+            return None
+        down = time.perf_counter() - since
+        return down if down > self.settings.cluster_down_fail_s else None
+
+    def _on_error(self, err: KafkaError) -> None:
+        """librdkafka's error_cb (served by poll): all brokers down, fatal errors; the rest is logged."""
+        if err.code() == KafkaError._ALL_BROKERS_DOWN:
+            if self._down_since is None:
+                self._down_since = time.perf_counter()
+                log.warning("no Kafka broker reachable: %s", err.str())
+        elif err.fatal():
+            if self._fatal is None:
+                self._fatal = ProducerFatalError(
+                    f"the Kafka producer hit a fatal error: {err.str()} ({err.name()})", kafka_error=err
+                )
+                log.error("%s", self._fatal)
+        else:
+            log.debug("Kafka client error: %s", err.str())
+
+    def _on_stats(self, raw: str) -> None:
+        """A broker is up again: the cluster is reachable (librdkafka statistics, every second)."""
+        if self._down_since is None:
+            return
+        brokers = json.loads(raw).get("brokers", {})
+        if any(b.get("state") == "UP" and b.get("source") != "internal" for b in brokers.values()):
+            log.warning("a Kafka broker is reachable again")
+            self._down_since = None
 
     def _poll_loop(self) -> None:
         """Serve delivery reports while the application is not publishing.
@@ -140,6 +218,8 @@ class EventProducer:
                     producer.poll(0.05)  # returns as soon as a report is ready
                 else:
                     self._stop.wait(0.005)
+                if self._cluster_down_for() is not None:  # fail what waits in the queue, not sent
+                    producer.purge(in_queue=True, in_flight=False, blocking=False)
             except Exception:  # a failing callback must not stop delivery reports for everyone else
                 log.exception("delivery report handling failed")
 
@@ -239,6 +319,7 @@ class EventProducer:
         model = type(event)
         target = topic or model.topic
         event_type = model.event_type()
+        self._check_usable(target, event_type)
         if envelope is not None:
             if envelope.event_type != event_type:
                 raise EnvelopeError(f"envelope says {envelope.event_type!r} but the event is {event_type!r}")
@@ -267,6 +348,8 @@ class EventProducer:
         value = self.encoder(target, model)(event.model_dump())
         future = DeliveryFuture(self._cond)
         callback = partial(self._delivered, future, event_id, event_type, time.perf_counter())
+        if self._down_since is not None and self._cluster_down_for() is not None:  # went down meanwhile
+            self._check_usable(target, event_type)
         record_key = key if key is not None else event.aggregate_id()
         while True:
             try:
@@ -284,6 +367,20 @@ class EventProducer:
             self._txn_futures.append((future, held, target, event_id))
             return held
         return future
+
+    def _check_usable(self, topic: str, event_type: str) -> None:
+        """Refuse at once (nothing queued) while the instance is fatal or the cluster unreachable."""
+        if self._fatal is not None and self.settings.transactional_id is None:
+            PUBLISHED.labels(topic, event_type, "failed").inc()
+            raise self._fatal
+        down = self._cluster_down_for()
+        if down is not None:
+            PUBLISHED.labels(topic, event_type, "failed").inc()
+            raise ClusterUnavailableError(
+                f"{topic}: no Kafka broker reachable for {down:.0f}s: {event_type} not queued, not written",
+                topic=topic,
+                down_for_s=down,
+            )
 
     def publish_dict(self, event_type: str, data: Mapping[str, Any], **options: Any) -> DeliveryFuture:
         """Validate ``data`` as ``event_type`` from the catalog, then publish it."""
@@ -317,6 +414,25 @@ class EventProducer:
             )
             return
         error = classify(err, topic=topic, event_id=event_id)
+        down = self._down_since
+        if err.code() == KafkaError._PURGE_QUEUE and down is not None:
+            if started >= down:  # queued while no broker was reachable: it cannot have been sent
+                error = ClusterUnavailableError(
+                    f"{topic}: event {event_id}: {err.str()} ({err.name()}): no Kafka broker reachable"
+                    " since before it was queued, so it was never sent: not written",
+                    topic=topic,
+                    event_id=event_id,
+                    kafka_error=err,
+                    down_for_s=time.perf_counter() - down,
+                )
+            else:  # queued before the outage: it may have been sent and queued again for a retry
+                error = DeliveryIndeterminateError(
+                    f"{topic}: event {event_id}: {err.str()} ({err.name()}): queued before the cluster"
+                    " became unreachable, it may have been sent: it may or may not have been written",
+                    topic=topic,
+                    event_id=event_id,
+                    kafka_error=err,
+                )
         outcome = "indeterminate" if isinstance(error, DeliveryIndeterminateError) else "failed"
         PUBLISHED.labels(topic, event_type, outcome).inc()
         future._resolve(None, error)
@@ -338,16 +454,23 @@ class EventProducer:
         """Publish atomically across topics: commit on success, abort if the block raises.
 
         Needs ``transactional_id`` in the settings. Read-committed consumers see all of the
-        block's events or none of them.
+        block's events or none of them. A fatal error of librdkafka's instance (``_FENCED``,
+        ``INVALID_TXN_STATE``...) raises :class:`ProducerFatalError`; the block's futures fail
+        (aborted: not visible) or, when the commit itself failed fatally, are indeterminate; the
+        instance is replaced (``recovered``) where the error allows it, so the next transaction works.
         """
         producer = self._require()
         if self.settings.transactional_id is None:
             raise EvstreamError("transactions need ProducerSettings(transactional_id=...)")
         if self._in_transaction:
             raise EvstreamError("transactions do not nest")
+        if self._fatal is not None:  # a fatal error seen outside a transaction call: recover first
+            self._raise_fatal(self._fatal.kafka_error, "before the transaction began", None)
         try:
             producer.begin_transaction()
         except KafkaException as exc:
+            if exc.args[0].fatal():
+                self._raise_fatal(exc.args[0], "at begin_transaction", exc)
             raise PublishError(f"cannot begin a transaction: {exc}") from exc
         self._in_transaction = True
         self._txn_futures = []
@@ -363,9 +486,24 @@ class EventProducer:
             try:
                 producer.commit_transaction(timeout)
             except KafkaException as exc:
+                err = exc.args[0]
+                if err.fatal():  # no abort possible; the new instance's init aborts it if still open
+                    fenced = err.code() == KafkaError._FENCED  # fencing aborted the open transaction
+                    self._settle_transaction(
+                        DeliveryFailedError(
+                            f"fenced before the commit: not written ({err.str()})", kafka_error=err
+                        )
+                        if fenced
+                        else DeliveryIndeterminateError(
+                            f"commit failed with a fatal error ({err.str()}): it may or may not have been"
+                            " committed",
+                            kafka_error=err,
+                        )
+                    )
+                    self._raise_fatal(err, "at commit_transaction", exc)
                 self._abort(producer, timeout, f"commit failed ({exc})", exc)
                 self._settle_transaction(
-                    DeliveryFailedError(f"commit failed and was aborted: {exc}", kafka_error=exc.args[0])
+                    DeliveryFailedError(f"commit failed and was aborted: {exc}", kafka_error=err)
                 )
                 raise PublishError(f"transaction commit failed and was aborted: {exc}") from exc
             self._settle_transaction(None)
@@ -373,15 +511,63 @@ class EventProducer:
             self._in_transaction = False
 
     def _abort(self, producer: Producer, timeout: float, why: str, cause: BaseException) -> None:
-        """Abort the open transaction; if even that fails its outcome is unknown, and that is raised."""
+        """Abort the open transaction; if even that fails its outcome is unknown, and that is raised.
+
+        A fatal error at abort (librdkafka's INVALID_TXN_STATE bug, _FENCED) means the transaction
+        was never committed: its events fail and :class:`ProducerFatalError` is raised."""
         try:
             producer.abort_transaction(timeout)
         except KafkaException as abort_exc:
-            unknown = DeliveryIndeterminateError(
-                f"{why} and abort failed ({abort_exc})", kafka_error=abort_exc.args[0]
-            )
+            err = abort_exc.args[0]
+            if err.fatal():
+                self._settle_transaction(
+                    DeliveryFailedError(
+                        f"{why}; the abort hit a fatal error ({err.str()}): not written", kafka_error=err
+                    )
+                )
+                self._raise_fatal(err, f"aborting after {why}", cause)
+            unknown = DeliveryIndeterminateError(f"{why} and abort failed ({abort_exc})", kafka_error=err)
             self._settle_transaction(unknown)
             raise unknown from cause
+
+    def _raise_fatal(self, err: KafkaError | None, where: str, cause: BaseException | None) -> NoReturn:
+        """Raise :class:`ProducerFatalError` for ``err``, replacing the instance first if allowed."""
+        event_ids = tuple(event_id for _, _, _, event_id in self._txn_futures)
+        fenced = err is not None and err.code() == KafkaError._FENCED
+        recovered = False
+        detail = f"{err.str()} ({err.name()})" if err is not None else "unknown"
+        if not fenced or self.settings.recover_fenced:
+            try:
+                self._recreate()
+                recovered = True
+            except KafkaException as exc:
+                detail += f"; a new instance could not init transactions either: {exc.args[0].str()}"
+        error = ProducerFatalError(
+            f"the transactional producer hit a fatal error {where}: {detail}; "
+            + ("replaced by a new instance (the old one is fenced)" if recovered else "it is unusable"),
+            kafka_error=err,
+            recovered=recovered,
+            event_ids=event_ids,
+        )
+        self._fatal = None if recovered else error
+        log.error("%s", error)
+        raise error from cause
+
+    def _recreate(self) -> None:
+        """Replace the fatal instance: a new one with the same transactional.id, its transactions
+        initialised (which fences the old one and aborts what it left open)."""
+        old = self._producer
+        self._stop.set()
+        if self._poller is not None:
+            self._poller.join(timeout=5)
+        if old is not None:
+            with contextlib.suppress(KafkaException):
+                old.purge(in_queue=True, in_flight=True, blocking=False)
+                old.poll(0)  # resolves the old instance's outstanding delivery reports
+        producer = Producer(self._conf)
+        producer.init_transactions(min(30.0, self.settings.delivery_timeout_ms / 1000))
+        self.recoveries += 1
+        self._run(producer)
 
     def _settle_transaction(self, error: DeliveryFailedError | DeliveryIndeterminateError | None) -> None:
         """Resolve the futures handed out inside the transaction: committed deliveries, or ``error``

@@ -41,6 +41,20 @@ class ProducerSettings(BaseSettings):
     close_timeout_s: float = Field(
         default=30.0, ge=0, description="How long close() waits for in-flight events."
     )
+    cluster_down_fail_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="When no broker has been reachable for this long, publish() fails at once with"
+        " ClusterUnavailableError (nothing queued) and queued events never sent are failed (not"
+        " written) instead of waiting for delivery_timeout_ms. Env EVSTREAM_PRODUCER_CLUSTER_DOWN_FAIL_S;"
+        " default 10.",
+    )
+    recover_fenced: bool = Field(
+        default=False,
+        description="Transactional producers: also replace the instance after a fatal _FENCED (by"
+        " default only other fatal errors are recovered: _FENCED usually means another live instance"
+        " owns the transactional id, and taking it back would fence that one in turn).",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> ProducerSettings:

@@ -7,6 +7,7 @@ crash, SIGTERM clean stop); nothing is mocked. The session's shared stack is nev
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import uuid
@@ -27,8 +28,9 @@ class Private:
 
     stack: LocalStack
 
-    @property
+    @functools.cached_property
     def endpoints(self) -> StackEndpoints:
+        """Its endpoints (the ports stay the same across restarts of its processes)."""
         state = self.stack.state()
         return StackEndpoints(state.bootstrap_servers, state.registry_url or "", "private")
 
