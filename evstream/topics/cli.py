@@ -11,6 +11,7 @@ from confluent_kafka.admin import AdminClient
 from evstream.endpoints import kafka_settings
 from evstream.output import OutputFormat, console, print_json, table
 from evstream.settings import librdkafka_config
+from evstream.topics.acls import AclChange, apply_acl_changes, describe_acls, plan_acls
 from evstream.topics.admin import apply_changes, describe_topics, list_topics
 from evstream.topics.plan import TopicChange, plan_changes
 from evstream.topics.spec import load_topics_file
@@ -44,29 +45,46 @@ def _admin(bootstrap: str | None) -> AdminClient:
     return AdminClient(librdkafka_config(kafka_settings(bootstrap), log_level=2))
 
 
-def _plan(path: Path, bootstrap: str | None) -> tuple[AdminClient, list[TopicChange]]:
+def _plan(path: Path, bootstrap: str | None) -> tuple[AdminClient, list[TopicChange], list[AclChange] | None]:
     declared = load_topics_file(path)
     admin = _admin(bootstrap)
     current = describe_topics(admin, [t.name for t in declared.topics])
-    return admin, plan_changes(declared.topics, current)
+    changes = plan_changes(declared.topics, current)
+    acls = None if declared.acls is None else plan_acls(declared.acls, describe_acls(admin))
+    return admin, changes, acls
 
 
-def _show(changes: list[TopicChange], output: OutputFormat) -> None:
+def _acl_rows(acls: list[AclChange]) -> list[dict[str, str]]:
+    return [
+        {
+            "action": c.action,
+            "principal": c.acl.principal,
+            "resource_type": c.acl.resource_type,
+            "name": c.acl.name,
+            "pattern": c.acl.pattern,
+            "operation": c.acl.operation,
+            "host": c.acl.host,
+        }
+        for c in acls
+    ]
+
+
+def _show(changes: list[TopicChange], output: OutputFormat, acls: list[AclChange] | None = None) -> None:
+    """Topics (and, when the file declares ``acls``, ACL rules). JSON: a list of topics, or
+    ``{"topics": [...], "acls": [...]}`` for a file with ``acls``."""
     if output is OutputFormat.json:
-        print_json(
-            [
-                {
-                    "topic": c.name,
-                    "action": c.action,
-                    "partitions": {"current": c.current_partitions, "desired": c.spec.partitions},
-                    "configs": [
-                        {"key": cc.key, "current": cc.current, "desired": cc.desired}
-                        for cc in c.config_changes
-                    ],
-                }
-                for c in changes
-            ]
-        )
+        topics = [
+            {
+                "topic": c.name,
+                "action": c.action,
+                "partitions": {"current": c.current_partitions, "desired": c.spec.partitions},
+                "configs": [
+                    {"key": cc.key, "current": cc.current, "desired": cc.desired} for cc in c.config_changes
+                ],
+            }
+            for c in changes
+        ]
+        print_json(topics if acls is None else {"topics": topics, "acls": _acl_rows(acls)})
         return
     rows = []
     for c in changes:
@@ -81,28 +99,65 @@ def _show(changes: list[TopicChange], output: OutputFormat) -> None:
         )
         rows.append([c.name, c.action, parts, configs])
     table(None, ["topic", "action", "partitions", "configs"], rows)
+    if acls is not None:
+        table(
+            None,
+            ["acl", "principal", "resource", "operation", "host"],
+            [
+                [
+                    c.action,
+                    c.acl.principal,
+                    f"{c.acl.resource_type}:{c.acl.name}{'*' if c.acl.pattern == 'prefixed' else ''}",
+                    c.acl.operation,
+                    c.acl.host,
+                ]
+                for c in acls
+            ],
+        )
 
 
 @app.command()
 def plan(
     file: TopicsPath = DEFAULT_FILE, bootstrap_servers: Bootstrap = None, output: Output = OutputFormat.table
 ) -> None:
-    """Show what `apply` would change. Partition decreases fail here, before anything is applied."""
-    _, changes = _plan(file, bootstrap_servers)
-    _show(changes, output)
+    """Show what `apply` would change. Partition decreases fail here, before anything is applied.
+
+    With an `acls` key in the file, also each ACL rule to add, and those on the cluster the file
+    no longer declares (`remove`: deleted only by `apply --delete-acls`).
+    """
+    _, changes, acls = _plan(file, bootstrap_servers)
+    _show(changes, output, acls)
 
 
 @app.command()
 def apply(
-    file: TopicsPath = DEFAULT_FILE, bootstrap_servers: Bootstrap = None, output: Output = OutputFormat.table
+    file: TopicsPath = DEFAULT_FILE,
+    bootstrap_servers: Bootstrap = None,
+    delete_acls: Annotated[
+        bool,
+        typer.Option(
+            "--delete-acls", help="Also delete ACLs on the cluster that the file's `acls` no longer declares."
+        ),
+    ] = False,
+    output: Output = OutputFormat.table,
 ) -> None:
-    """Create missing topics, add partitions, set configs. Running it twice changes nothing."""
-    admin, changes = _plan(file, bootstrap_servers)
+    """Create missing topics, add partitions, set configs, add declared ACLs. Twice changes nothing."""
+    admin, changes, acls = _plan(file, bootstrap_servers)
     apply_changes(admin, changes)
-    _show(changes, output)
+    if acls is not None:
+        apply_acl_changes(admin, acls, delete=delete_acls)
+    _show(changes, output, acls)
     if output is OutputFormat.table:
         done = sum(c.action != "unchanged" for c in changes)
         console.print(f"applied {done} change(s); {len(changes) - done} topic(s) already as declared")
+        if acls is not None:
+            added = sum(c.action == "add" for c in acls)
+            removed = sum(c.action == "remove" for c in acls)
+            line = f"added {added} ACL(s)"
+            if removed:
+                line += f"; {'deleted' if delete_acls else 'kept'} {removed} ACL(s) the file does not declare"
+                line += "" if delete_acls else " (pass --delete-acls to delete them)"
+            console.print(line)
 
 
 @app.command("add-retry-topics")

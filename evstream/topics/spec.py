@@ -10,6 +10,10 @@
         cleanup_policy: delete     # optional: delete | compact | compact,delete
         configs:                   # optional: any other topic config, by Kafka's name
           min.insync.replicas: 2
+    acls:                          # optional: ACLs as code (see evstream.topics.acls)
+      - principal: User:app
+        allow:
+          - {topic: orders, operations: [write, describe]}
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from evstream.errors import TopicsFileError
+from evstream.topics.acls import PrincipalAcls
 
 __all__ = ["TopicSpec", "TopicsFile", "load_topics_file"]
 
@@ -69,6 +74,8 @@ class TopicsFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     topics: tuple[TopicSpec, ...]
+    #: None: the file does not manage ACLs. A list (even empty): every ALLOW ACL on the cluster is managed.
+    acls: tuple[PrincipalAcls, ...] | None = None
 
     @model_validator(mode="after")
     def _unique(self) -> TopicsFile:
