@@ -225,7 +225,8 @@ def flat(bootstrap: str, registry: str, count: int) -> None:
         t_hi: float = next(t for t, n in progress if n >= hi)
         return (hi - lo) / max(t_hi - t_lo, 1e-9)
 
-    first, last = rate(0 if progress[0][1] == 0 else progress[0][1], tenth), rate(placed - tenth, placed)
+    begun = next(n for _t, n in progress if n > 0)  # from the first output: start-up excluded
+    first, last = rate(begun, begun + tenth), rate(placed - tenth, placed)
     sizes = changelog_sizes(kafka_settings(bootstrap), f"{found['app_id']}-totals-changelog")
     print(
         f"evstream: {found['elapsed']:.1f} s; OrderPlaced/s first 10 %: {first:,.0f}, last 10 %: {last:,.0f}"
