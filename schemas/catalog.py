@@ -10,19 +10,33 @@ from pydantic import ValidationError
 
 from evstream.errors import ConfigError, EventValidationError, UnknownEventTypeError
 from evstream.imports import import_object
+from evstream.schemas._strict import lone_surrogate
 from evstream.schemas.events import DEFAULT_SUBJECT_STRATEGY, Event, SubjectStrategy, subject_name
 
 __all__ = ["Catalog", "load_catalog", "validate_event"]
 
 
 def validate_event(model: type[Event], data: Mapping[str, Any]) -> Event:
-    """Build ``model`` from ``data``; the error names the first failing field."""
+    """Build ``model`` from ``data`` (e.g. parsed JSON), strictly; the error names the first
+    failing field and its rule.
+
+    The models' rules apply (:class:`~evstream.schemas.events.Record`); parsed JSON may also hold
+    strings that UTF-8 cannot encode (``json.loads`` reads lone surrogates such as ``"\\ud800"``),
+    which are refused here, so an event that validates also encodes.
+    """
     try:
-        return model.model_validate(data)
+        event = model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"]) or "(event)"
         raise EventValidationError(model.event_type(), field, first["msg"]) from exc
+    where = lone_surrogate(data)
+    if where is not None:
+        field = ".".join(str(part) for part in where) or "(event)"
+        raise EventValidationError(
+            model.event_type(), field, "Input should be encodable as UTF-8 (no lone surrogates)"
+        )
+    return event
 
 
 class Catalog:

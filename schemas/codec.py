@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import struct
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
 
 import fastavro
@@ -80,6 +82,136 @@ def _canonical(schema: str | dict[str, Any]) -> tuple[str, Any]:
     return json.dumps(parsed, sort_keys=True, separators=(",", ":")), parsed
 
 
+_Check = Callable[[Any], str | None]
+_INT32 = (-(2**31), 2**31 - 1)
+_FLOAT32_MAX = 3.4028234663852886e38
+_MIN_INSTANT = datetime(1, 1, 1, tzinfo=UTC)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_TIMESTAMP_UNITS = {"timestamp-millis": 1000, "timestamp-micros": 1_000_000}
+_SPAN_S = (
+    int((_MIN_INSTANT - _EPOCH).total_seconds()),
+    int((datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC) - _EPOCH).total_seconds()) + 1,
+)
+
+
+def _timestamp_check(units: int) -> _Check:
+    low, high = _SPAN_S[0] * units, _SPAN_S[1] * units - 1
+
+    def check(value: Any) -> str | None:
+        if isinstance(value, datetime):
+            if 1 < value.year < 9999:
+                return None
+            try:
+                if value.tzinfo is not None:  # fastavro writes a naive datetime as UTC
+                    value.astimezone(UTC)
+            except OverflowError:
+                return f"{value.isoformat()} lies outside years 1-9999 in UTC: no reader could decode it"
+            return None
+        if type(value) is int and not low <= value <= high:
+            return f"timestamp {value} lies outside years 1-9999 in UTC: no reader could decode it"
+        return None
+
+    return check
+
+
+def _int32_check(value: Any) -> str | None:
+    if type(value) is int and not _INT32[0] <= value <= _INT32[1]:
+        return f"{value} does not fit an Avro int (32 bits)"
+    return None
+
+
+def _float32_check(value: Any) -> str | None:
+    if type(value) in (int, float) and math.isfinite(value) and abs(value) > _FLOAT32_MAX:
+        return f"{value} does not fit an Avro float (32 bits): it would be read back as infinity"
+    return None
+
+
+def _readback_check(
+    schema: Any, named: dict[str, Callable[[], _Check | None]], namespace: str = ""
+) -> _Check | None:
+    """A check of the values fastavro writes under ``schema`` but no reader can read back as
+    written, or None when ``schema`` holds no such type (then encoding pays nothing)."""
+    found: _Check | None = None
+    if isinstance(schema, str):
+        if schema in _PRIMITIVE_CHECKS:
+            found = _PRIMITIVE_CHECKS[schema]
+        else:
+            ref = named.get(schema) or named.get(f"{namespace}.{schema}")
+            found = ref() if ref is not None else None
+    elif isinstance(schema, list):
+        found = _union_check(schema, named, namespace)
+    elif isinstance(schema, dict):
+        kind, logical = schema.get("type"), schema.get("logicalType")
+        if logical in _TIMESTAMP_UNITS and kind == "long":
+            found = _timestamp_check(_TIMESTAMP_UNITS[logical])
+        elif logical is not None and kind in ("int", "long", "float"):
+            found = None  # date, time-*, local-timestamp-*: every value Python can hold reads back
+        elif kind == "record":
+            found = _record_check(schema, named, namespace)
+        elif kind in ("array", "map"):
+            inner = _readback_check(schema.get("items" if kind == "array" else "values"), named, namespace)
+            found = None if inner is None else _each_check(inner)
+        elif kind not in ("enum", "fixed"):
+            found = _readback_check(kind, named, namespace)
+    return found
+
+
+def _union_check(
+    schema: list[Any], named: dict[str, Callable[[], _Check | None]], namespace: str
+) -> _Check | None:
+    # fastavro picks an int/float branch by its range; a timestamp or record branch is checked
+    checks = (_readback_check(b, named, namespace) for b in schema)
+    branches = [c for c in checks if c is not None and c not in (_int32_check, _float32_check)]
+    if not branches:
+        return None
+
+    def union(value: Any) -> str | None:
+        return None if value is None else next((p for c in branches if (p := c(value))), None)
+
+    return union
+
+
+def _record_check(
+    schema: dict[str, Any], named: dict[str, Callable[[], _Check | None]], namespace: str
+) -> _Check | None:
+    space = str(schema.get("namespace", namespace))
+    name = str(schema["name"])
+    full = name if "." in name else f"{space}.{name}".lstrip(".")
+    named[full] = lambda: None  # a recursive reference is not checked below itself
+    fields = [
+        (str(f["name"]), c)
+        for f in schema.get("fields", [])
+        if (c := _readback_check(f["type"], named, space)) is not None
+    ]
+
+    def record(value: Any) -> str | None:
+        if not isinstance(value, dict):
+            return None
+        for field, check in fields:
+            problem = check(value.get(field))
+            if problem is not None:
+                return f"field {field!r}: {problem}"
+        return None
+
+    result = record if fields else None
+    named[full] = lambda: result
+    return result
+
+
+def _each_check(inner: _Check) -> _Check:
+    def each(value: Any) -> str | None:
+        if isinstance(value, list):
+            return next((f"item {n}: {p}" for n, v in enumerate(value) if (p := inner(v))), None)
+        if isinstance(value, dict):
+            return next((f"key {k!r}: {p}" for k, v in value.items() if (p := inner(v))), None)
+        return None
+
+    return each
+
+
+_PRIMITIVE_CHECKS: dict[str, _Check] = {"int": _int32_check, "float": _float32_check}
+
+
 class AvroCodec:
     """Encode and decode Confluent-framed Avro. Constructing it does no I/O."""
 
@@ -113,16 +245,25 @@ class AvroCodec:
         """A callable that frames records under ``schema``: parsed and registered once, up front.
 
         This is the hot path. Records are validated strictly: a missing or extra field, or a
-        value of the wrong type, raises :class:`EncodeError` and nothing is returned. Callers
-        whose records come from a validated model generated from the same schema may pass
-        ``strict=False`` (wrong types still fail; the field-set check is skipped).
+        value of the wrong type, raises :class:`EncodeError` and nothing is returned; so does a
+        value that fastavro would write but no reader could read back (a timestamp whose UTC
+        instant lies outside years 1-9999, an Avro ``int`` beyond 32 bits, a ``float`` beyond
+        32-bit range), checked only on the fields of those types. Callers whose records come from
+        a validated model generated from the same schema may pass ``strict=False`` (wrong types
+        still fail; the field-set and read-back checks are skipped: the model's strict rules
+        already hold them, see :class:`~evstream.schemas.events.Record`).
         """
-        _, parsed = self._parse(schema)
+        key, parsed = self._parse(schema)
         header = _HEADER.pack(MAGIC, self.schema_id(subject, schema))
         name = parsed.get("name", "?") if isinstance(parsed, dict) else "?"
         write = fastavro.schemaless_writer
+        unreadable = _readback_check(json.loads(key), {}) if strict else None
 
         def encode(record: dict[str, Any]) -> bytes:
+            if unreadable is not None:
+                problem = unreadable(record)
+                if problem is not None:
+                    raise EncodeError(f"{subject}: record does not match schema {name}: {problem}")
             out = io.BytesIO()
             out.write(header)
             try:

@@ -20,6 +20,7 @@ from dataclasses_avroschema.pydantic import AvroBaseModel
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from evstream.errors import ConfigError, EnvelopeError
+from evstream.schemas import _strict
 from evstream.schemas.ids import derived_event_id, new_event_id
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "Compatibility",
     "Envelope",
     "Event",
+    "Record",
     "SubjectStrategy",
     "check_traceparent",
     "envelope_headers",
@@ -62,7 +64,46 @@ SPEC_VERSION = "1.0"
 CONTENT_TYPE = "application/avro"
 
 
-class Event(AvroBaseModel):
+class Record(AvroBaseModel):
+    """Base of the records nested in events (``Money``, ``OrderLine``...): strict like :class:`Event`.
+
+    Validation is strict in Python and JSON alike (the rules: :mod:`evstream.schemas._strict`):
+    no bool/str/float -> int, no number -> datetime (ISO-8601 strings with a zone, or aware
+    datetimes), integers within their Avro ``long``/``int`` range, finite floats, timestamps whose
+    UTC instant a reader can decode, enums from their members or value strings; so whatever
+    validates also encodes and decodes. Instances are frozen and reject unknown fields. Every
+    pydantic model nested in a record or an event must derive from :class:`Record` (or be an
+    :class:`Event`): a plain one would validate laxly, so declaring such a field is a ConfigError.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    class Meta:
+        schema_doc = False
+
+    @classmethod
+    def __pydantic_on_complete__(cls) -> None:
+        # Once the fields are resolved: add each field's rule to its metadata (an inherited field
+        # has it already) and rebuild the validator once, so that fields without a Python rule
+        # cost nothing per validation.
+        super().__pydantic_on_complete__()
+        changed = False
+        for name, info in cls.model_fields.items():
+            for nested in _strict.nested_models(info.annotation):
+                if not issubclass(nested, Record):
+                    raise ConfigError(
+                        f"{cls.__name__}.{name}: {nested.__name__} is a plain pydantic model and would"
+                        " validate laxly; derive it from evstream.schemas.Record"
+                    )
+            metadata = _strict.strict_metadata(info.annotation, info.metadata)
+            if metadata is not None:
+                changed = changed or metadata[:-1] != info.metadata
+                info.metadata[:] = metadata
+        if changed:
+            cls.model_rebuild(force=True)
+
+
+class Event(Record):
     """Base of every domain event.
 
     Declare the settings once, as class arguments; subclasses inherit them::
@@ -79,10 +120,11 @@ class Event(AvroBaseModel):
     :data:`SubjectStrategy`; unset: the catalog's, by default TopicRecordNameStrategy). The
     older spelling, ``ClassVar`` attributes and an inner ``Meta`` with the namespace, still works.
     Schemas carry no ``doc`` unless ``Meta.schema_doc = True``. Instances are frozen and reject
-    unknown fields.
+    unknown fields; validation is strict (:class:`Record`), and records nested in an event derive
+    from :class:`Record`.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     topic: ClassVar[str] = ""
     aggregate_field: ClassVar[str] = ""
@@ -124,14 +166,6 @@ class Event(AvroBaseModel):
             bases = (own, parent) if own is not None and own is not parent else (parent,)
             extra = {"namespace": avro_namespace} if avro_namespace is not None else {}
             cls.Meta = type("Meta", bases, extra)  # type: ignore[misc,assignment]  # a built Meta
-
-    @field_validator("*", mode="after")
-    @classmethod
-    def _aware_datetimes(cls, value: Any) -> Any:
-        # Avro timestamp-millis is UTC; a naive datetime would be read as the host's local time.
-        if isinstance(value, datetime) and value.tzinfo is None:
-            raise ValueError("datetimes must carry a timezone (e.g. 2026-11-27T10:00:00Z)")
-        return value
 
     def aggregate_id(self) -> str:
         """The Kafka key: the aggregate this event belongs to."""

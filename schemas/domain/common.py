@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from dataclasses_avroschema.pydantic import AvroBaseModel
 from pydantic import ConfigDict, Field
+
+from evstream.schemas.events import Record
 
 __all__ = ["Currency", "Money"]
 
@@ -18,7 +19,7 @@ class Currency(StrEnum):
     GBP = "GBP"
 
 
-class Money(AvroBaseModel):
+class Money(Record):
     """An amount in integer minor units (cents) and its currency: never floats for money."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")

@@ -5,11 +5,10 @@ from __future__ import annotations
 from datetime import date, datetime
 from enum import StrEnum
 
-from dataclasses_avroschema.pydantic import AvroBaseModel
 from pydantic import ConfigDict, Field
 
 from evstream.schemas.domain.common import Money
-from evstream.schemas.events import Event
+from evstream.schemas.events import Event, Record
 
 __all__ = [
     "CancellationReason",
@@ -29,7 +28,7 @@ class OrderEvent(Event, topic="orders", key="order_id", avro_namespace="evstream
     order_id: str = Field(min_length=1, max_length=64)
 
 
-class OrderLine(AvroBaseModel):
+class OrderLine(Record):
     """One product line of an order."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
