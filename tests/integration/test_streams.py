@@ -74,7 +74,9 @@ def test_twenty_thousand_events_aggregate_exactly_and_tiers_are_derived(
     assert stream_app.restarts == 0, "a worker stalled and had to be restarted to start"
     sizes = changelog_sizes(KafkaSettings(bootstrap_servers=endpoints.bootstrap_servers),
                             f"{stream_app.app_id}-customer-totals-changelog")  # fmt: skip
-    assert max(sizes) < 200  # constant size per customer: sums, count, tier, one offset per origin
+    # constant size per customer: <= 4 currency sums, count, tier, one offset per origin partition (6);
+    # the id-list design held ~33 ids (~1.3 KB) per customer here and grew with every order
+    assert max(sizes) < 600
 
 
 @pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
