@@ -3,7 +3,7 @@
 from evstream.schemas.catalog import Catalog, load_catalog, validate_event
 from evstream.schemas.codec import AvroCodec, RecordCoordinates, RegistrySchemaStore, SchemaStore
 from evstream.schemas.compat import Incompatibility, incompatibilities
-from evstream.schemas.events import Compatibility, Envelope, Event, SubjectStrategy, subject_name
+from evstream.schemas.events import Compatibility, Envelope, Event, Record, SubjectStrategy, subject_name
 from evstream.schemas.history import SchemaHistory, SubjectReport, bump, check
 from evstream.schemas.ids import derived_event_id
 from evstream.schemas.reading import EventReader, event_type_header
@@ -17,6 +17,7 @@ __all__ = [
     "Event",
     "EventReader",
     "Incompatibility",
+    "Record",
     "RecordCoordinates",
     "Registered",
     "RegistrySchemaStore",

@@ -1,26 +1,28 @@
 """The strict rules of event fields: what :class:`~evstream.schemas.events.Record` and
 :class:`~evstream.schemas.events.Event` accept beyond pydantic's strict mode.
 
-Models run in pydantic's strict mode (no bool/str/float -> int, no str -> bool...). Each field
-also gets one *rule*, built once per model from its annotation and its Avro type, that runs
-before pydantic's own check, in Python and JSON mode alike:
+Models run in pydantic's strict mode (no bool/str/float -> int, no str -> bool, no int -> str...).
+When a model is complete, :func:`strict_metadata` adds each field's rule to its metadata, once:
 
-- ``long`` / ``int``: a Python ``int`` (never a bool, string or float) within the Avro range:
-  [-2**63, 2**63-1] for ``long`` (an ``int`` field), 32 bits for ``int`` (``types.Int32``);
-- ``double``: finite (NaN and +-Infinity are refused: JSON cannot carry them);
+- ``long`` (an ``int`` field) / ``int`` (``types.Int32``): within [-2**63, 2**63-1] / 32 bits,
+  as native ``ge``/``le`` bounds (narrowing the field's own); ``double`` (``float``): finite
+  (no NaN or +-Infinity: JSON cannot carry them, JSON's ``1e400`` reads as infinity);
   ``float`` (``types.Float32``): finite and within 32-bit range;
+- ``enum``: a member or its value string (what JSON and a decoded Avro record carry);
 - ``timestamp-millis`` / ``-micros`` (``datetime``): a timezone-aware ``datetime`` or an
-  RFC 3339 string with a zone (``2026-11-27T10:00:00Z``, ``...+01:00``), never a number; its UTC
-  instant within [0001-01-01T00:00:00Z, 9999-12-31T23:59:59.999999Z], the range a reader can
-  decode (Avro timestamps decode to UTC datetimes);
+  RFC 3339 string with a zone (``2026-11-27T10:00:00Z``, ``...+01:00``), never a number nor a
+  numeric string; its UTC instant within [0001-01-01T00:00:00Z, 9999-12-31T23:59:59.999999Z], the
+  range a reader can decode (Avro timestamps decode to UTC datetimes);
 - ``date``: a ``date`` (not a ``datetime``) or ``YYYY-MM-DD``; ``time-millis`` / ``-micros``:
   a ``time`` without a zone or ``HH:MM:SS[.fff]``; ``uuid``: a ``UUID`` or its 8-4-4-4-12 hex form;
-- ``enum``: a member or its value string (what JSON and a decoded Avro record carry);
-- ``string``: encodable as UTF-8 (no lone surrogates); ``bytes``: bytes, or a string (UTF-8);
+  ``bytes``: bytes, or a string (its UTF-8, as pydantic reads JSON);
 - arrays, maps and nullable unions apply their item's rule; unions of several types keep the
-  checks that do not convert (timestamp range, integer range, finite floats, UTF-8).
+  checks that do not convert (timestamp range, integer range, finite floats).
 
-A rule raises ``PydanticCustomError`` whose type names the rule (``avro_long_range``,
+Bounds and enums cost pydantic nothing per validation; the other rules are one
+``BeforeValidator`` call per value. Strings that UTF-8 cannot encode are refused by
+:func:`~evstream.schemas.catalog.validate_event` (:func:`lone_surrogate`); JSON bytes cannot
+hold them. A rule raises ``PydanticCustomError`` whose type names it (``timestamp_range``,
 ``datetime_format``...), so a validation error names the field and the rule.
 """
 
@@ -76,26 +78,22 @@ def _error(error_type: str, message: str, /, **context: Any) -> PydanticCustomEr
 # ---------------------------------------------------------------------------------- leaf rules
 
 
+def _beyond(value: float, low: float, high: float) -> PydanticCustomError | None:
+    """The error pydantic's native ``ge``/``le`` would raise (the same types and messages)."""
+    if value < low:
+        return _error("greater_than_equal", "Input should be greater than or equal to {ge}", ge=low)
+    if value > high:
+        return _error("less_than_equal", "Input should be less than or equal to {le}", le=high)
+    return None
+
+
 def _integer(kind: str) -> Rule:
     low, high = INT_RANGE if kind == "int" else LONG_RANGE
 
     def rule(value: Any) -> Any:
-        if type(value) is int:
-            if low <= value <= high:
-                return value
-            raise _error(
-                f"avro_{kind}_range",
-                "Input should be between {low} and {high} (Avro {kind})",
-                low=low,
-                high=high,
-                kind=kind,
-            )
-        if isinstance(value, bool | str | float):
-            raise _error(
-                "int_strict",
-                "Input should be an integer (Avro {kind}); booleans, strings and floats are not converted",
-                kind=kind,
-            )
+        # bool, str, float: pydantic's strict int check refuses them next (int_type)
+        if type(value) is int and (error := _beyond(value, low, high)) is not None:
+            raise error
         return value
 
     return rule
@@ -105,16 +103,11 @@ def _floating(kind: str) -> Rule:
     limit = FLOAT32_MAX if kind == "float" else math.inf
 
     def rule(value: Any) -> Any:
-        if type(value) is float:
-            if not math.isfinite(value):
-                raise _error("finite_number", "Input should be a finite number (no NaN or Infinity)")
-        elif type(value) is not int:
-            return value
-        if -limit <= value <= limit:
-            return value
-        raise _error(
-            "avro_float_range", "Input should be within +-{limit} (Avro float, 32 bits)", limit=FLOAT32_MAX
-        )
+        if type(value) is float and not math.isfinite(value):
+            raise _error("finite_number", "Input should be a finite number")
+        if type(value) in (int, float) and (error := _beyond(value, -limit, limit)) is not None:
+            raise error
+        return value
 
     return rule
 
