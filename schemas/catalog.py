@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_core import PydanticSerializationError, to_json
 
 from evstream.errors import ConfigError, EventValidationError, UnknownEventTypeError
 from evstream.imports import import_object
@@ -30,7 +31,12 @@ def validate_event(model: type[Event], data: Mapping[str, Any]) -> Event:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"]) or "(event)"
         raise EventValidationError(model.event_type(), field, first["msg"]) from exc
-    where = lone_surrogate(data)
+    try:
+        to_json(data)  # fast (Rust); it fails on a lone surrogate, which the scan then locates
+    except PydanticSerializationError:
+        where = lone_surrogate(data)
+    else:
+        where = None
     if where is not None:
         field = ".".join(str(part) for part in where) or "(event)"
         raise EventValidationError(
