@@ -4,7 +4,8 @@ A real `evstream gateway` process (uvicorn + uvloop + httptools) on the local st
 OrderPlaced events (~400 B JSON) to a fresh 6-partition topic; vegeta (Go, built into bench/.bin
 on first use) sends the requests. Every 201 is counted against the topic's end offsets. For
 context, raw confluent-kafka produces the same Avro payloads on the same broker in the same run.
-Run (local stack up, Go on PATH):
+The gateway's CPU time per request (its process and workers, from /proc) is printed beside the
+latencies: on a shared machine it varies less than requests/s. Run (local stack up, Go on PATH):
 
     .venv/bin/python -m bench.gateway [--duration 15] [--rates 1000,2000,3000] [--workers 1,2]
 """
@@ -26,10 +27,10 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
 from bench.producer import new_topic
-from evstream.schemas.domain import OrderPlaced
+from evstream.schemas.domain import CATALOG, OrderPlaced
 from evstream.stack import LocalStack
 from tests.factories import mixed_events
-from tests.gateway_helpers import Gateway, token, topic_map
+from tests.gateway_helpers import Gateway, token
 from tests.kafka_helpers import end_offsets
 
 VEGETA = Path(__file__).parent / ".bin" / "vegeta"
@@ -79,15 +80,34 @@ def attack(target_file: Path, *, rate: int, duration: float, workers: int = 0) -
     return data
 
 
-def summary(label: str, report: dict[str, Any], events_per_request: int = 1) -> str:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` and its descendants (the uvicorn workers), from /proc."""
+    total = 0.0
+    pending = [pid]
+    tick = os.sysconf("SC_CLK_TCK")
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+def summary(label: str, report: dict[str, Any], events_per_request: int = 1, cpu_s: float = 0.0) -> str:
     lat = report["latencies"]
     codes = report["status_codes"]
     ok = int(codes.get("201", 0))
+    per_request = cpu_s / max(1, int(report["requests"])) * 1e6
     return (
         f"{label:<28} sent {report['requests']:>7,}  201: {ok:>7,}  other: "
         f"{ {k: v for k, v in codes.items() if k != '201'} }  "
         f"throughput {report['throughput'] * events_per_request:>9,.0f} ev/s  "
-        f"p50 {lat['50th'] / 1e6:6.1f} ms  p99 {lat['99th'] / 1e6:6.1f} ms  max {lat['max'] / 1e6:7.1f} ms"
+        f"p50 {lat['50th'] / 1e6:6.1f} ms  p99 {lat['99th'] / 1e6:6.1f} ms  max {lat['max'] / 1e6:7.1f} ms  "
+        f"gateway CPU {per_request:6.0f} us/request"
     )
 
 
@@ -117,7 +137,7 @@ def run(args: argparse.Namespace, workers: int, tmp: Path) -> None:
     gw = Gateway(
         bootstrap,
         registry_url,
-        {**topic_map("orders", "customers", "customer-tiers"), "OrderPlaced": topic},
+        {m.event_type(): topic for m in CATALOG},  # readiness needs only this fresh topic
         [writer],
         tmp / f"gateway-{workers}.log",
         settings={"EVSTREAM_GATEWAY_MAX_BODY_BYTES": str(8 * 1024 * 1024)},
@@ -142,16 +162,16 @@ def run(args: argparse.Namespace, workers: int, tmp: Path) -> None:
         warm = attack(single, rate=500, duration=3)  # warm up: connections, schema ids, caches
         print(f"--- gateway with {workers} worker process(es); {args.duration:.0f} s per step")
         accepted = int(warm["status_codes"].get("201", 0))
-        for label, report, per in [
-            ("single, max (64 conns)", attack(single, rate=0, workers=64, duration=args.duration), 1),
-            *[(f"single @ {r}/s", attack(single, rate=r, duration=args.duration), 1) for r in args.rates],
-            (
-                f"batch of {args.batch}, max (8 conns)",
-                attack(batch, rate=0, workers=8, duration=args.duration),
-                args.batch,
-            ),
-        ]:
-            print(summary(label, report, per))
+        assert gw.process is not None
+        steps: list[tuple[str, Path, dict[str, Any], int]] = [
+            ("single, max (64 conns)", single, {"rate": 0, "workers": 64}, 1),
+            *[(f"single @ {r}/s", single, {"rate": r}, 1) for r in args.rates],
+            (f"batch of {args.batch}, max (8 conns)", batch, {"rate": 0, "workers": 8}, args.batch),
+        ]
+        for label, target_file, options, per in steps:
+            cpu_before = cpu_seconds(gw.process.pid)
+            report = attack(target_file, duration=args.duration, **options)
+            print(summary(label, report, per, cpu_seconds(gw.process.pid) - cpu_before))
             accepted += int(report["status_codes"].get("201", 0)) * per
         written = sum(end_offsets(bootstrap, topic)) - before
         print(f"records written {written:,}; events acknowledged with 201 {accepted:,} (warm-up included)")

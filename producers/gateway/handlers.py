@@ -33,6 +33,7 @@ from evstream.producers.gateway.http import (
     check_json_content_type,
     check_values,
     from_validation,
+    integral_numbers,
     json_response,
     problem_response,
     read_body,
@@ -236,7 +237,7 @@ class Gateway:
                 body = await self.body(request)
                 check_values(body, self.settings.max_json_values, event_type)
                 try:
-                    event = model.model_validate_json(body)
+                    event = model.model_validate_json(integral_numbers(body))
                 except ValidationError as exc:
                     raise from_validation(exc, event_type, self.settings.max_errors) from exc
 
@@ -297,6 +298,7 @@ class Gateway:
         size charged to the token's rate (429) before any event is validated."""
         if upper_bound(body) > self.settings.max_batch_values:
             check_values(body, self.settings.max_batch_values, "the batch")
+        body = integral_numbers(body)
         try:
             envelope = json.loads(body)
         except RecursionError:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
@@ -20,6 +22,7 @@ __all__ = [
     "check_values",
     "count_values",
     "from_validation",
+    "integral_numbers",
     "json_response",
     "problem_response",
     "read_body",
@@ -135,6 +138,39 @@ def check_values(body: bytes, limit: int, what: str) -> None:
     """
     if upper_bound(body) > limit and count_values(body) > limit:
         raise too_many_values(limit, what)
+
+
+_FRACTION_OR_EXPONENT = re.compile(rb"[0-9][.eE]")
+
+
+def integral_numbers(body: bytes) -> bytes:
+    """``body`` with every integral number written as an integer literal (``5.0`` -> ``5``,
+    ``1e3`` -> ``1000``), unchanged when it has none.
+
+    JSON Schema's ``integer`` (what the OpenAPI document says) includes ``5.0``; the strict models
+    take integer literals only. Float fields take integers, so nothing else changes. Bodies with
+    no digit followed by ``.``, ``e`` or ``E`` (most events) are not parsed here.
+    """
+    if _FRACTION_OR_EXPONENT.search(body) is None:
+        return body
+    changed = False
+
+    def number(text: str) -> float | int:
+        nonlocal changed
+        try:
+            value = Decimal(text)
+        except InvalidOperation:
+            return float(text)
+        if value.is_finite() and value.adjusted() <= 20 and value == value.to_integral_value():
+            changed = True
+            return int(value)
+        return float(text)  # a fraction, or beyond any Avro integer: the model says what is wrong
+
+    try:
+        data = json.loads(body, parse_float=number)
+    except (ValueError, RecursionError):
+        return body  # not JSON: the model's parser answers 400
+    return json.dumps(data).encode() if changed else body
 
 
 def too_many_values(limit: int, what: str) -> GatewayRequestError:

@@ -187,6 +187,8 @@ class Publisher:
             future = out.send(producer)
         except EncodeError as exc:  # nothing was produced
             raise not_encodable(exc, out.event, []) from exc
+        except PublishError as exc:  # refused at once (e.g. no broker reachable): not written
+            raise unavailable(exc) from exc
         try:
             async with asyncio.timeout(self.deadline_s):
                 return await future

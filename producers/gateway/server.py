@@ -36,9 +36,16 @@ class _HeadTooLarge(Exception):
 
 
 class GatewayHttpProtocol(HttpToolsProtocol):
-    """uvicorn's ``httptools`` protocol with header limits and head/body/idle timeouts."""
+    """uvicorn's ``httptools`` protocol with header limits and head/body/idle timeouts.
+
+    A request costs no timer: each connection keeps a deadline for the phase it is in (idle before
+    its first byte, head, body) and one sweep per process, a few times a second, answers those past
+    theirs. Between requests uvicorn's keep-alive timer (``idle_timeout_s``) applies.
+    """
 
     limits: ClassVar[GatewaySettings] = GatewaySettings()
+    _live: ClassVar[set[GatewayHttpProtocol]] = set()
+    _sweeper: ClassVar[asyncio.TimerHandle | None] = None
 
     @classmethod
     def configure(cls, settings: GatewaySettings) -> None:
@@ -52,33 +59,34 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self.timeout_keep_alive = self.limits.idle_timeout_s  # type: ignore[assignment]  # call_later takes floats
         self._in_head = True
-        self._head_bytes = 0
-        self._header_count = 0
-        self._header_size = 0
-        self._too_big = False
         self._started = False  # a byte of the current head arrived
-        self._timer: asyncio.TimerHandle | None = None
+        self._head_bytes = 0
+        self._too_big = False
+        self._deadline: float | None = None
+        self._phase = "idle"
 
-    # ------------------------------------------------------------------ timers
+    # ------------------------------------------------------------------ deadlines
 
-    def _arm(self, seconds: float, what: str) -> None:
-        self._disarm()
-        self._timer = self.loop.call_later(seconds, self._expired, what)
+    @classmethod
+    def _sweep(cls, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        for connection in [c for c in cls._live if c._deadline is not None and c._deadline <= now]:
+            connection._expired()
+        limits = cls.limits
+        shortest = min(limits.idle_timeout_s, limits.header_timeout_s, limits.body_timeout_s)
+        cls._sweeper = (
+            loop.call_later(min(1.0, max(0.05, shortest / 4)), cls._sweep, loop) if cls._live else None
+        )
 
-    def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _expired(self, what: str) -> None:
-        self._timer = None
+    def _expired(self) -> None:
+        self._deadline = None
         if self.transport.is_closing():
             return
-        if what == "idle":
+        if self._phase == "idle":
             self.transport.close()
             return
         cycle = self.cycle
-        if what == "body" and cycle is not None:
+        if self._phase == "body" and cycle is not None:
             if cycle.response_started:  # answered already (e.g. 413): only the rest never came
                 self.transport.close()
                 return
@@ -86,23 +94,29 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             self.scope["evstream.body_timeout"] = True  # type: ignore[typeddict-unknown-key]
             cycle.disconnected = True
             cycle.message_event.set()
-        self.refuse(408, "request timeout", f"the request's {what} did not arrive within the limit")
+        self.refuse(408, "request timeout", f"the request's {self._phase} did not arrive within the limit")
 
     # ------------------------------------------------------------------ protocol
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm(self.limits.idle_timeout_s, "idle")
+        self._deadline = self.loop.time() + self.limits.idle_timeout_s
+        cls = type(self)
+        cls._live.add(self)
+        if cls._sweeper is None:
+            cls._sweep(self.loop)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
+        type(self)._live.discard(self)
+        self._deadline = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self._in_head:
             if not self._started:
                 self._started = True
-                self._arm(self.limits.header_timeout_s, "head")
+                self._phase = "head"
+                self._deadline = self.loop.time() + self.limits.header_timeout_s
             self._head_bytes += len(data)
         super().data_received(data)
         if (
@@ -118,33 +132,23 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             f"in at most {self.limits.max_headers} fields"
         )
 
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._in_head = True
-        self._header_count = 0
-        self._header_size = 0
-
-    def on_url(self, url: bytes) -> None:
-        self._header_size += len(url)
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_count += 1
-        self._header_size += len(name) + len(value) + 4
-        if self._header_count > self.limits.max_headers or self._header_size > self.limits.max_header_bytes:
+    def on_headers_complete(self) -> None:
+        limits = self.limits
+        if len(self.headers) > limits.max_headers or (
+            self._head_bytes > limits.max_header_bytes  # the reads may hold some body too: count
+            and len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers) > limits.max_header_bytes
+        ):
             self._too_big = True
             raise _HeadTooLarge  # httptools raises HttpParserCallbackError: send_400_response
-        super().on_header(name, value)
-
-    def on_headers_complete(self) -> None:
         self._in_head = False
         self._head_bytes = 0
         self._started = False
-        self._arm(self.limits.body_timeout_s, "body")
+        self._phase = "body"
+        self._deadline = self.loop.time() + limits.body_timeout_s
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
-        self._disarm()
+        self._deadline = None
         self._in_head = True
         super().on_message_complete()
 
@@ -156,7 +160,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
     def refuse(self, status: int, title: str, detail: str) -> None:
         """Answer ``status`` as problem+json and close the connection."""
-        self._disarm()
+        self._deadline = None
         log.info("refused a connection's request with %d: %s", status, detail)
         body = json.dumps(
             {"type": "about:blank", "title": title, "status": status, "detail": detail}

@@ -303,3 +303,39 @@ def test_access_logs_keep_no_query_values() -> None:
     assert (
         redact_query("/x?access_token=s3cret&b=2&c") == "/x?access_token=<redacted>&b=<redacted>&c=<redacted>"
     )
+
+
+def test_an_avro_encode_refusal_is_located_without_internals() -> None:
+    from evstream.errors import EncodeError  # noqa: PLC0415
+    from evstream.producers.gateway.publisher import not_encodable  # noqa: PLC0415
+
+    valid = OrderPlaced.model_validate(
+        {"order_id": "o-1", "customer_id": "c-1", "placed_at": "2026-11-27T10:00:00Z",
+         "shipping_country": "DE",
+         "lines": [{"sku": "S", "quantity": 1, "unit_price": {"amount_minor": 1, "currency": "EUR"}}],
+         "total": {"amount_minor": 1, "currency": "EUR"}}
+    )  # fmt: skip
+    event = valid.model_copy(update={"total": valid.total.model_copy(update={"amount_minor": 2**63})})
+    codec = EncodeError("orders-evstream.orders.OrderPlaced: record does not match schema OrderPlaced: "
+                        "Python int too large to convert to C long")  # fmt: skip
+    error = not_encodable(codec, event, ["events", 3, "data"])
+    assert error.status == 422
+    assert error.errors == [
+        {
+            "loc": ["events", 3, "data", "total", "amount_minor"],
+            "msg": f"Input should be between {-(2**63)} and {2**63 - 1} (Avro long)",
+            "type": "avro_range",
+        }
+    ]
+    for leak in ("Python", "C long", "schema", "orders-evstream"):
+        assert leak not in error.detail
+
+
+def test_integral_numbers_are_integers_as_json_schema_says() -> None:
+    from evstream.producers.gateway.http import integral_numbers  # noqa: PLC0415
+
+    plain = b'{"a": 5, "t": "2026-11-27T10:00:00Z"}'
+    assert integral_numbers(plain) is plain  # not parsed
+    assert json.loads(integral_numbers(b'{"a": 5.0, "b": 1.5, "c": 1e3, "d": "7.0", "e": 1e30}')) == {
+        "a": 5, "b": 1.5, "c": 1000, "d": "7.0", "e": 1e30,
+    }  # fmt: skip
