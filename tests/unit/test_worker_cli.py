@@ -15,7 +15,7 @@ NOWHERE = {"EVSTREAM_BOOTSTRAP_SERVERS": "127.0.0.1:1", "EVSTREAM_REGISTRY_URL":
         (["no_such_module:app"], "cannot load 'no_such_module:app'"),
         (
             ["evstream.schemas.domain:CATALOG"],
-            "cannot run a Catalog: give a faust.App or a consumers.Handlers",
+            "cannot run a Catalog: give an evstream.streams.App, a faust.App or a consumers.Handlers",
         ),
         (["tests.integration.sample_handlers:handlers"], "a Handlers worker needs a consumer group"),
         (["evstream.streams.demo:app", "--port", "70000"], "invalid EVSTREAM_WORKER_HTTP_PORT"),
