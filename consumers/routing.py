@@ -27,6 +27,7 @@ from confluent_kafka.admin import AdminClient
 from evstream.consumers.failures import Headers, Origin, dead_letter_headers, retry_headers
 from evstream.consumers.settings import ConsumerSettings
 from evstream.errors import MissingTopicsError, PublishError, TopicsAdminError, TopicsFileError
+from evstream.security import topic_write_error
 from evstream.topics.spec import TopicsFile, TopicSpec, load_topics_file
 
 __all__ = [
@@ -126,6 +127,14 @@ class KafkaFailureWriter:
         except KafkaException as exc:
             raise PublishError(f"cannot write {msg.topic()}@{msg.offset()} to {target}: {exc}") from exc
         self._producer.flush(self._timeout)
+        first = outcome[0] if outcome else None
+        denied = (
+            None
+            if first is None
+            else topic_write_error(first, topic=target, what=f"{msg.topic()}@{msg.offset()}")
+        )
+        if denied is not None:  # no WRITE ACL on the retry/dead-letter topic: the record stays where it is
+            raise denied
         if not outcome or outcome[0] is not None:
             # The caller must not store the offset of a record that is neither handled nor safely moved.
             detail = (

@@ -37,6 +37,7 @@ from evstream.consumers.routing import FailureRouter, KafkaFailureWriter, RetryT
 from evstream.consumers.settings import ConsumerSettings
 from evstream.errors import EvstreamError
 from evstream.schemas import AvroCodec, Catalog, RegistrySchemaStore, SchemaStore
+from evstream.security import probe, security_error
 from evstream.settings import KafkaSettings, RegistrySettings, librdkafka_config
 
 __all__ = ["ConsumerRunner", "RunStats"]
@@ -108,7 +109,12 @@ class ConsumerRunner:
         """
         if not self.topics:
             raise EvstreamError("no topics: register handlers or pass topics=")
-        conf = librdkafka_config(self._kafka or KafkaSettings())
+        kafka = self._kafka or KafkaSettings()
+        if kafka.security_protocol != "PLAINTEXT":  # a refused login or untrusted broker: now, not in 30 s
+            refused = probe(kafka)
+            if refused is not None:
+                raise refused
+        conf = librdkafka_config(kafka)
         self.retry.check(AdminClient(conf), self.settings.dead_letter_suffix)
         registry_client = None
         store = self._store
@@ -205,6 +211,14 @@ class ConsumerRunner:
                     break
                 err = msg.error()
                 if err is not None:
+                    security = security_error(
+                        err,
+                        topic=msg.topic(),
+                        group=self.group_id,
+                        user=(self._kafka or KafkaSettings()).sasl_username,
+                    )
+                    if security is not None:  # login, TLS or a missing ACL: stop here, commit nothing past it
+                        raise security
                     if err.fatal():
                         raise EvstreamError(f"fatal consumer error: {err.str()}")
                     continue

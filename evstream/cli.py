@@ -62,6 +62,9 @@ COMMANDS: dict[str, CommandEntry] = {
     "gateway": CommandEntry(
         "evstream.producers.gateway.cli:app", "Serve the HTTP publishing gateway; make tokens."
     ),
+    "console": CommandEntry(
+        "evstream.consumers.console.cli:app", "Serve the web console; make operator tokens."
+    ),
 }
 
 _loaded: dict[str, click.Command] = {}
@@ -160,10 +163,17 @@ def exit_code(exc: EvstreamError) -> int:
 def main() -> None:
     """Entry point of the ``evstream`` console script."""
     try:
-        app(standalone_mode=True)
+        try:
+            app(standalone_mode=True)
+        except TimeoutError as exc:  # an admin future that never answered: say so in one line
+            if isinstance(exc, EvstreamError):
+                raise
+            raise EvstreamError("the Kafka cluster did not answer in time (timed out)") from exc
     except EvstreamError as exc:
         from evstream.output import err_console  # noqa: PLC0415 - rich loads only to report
+        from evstream.security import explain  # noqa: PLC0415
 
+        exc = explain(exc)  # a refused login or an untrusted broker, not "timed out"
         err_console.print(f"error: {exc}", markup=False, soft_wrap=True)
         if isinstance(exc, StackStartError) and exc.log_tail:
             err_console.print(exc.log_tail, markup=False, soft_wrap=True)

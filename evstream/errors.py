@@ -30,9 +30,17 @@ matching built-in (``ValueError``, ``LookupError``...) so generic code keeps wor
     │   └── IncompatibleSchemaError (ValueError)  a change breaks the subject's mode
     ├── PublishError                          a publish did not succeed
     │   ├── DeliveryFailedError               the broker refused it: not written
-    │   │   └── ClusterUnavailableError       no broker reachable for too long: not queued, not written
+    │   │   ├── ClusterUnavailableError       no broker reachable for too long: not queued, not written
+    │   │   ├── TopicAuthorizationError (AuthorizationError)  no WRITE ACL on the topic: not written
+    │   │   ├── PublishAuthenticationError (KafkaAuthenticationError)  the producer cannot log in
+    │   │   └── PublishTlsError (KafkaTlsError)  the broker's certificate failed verification
     │   ├── DeliveryIndeterminateError        timed out in flight: possibly written
     │   └── ProducerFatalError                librdkafka's producer hit a fatal error (cause attached)
+    ├── KafkaSecurityError                    the cluster refused who we are or what we asked
+    │   ├── KafkaAuthenticationError          SASL login refused (wrong password or unknown user)
+    │   ├── KafkaTlsError                     the broker's certificate failed verification (CA, host name)
+    │   └── AuthorizationError                no ACL allows .operation on .resource_type .resource
+    │       └── GroupAuthorizationError       no READ ACL on the consumer group
     ├── GatewayRequestError                   an HTTP gateway request refused (status, title, detail)
     ├── ReplayError                           replay plans, offset resets, bounded replays, DLQ tools
     │   ├── ReplayInputError (ValueError)     bad input: unknown group/topic/partition, future time,
@@ -60,7 +68,7 @@ they are not errors and are not caught by ``except EvstreamError``::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Self
 
 if TYPE_CHECKING:  # the tree stays import-light: no client library loads with it
     from uuid import UUID
@@ -68,6 +76,7 @@ if TYPE_CHECKING:  # the tree stays import-light: no client library loads with i
     from confluent_kafka import KafkaError
 
 __all__ = [
+    "AuthorizationError",
     "ClusterUnavailableError",
     "ConfigError",
     "CorruptPayloadError",
@@ -83,13 +92,19 @@ __all__ = [
     "EvstreamSignal",
     "GatewayRequestError",
     "GroupActiveError",
+    "GroupAuthorizationError",
     "IncompatibleSchemaError",
+    "KafkaAuthenticationError",
+    "KafkaSecurityError",
+    "KafkaTlsError",
     "MissingExtraError",
     "MissingTopicsError",
     "PartitionDecreaseError",
     "PortInUseError",
     "ProducerFatalError",
+    "PublishAuthenticationError",
     "PublishError",
+    "PublishTlsError",
     "RegistryError",
     "RegistryUnavailableError",
     "ReplayError",
@@ -106,6 +121,7 @@ __all__ = [
     "StackTimeoutError",
     "StalePlanError",
     "ToolNotFoundError",
+    "TopicAuthorizationError",
     "TopicsAdminError",
     "TopicsError",
     "TopicsFileError",
@@ -365,6 +381,63 @@ class ProducerFatalError(PublishError):
     ) -> None:
         super().__init__(message)
         self.kafka_error, self.recovered, self.event_ids = kafka_error, recovered, event_ids
+
+
+class KafkaSecurityError(EvstreamError):
+    """The cluster refused who the client is (authentication, TLS) or what it asked (ACLs)."""
+
+
+class KafkaAuthenticationError(KafkaSecurityError):
+    """SASL login refused: a wrong password or an unknown user (Kafka does not say which)."""
+
+
+class KafkaTlsError(KafkaSecurityError):
+    """The broker's certificate failed verification (another CA, or a host name it does not name).
+
+    evstream never falls back to an unverified connection."""
+
+
+class AuthorizationError(KafkaSecurityError):
+    """No ACL allows ``operation`` on ``resource_type`` ``resource`` for the client's principal."""
+
+    resource_type: str = ""
+    operation: str = ""
+
+    def __init__(
+        self, message: str, *, resource_type: str = "", resource: str = "", operation: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.resource = resource
+        if resource_type:
+            self.resource_type = resource_type
+        if operation:
+            self.operation = operation
+
+
+class TopicAuthorizationError(DeliveryFailedError, AuthorizationError):
+    """The principal may not WRITE to the topic: the event was not written (``.topic`` names it)."""
+
+    resource_type = "topic"
+    operation = "WRITE"
+
+    def __init__(self, message: str, **options: Any) -> None:
+        super().__init__(message, **options)
+        self.resource = self.topic or ""
+
+
+class PublishAuthenticationError(DeliveryFailedError, KafkaAuthenticationError):
+    """A publish refused because the producer cannot log in (SASL): not queued or purged, not written."""
+
+
+class PublishTlsError(DeliveryFailedError, KafkaTlsError):
+    """A publish refused because the broker's certificate failed verification: not written."""
+
+
+class GroupAuthorizationError(AuthorizationError):
+    """The principal may not READ (join, commit in) the consumer group ``resource``."""
+
+    resource_type = "group"
+    operation = "READ"
 
 
 class GatewayRequestError(EvstreamError):

@@ -13,6 +13,7 @@ from uuid import UUID
 from confluent_kafka import KafkaError
 
 from evstream.errors import DeliveryFailedError, DeliveryIndeterminateError, PublishError
+from evstream.security import topic_write_error
 
 __all__ = ["Delivery", "DeliveryFuture", "classify"]
 
@@ -123,6 +124,9 @@ class DeliveryFuture:
 
 def classify(err: KafkaError, *, topic: str, event_id: UUID) -> PublishError:
     """The typed error for a failed delivery: indeterminate when it may have been written."""
+    denied = topic_write_error(err, topic=topic, event_id=event_id)
+    if denied is not None:  # no WRITE ACL: refused before anything was appended
+        return denied
     detail = f"{topic}: event {event_id}: {err.str()} ({err.name()})"
     if err.code() in _INDETERMINATE:
         return DeliveryIndeterminateError(

@@ -44,6 +44,7 @@ from evstream.errors import (
     DeliveryIndeterminateError,
     EnvelopeError,
     EvstreamError,
+    KafkaSecurityError,
     ProducerFatalError,
     PublishError,
     RegistryUnavailableError,
@@ -55,6 +56,7 @@ from evstream.schemas import AvroCodec, Catalog, Envelope, Event, RegistrySchema
 from evstream.schemas.causation import current_cause
 from evstream.schemas.events import check_traceparent, envelope_headers
 from evstream.schemas.ids import new_event_id
+from evstream.security import publish_refusal, security_error
 from evstream.settings import (
     KafkaSettings,
     ProjectSettings,
@@ -106,6 +108,7 @@ class EventProducer:
         self._conf: dict[str, Any] = {}
         self._down_since: float | None = None  # perf_counter() when librdkafka said all brokers down
         self._fatal: ProducerFatalError | None = None  # an unrecovered fatal error of the instance
+        self._security: KafkaSecurityError | None = None  # login/TLS refused (until a broker is up)
         self.recoveries = 0  # instances replaced after a fatal error
 
     # ------------------------------------------------------------------ lifecycle
@@ -180,7 +183,12 @@ class EventProducer:
 
     def _on_error(self, err: KafkaError) -> None:
         """librdkafka's error_cb (served by poll): all brokers down, fatal errors; the rest is logged."""
-        if err.code() == KafkaError._ALL_BROKERS_DOWN:
+        security = security_error(err, user=(self._kafka or KafkaSettings()).sasl_username)
+        if security is not None:  # wrong password, unknown user, TLS mismatch: fail now, not at a timeout
+            if self._security is None:
+                log.error("%s", security)
+            self._security = security
+        elif err.code() == KafkaError._ALL_BROKERS_DOWN:
             if self._down_since is None:
                 self._down_since = time.perf_counter()
                 log.warning("no Kafka broker reachable: %s", err.str())
@@ -200,7 +208,7 @@ class EventProducer:
         brokers = json.loads(raw).get("brokers", {})
         if any(b.get("state") == "UP" and b.get("source") != "internal" for b in brokers.values()):
             log.warning("a Kafka broker is reachable again")
-            self._down_since = None
+            self._down_since = self._security = None
 
     def _poll_loop(self) -> None:
         """Serve delivery reports while the application is not publishing.
@@ -218,7 +226,7 @@ class EventProducer:
                     producer.poll(0.05)  # returns as soon as a report is ready
                 else:
                     self._stop.wait(0.005)
-                if self._cluster_down_for() is not None:  # fail what waits in the queue, not sent
+                if self._cluster_down_for() is not None or self._security is not None:  # queued, not sent
                     producer.purge(in_queue=True, in_flight=False, blocking=False)
             except Exception:  # a failing callback must not stop delivery reports for everyone else
                 log.exception("delivery report handling failed")
@@ -370,6 +378,13 @@ class EventProducer:
 
     def _check_usable(self, topic: str, event_type: str) -> None:
         """Refuse at once (nothing queued) while the instance is fatal or the cluster unreachable."""
+        security = self._security
+        refusal = (
+            None if security is None else publish_refusal(security, f"{topic}: {event_type}", topic=topic)
+        )
+        if refusal is not None:
+            PUBLISHED.labels(topic, event_type, "failed").inc()
+            raise refusal
         if self._fatal is not None and self.settings.transactional_id is None:
             PUBLISHED.labels(topic, event_type, "failed").inc()
             raise self._fatal
@@ -415,7 +430,17 @@ class EventProducer:
             return
         error = classify(err, topic=topic, event_id=event_id)
         down = self._down_since
-        if err.code() == KafkaError._PURGE_QUEUE and down is not None:
+        security = self._security
+        refused = (
+            None
+            if security is None
+            else publish_refusal(
+                security, f"{topic}: event {event_id}", topic=topic, event_id=event_id, kafka_error=err
+            )
+        )
+        if err.code() == KafkaError._PURGE_QUEUE and refused is not None:
+            error = refused  # never authenticated to any broker: it cannot have been sent
+        elif err.code() == KafkaError._PURGE_QUEUE and down is not None:
             if started >= down:  # queued while no broker was reachable: it cannot have been sent
                 error = ClusterUnavailableError(
                     f"{topic}: event {event_id}: {err.str()} ({err.name()}): no Kafka broker reachable"
