@@ -33,13 +33,13 @@ from evstream.producers.gateway.http import (
     check_json_content_type,
     check_values,
     from_validation,
-    integral_numbers,
     json_response,
     problem_response,
     read_body,
     too_many,
     truncated,
     upper_bound,
+    validate_json,
 )
 from evstream.producers.gateway.idempotency import IdempotencyStore, Stored, event_id_for
 from evstream.producers.gateway.metrics import observe
@@ -237,7 +237,7 @@ class Gateway:
                 body = await self.body(request)
                 check_values(body, self.settings.max_json_values, event_type)
                 try:
-                    event = model.model_validate_json(integral_numbers(body))
+                    event = validate_json(model.model_validate_json, body)
                 except ValidationError as exc:
                     raise from_validation(exc, event_type, self.settings.max_errors) from exc
 
@@ -298,7 +298,6 @@ class Gateway:
         size charged to the token's rate (429) before any event is validated."""
         if upper_bound(body) > self.settings.max_batch_values:
             check_values(body, self.settings.max_batch_values, "the batch")
-        body = integral_numbers(body)
         try:
             envelope = json.loads(body)
         except RecursionError:
@@ -337,7 +336,7 @@ class Gateway:
 
     def _validate_batch(self, body: bytes, offset: int = 0) -> Any:
         try:
-            return self.batch_model.model_validate_json(body)
+            return validate_json(self.batch_model.model_validate_json, body)
         except ValidationError as exc:
             error = from_validation(exc, "batch", self.settings.max_errors)
             if isinstance(error, InvalidEvent):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import math
-import re
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 from starlette.requests import Request
@@ -28,9 +28,11 @@ __all__ = [
     "read_body",
     "too_many",
     "truncated",
+    "validate_json",
 ]
 
 PROBLEM_JSON = "application/problem+json"
+T = TypeVar("T")
 
 
 class Problem(BaseModel):
@@ -140,19 +142,9 @@ def check_values(body: bytes, limit: int, what: str) -> None:
         raise too_many_values(limit, what)
 
 
-_FRACTION_OR_EXPONENT = re.compile(rb"[0-9][.eE]")
-
-
 def integral_numbers(body: bytes) -> bytes:
     """``body`` with every integral number written as an integer literal (``5.0`` -> ``5``,
-    ``1e3`` -> ``1000``), unchanged when it has none.
-
-    JSON Schema's ``integer`` (what the OpenAPI document says) includes ``5.0``; the strict models
-    take integer literals only. Float fields take integers, so nothing else changes. Bodies with
-    no digit followed by ``.``, ``e`` or ``E`` (most events) are not parsed here.
-    """
-    if _FRACTION_OR_EXPONENT.search(body) is None:
-        return body
+    ``1e3`` -> ``1000``); ``body`` itself when it has none (or is not JSON)."""
     changed = False
 
     def number(text: str) -> float | int:
@@ -171,6 +163,25 @@ def integral_numbers(body: bytes) -> bytes:
     except (ValueError, RecursionError):
         return body  # not JSON: the model's parser answers 400
     return json.dumps(data).encode() if changed else body
+
+
+def validate_json(validate: Callable[[bytes], T], body: bytes) -> T:
+    """``validate(body)``, taking integral numbers as integers as JSON Schema does.
+
+    The OpenAPI document's ``integer`` includes ``5.0`` and ``1e3``; the strict models take
+    integer literals only. A body refused for an ``int_type`` error is validated once more with
+    its integral numbers rewritten (float fields take integers, so nothing else changes); valid
+    bodies never pay for it.
+    """
+    try:
+        return validate(body)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_context=False, include_input=False)
+        if any(e["type"] == "int_type" for e in errors):
+            rewritten = integral_numbers(body)
+            if rewritten is not body:
+                return validate(rewritten)
+        raise
 
 
 def too_many_values(limit: int, what: str) -> GatewayRequestError:
