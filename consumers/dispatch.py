@@ -60,6 +60,8 @@ from evstream.schemas import (
 
 __all__ = ["Dispatcher", "RunStats", "known_models"]
 
+_UNFRAMED_KEY_TTL_S = 60.0  # then a key schema id unknown to the registry is asked for again
+_UNFRAMED_KEY_IDS_MAX = 1024
 log = logging.getLogger("evstream.consumer")
 Position = tuple[str, int, int]
 
@@ -153,6 +155,9 @@ class Dispatcher:
             type[Event], Callable[[bytes | None, RecordCoordinates | None], dict[str, Any]]
         ] = {}
         self.reader = EventReader(codec, known_models(handlers, catalog))
+        # Key schema ids the registry did not know, until when: a key that only looks framed (a
+        # Java LongSerializer key starts with 0x00 too) must not cost a registry call per record.
+        self._unframed_key_ids: dict[int, float] = {}
 
     def forget(self, partitions: set[tuple[str, int]]) -> None:
         """Drop block-and-retry state of partitions this member no longer owns."""
@@ -256,8 +261,20 @@ class Dispatcher:
         """
         if not isinstance(key, bytes) or len(key) <= 5 or key[0] != 0:
             return None
+        schema_id = int.from_bytes(key[1:5], "big")
+        until = self._unframed_key_ids.get(schema_id)
+        if until is not None and time.monotonic() < until:
+            return None
         try:
             return self.codec.decode_any(key, where)
+        except UnknownSchemaIdError:
+            if len(self._unframed_key_ids) >= _UNFRAMED_KEY_IDS_MAX:
+                self._unframed_key_ids.clear()
+            self._unframed_key_ids[schema_id] = time.monotonic() + _UNFRAMED_KEY_TTL_S
+            log.debug(
+                "key of %s: schema id %d unknown; keys with it stay undecoded for a while", where, schema_id
+            )
+            return None
         except DecodeError as exc:
             log.debug("key of %s is not Confluent-framed Avro: %s", where, exc)
             return None

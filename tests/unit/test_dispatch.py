@@ -13,7 +13,7 @@ from evstream.consumers import ConsumerSettings, Handlers, InMemoryDedupeStore, 
 from evstream.schemas import Envelope
 from evstream.schemas.domain import CustomerRegistered, OrderPlaced, PaymentCaptured
 from evstream.schemas.events import Event
-from evstream.testing import HandlerHarness
+from evstream.testing import HandlerHarness, InMemorySchemaStore
 from tests.factories import mixed_events
 
 EVENTS = mixed_events(12, seed=3)
@@ -322,3 +322,23 @@ def test_the_harness_must_be_started_and_told_the_topic() -> None:
         harness.send(ORDER)
     with harness, pytest.raises(ConfigError, match="say which topic"):
         harness.send_raw(b"x")
+
+
+def test_keys_that_only_look_framed_cost_one_registry_lookup() -> None:
+    """A Java LongSerializer key (8 bytes, 0x00 first) reads as "schema id 0": that id is asked for
+    once and then remembered as unknown, not looked up again for every record."""
+    asked: list[int] = []
+
+    class CountingStore(InMemorySchemaStore):
+        def schema(self, schema_id: int) -> str | None:
+            asked.append(schema_id)
+            return super().schema(schema_id)
+
+    keys: list[object] = []
+    with HandlerHarness(
+        orders(lambda event, ctx: keys.append(ctx.decoded_key)), schema_store=CountingStore()
+    ) as h:
+        for k in range(100):
+            assert h.send(ORDER, key=k.to_bytes(8, "big")).kind == "handled"
+    assert keys == [None] * 100  # the keys stay undecoded; ctx.key keeps the raw bytes
+    assert asked.count(0) == 1, asked
