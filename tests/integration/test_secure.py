@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -312,6 +313,87 @@ def test_consumer_runner_with_retry_and_dlq_then_groups_describe(secured: Secure
     info = json.loads(described.stdout)
     assert info["total_lag"] == 0
     assert sum(p["committed"] for p in info["partitions"]) == len(ids)
+
+
+def test_dlq_redrive_with_the_app_user(secured: Secured) -> None:
+    """`dlq redrive`: read + describe on the dead-letter topic, read on its group
+    evstream-redrive.<dlq>, write + describe on the source topic."""
+    topic = new_topic(secured)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    settings = ConsumerSettings.model_validate(FAST_RETRY)
+    for spec in failure_topic_specs(group, {topic: 2}, settings):
+        new_topic(secured, 2, spec.name)
+    dlq = f"{topic}.dlq"
+    grant(
+        secured,
+        *producer_acls(topic),
+        *consumer_acls(group, topic, settings),
+        {"group": f"evstream-redrive.{dlq}", "operations": ["read", "describe"]},
+    )
+    events = [e for e in mixed_events(30) if e.topic == "orders"][:5]
+    publish(secured, topic, events)
+    handlers = Handlers()
+
+    @handlers.on(*ALL)
+    def handle(event: Event, ctx: MessageContext) -> None:
+        raise DeadLetter("downstream refused it")
+
+    runner = ConsumerRunner(
+        group,
+        handlers,
+        topics=[topic],
+        kafka=secured.kafka(),
+        registry=RegistrySettings(url=secured.registry_url),
+        settings=settings,
+    )
+    assert runner.run(until_idle_s=2).dead_lettered == len(events)
+    before = sum(end_offsets(secured, topic))
+    proc = cli("dlq", "redrive", "--dlq", dlq, "-o", "json", env=secured.env())
+    assert proc.returncode == 0, proc.stderr
+    assert sum(end_offsets(secured, topic)) == before + len(events)
+
+
+def test_request_reply_with_the_app_user(secured: Secured) -> None:
+    """Requester: write + describe on the request topic, read + describe on the reply topic (no
+    group). Responder: a ConsumerRunner's ACLs + write + describe on the reply topic."""
+    from evstream.consumers import Requester, reply_with  # noqa: PLC0415
+    from tests.integration.test_request_reply import PriceQuoted, PriceQuoteRequested  # noqa: PLC0415
+
+    requests, replies = new_topic(secured), new_topic(secured)
+    group = f"quotes-{uuid.uuid4().hex[:6]}"
+    settings = ConsumerSettings.model_validate(FAST_RETRY)
+    for spec in failure_topic_specs(group, {requests: 2}, settings):
+        new_topic(secured, 2, spec.name)
+    grant(
+        secured,
+        *producer_acls(requests),
+        *producer_acls(replies),
+        {"topic": replies, "operations": ["read"]},
+        *consumer_acls(group, requests, settings),
+    )
+    registry = RegistrySettings(url=secured.registry_url)
+    with EventProducer(kafka=secured.kafka(), registry=registry) as producer:
+        handlers = Handlers()
+
+        @handlers.on(PriceQuoteRequested)
+        @reply_with(producer)
+        def quote(request: PriceQuoteRequested, ctx: MessageContext) -> PriceQuoted:
+            return PriceQuoted(sku=request.sku, total_minor=request.quantity * 250)
+
+        service = ConsumerRunner(
+            group, handlers, topics=[requests], kafka=secured.kafka(), registry=registry, settings=settings
+        )
+        thread = threading.Thread(target=service.run, daemon=True)
+        thread.start()
+        try:
+            with Requester(producer, replies, kafka=secured.kafka(), registry=registry) as client:
+                answer = client.request(
+                    PriceQuoteRequested(sku="S-1", quantity=4), PriceQuoted, topic=requests, timeout=30
+                )
+        finally:
+            service.stop()
+            thread.join(30)
+    assert (answer.sku, answer.total_minor) == ("S-1", 1000)
 
 
 # ---------------------------------------------------------------------------- clear errors, nothing written
