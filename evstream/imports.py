@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import traceback
 from pathlib import Path
 from typing import TypeVar
 
@@ -83,6 +84,10 @@ def import_object(spec: str, expected: type[T], *, default_attr: str, app_dir: s
         raise ConfigError(f"cannot load {spec!r}: {exc}") from exc
     except AttributeError as exc:
         raise ConfigError(f"cannot load {spec!r}: {exc}") from exc
+    except Exception as exc:  # the user's module raised while importing: one line, where it was
+        frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+        place = f" ({frame.filename}:{frame.lineno})" if frame is not None else ""
+        raise ConfigError(f"cannot load {spec!r}: {type(exc).__name__}: {exc}{place}") from exc
     if not isinstance(found, expected):
         raise ConfigError(
             f"{spec!r} is a {type(found).__name__}, not a {expected.__module__}.{expected.__name__}"

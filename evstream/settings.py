@@ -345,6 +345,8 @@ class _PyprojectSource(PydanticBaseSettingsSource):
             if isinstance(table.get(key), str):
                 table[key] = root / table[key]
         table.setdefault("schema_dir", root / "schemas" / "avro")
+        if path is not None:  # the project's modules resolve from its root, also from a subfolder
+            table.setdefault("app_dir", root)
         return table
 
 
@@ -370,7 +372,8 @@ class ProjectSettings(BaseSettings):
     app_dir: Path = Field(
         default=Path(),
         description="Folder put first on sys.path before importing a module:attribute target "
-        "(handlers, apps). Env EVSTREAM_APP_DIR or [tool.evstream] app_dir; default the working directory.",
+        "(catalogs, handlers, apps). Env EVSTREAM_APP_DIR or [tool.evstream] app_dir; default the project "
+        "root (the pyproject.toml's folder, else the working directory).",
     )
 
     @classmethod

@@ -142,6 +142,30 @@ def test_schema_history_belongs_to_the_project(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stderr
 
 
+def test_a_project_subfolder_finds_the_project_modules(tmp_path: Path) -> None:
+    """From a subfolder, the catalog and handlers resolve from the pyproject.toml's folder."""
+    if find_pyproject(tmp_path) is not None:
+        pytest.skip("the temporary folder sits below a pyproject.toml")
+    (tmp_path / "pyproject.toml").write_text('[tool.evstream]\ncatalog = "mycat_sub:CATALOG"\n')
+    (tmp_path / "mycat_sub.py").write_text(f"from {DEMO.split(':', maxsplit=1)[0]} import CATALOG\n")
+    sub = tmp_path / "tests" / "deeper"
+    sub.mkdir(parents=True)
+    (tmp_path / "schemas" / "avro").mkdir(parents=True)
+    proc = _isolated_cli("schemas", "bump", cwd=sub)
+    assert proc.returncode == 0, proc.stderr
+    assert list((tmp_path / "schemas" / "avro").rglob("v1.avsc"))  # the project's history, not sub's
+
+
+def test_a_catalog_module_that_raises_is_one_line_naming_where(tmp_path: Path) -> None:
+    (tmp_path / "raising_cat.py").write_text("CATALOG = None\nraise ValueError('boom in user code')\n")
+    env = _clean_env() | {"EVSTREAM_CATALOG": "raising_cat:CATALOG", "EVSTREAM_APP_DIR": str(tmp_path)}
+    proc = run_cli("schemas", "check", env=env, cwd=tmp_path, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    line = one_line_error(proc)
+    assert line.startswith("error: cannot load 'raising_cat:CATALOG': ValueError: boom in user code (")
+    assert "raising_cat.py:2)" in line
+
+
 # ---------------------------------------------------------------------------- --app-dir
 
 HANDLERS_MODULE = "from evstream.consumers import Handlers\n\nhandlers = Handlers()\n"
