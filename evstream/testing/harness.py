@@ -278,11 +278,12 @@ class HandlerHarness:
     # ------------------------------------------------------------------ sending
 
     def encode(self, event: Event, topic: str | None = None) -> bytes:
-        """``event`` as the producer writes it: Confluent-framed Avro under ``<topic>-<record name>``."""
+        """``event`` as the producer writes it: Confluent-framed Avro under the subject the
+        catalog's (or the model's) subject strategy names."""
         codec = self._require()[1]
         model = type(event)
         target = topic or model.topic
-        subject = f"{target}-{model.record_name()}"
+        subject = self.catalog.subject(model, target) if self.catalog is not None else model.subject(target)
         return codec.encoder(subject, model.avro_schema_dict(), strict=False)(event.model_dump())
 
     def send(

@@ -73,3 +73,19 @@ def test_the_harness_runs_on_any_schema_store() -> None:
             assert h.send(order).kind == "handled"
     finally:
         client.close()
+
+
+def test_the_harness_registers_under_the_catalogs_subject_strategy() -> None:
+    from evstream.consumers import Handlers  # noqa: PLC0415
+    from evstream.schemas import Catalog  # noqa: PLC0415
+    from evstream.schemas.domain import OrderPlaced  # noqa: PLC0415
+    from evstream.testing import HandlerHarness, InMemorySchemaStore  # noqa: PLC0415
+    from tests.factories import mixed_events  # noqa: PLC0415
+
+    handlers = Handlers()
+    handlers.on(OrderPlaced)(lambda event: None)
+    catalog = Catalog([OrderPlaced], subject_strategy="TopicNameStrategy")
+    memory = InMemorySchemaStore()
+    with HandlerHarness(handlers, schema_store=memory, catalog=catalog) as h:
+        assert h.send(mixed_events(1)[0]).kind == "handled"
+    assert memory.subjects() == {"orders-value": [1]}  # as the producer writes it under this catalog
