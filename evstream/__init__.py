@@ -60,7 +60,18 @@ from evstream.errors import (
 )
 
 if TYPE_CHECKING:
-    from evstream.consumers import ConsumerRunner, ConsumerSettings, Handlers, MessageContext, RunStats
+    from evstream.consumers import (
+        ConsumerRunner,
+        ConsumerSettings,
+        Handlers,
+        InMemoryDedupeStore,
+        MessageContext,
+        Requester,
+        RunStats,
+        SQLiteDedupeStore,
+        reply_with,
+    )
+    from evstream.consumers.replay import BoundedReplay, apply_plan, plan_replay
     from evstream.producers import (
         AsyncEventProducer,
         Delivery,
@@ -68,7 +79,17 @@ if TYPE_CHECKING:
         EventProducer,
         ProducerSettings,
     )
-    from evstream.schemas import Catalog, Envelope, Event, SchemaHistory, load_catalog
+    from evstream.schemas import (
+        Catalog,
+        Compatibility,
+        Envelope,
+        Event,
+        EventReader,
+        Record,
+        SchemaHistory,
+        SubjectStrategy,
+        load_catalog,
+    )
     from evstream.settings import (
         KafkaSettings,
         ProjectSettings,
@@ -101,12 +122,25 @@ _LAZY = {
     "Handlers": "evstream.consumers",
     "MessageContext": "evstream.consumers",
     "RunStats": "evstream.consumers",
+    "Record": "evstream.schemas",
+    "EventReader": "evstream.schemas",
+    "SubjectStrategy": "evstream.schemas",
+    "Compatibility": "evstream.schemas",
+    "SQLiteDedupeStore": "evstream.consumers",
+    "InMemoryDedupeStore": "evstream.consumers",
+    "Requester": "evstream.consumers",
+    "reply_with": "evstream.consumers",
+    "BoundedReplay": "evstream.consumers.replay",
+    "plan_replay": "evstream.consumers.replay",
+    "apply_plan": "evstream.consumers.replay",
 }
 
 __all__ = [
     "AsyncEventProducer",
+    "BoundedReplay",
     "Catalog",
     "ClusterUnavailableError",
+    "Compatibility",
     "ConfigError",
     "ConsumerRunner",
     "ConsumerSettings",
@@ -123,12 +157,14 @@ __all__ = [
     "EnvelopeError",
     "Event",
     "EventProducer",
+    "EventReader",
     "EventValidationError",
     "EvstreamError",
     "EvstreamSignal",
     "GatewayRequestError",
     "GroupActiveError",
     "Handlers",
+    "InMemoryDedupeStore",
     "IncompatibleSchemaError",
     "KafkaSettings",
     "MessageContext",
@@ -140,6 +176,7 @@ __all__ = [
     "ProducerSettings",
     "ProjectSettings",
     "PublishError",
+    "Record",
     "RegistryError",
     "RegistrySettings",
     "RegistryUnavailableError",
@@ -148,7 +185,9 @@ __all__ = [
     "ReplicationChangeError",
     "RequestError",
     "RequestTimeoutError",
+    "Requester",
     "RunStats",
+    "SQLiteDedupeStore",
     "SchemaError",
     "SchemaHistory",
     "SchemaHistoryError",
@@ -158,6 +197,7 @@ __all__ = [
     "StackStartError",
     "StackTimeoutError",
     "StalePlanError",
+    "SubjectStrategy",
     "ToolNotFoundError",
     "TopicsAdminError",
     "TopicsError",
@@ -167,9 +207,12 @@ __all__ = [
     "UnknownMagicByteError",
     "UnknownSchemaIdError",
     "__version__",
+    "apply_plan",
     "librdkafka_config",
     "load_catalog",
+    "plan_replay",
     "project_catalog",
+    "reply_with",
 ]
 
 

@@ -89,7 +89,7 @@ def load_command(name: str) -> click.Command:
         if isinstance(target, typer.Typer):
             command = typer.main.get_command(target)
         else:  # a command function
-            single = typer.Typer()
+            single = typer.Typer(add_completion=False)
             single.command(name)(target)
             command = typer.main.get_command(single)
         command.name = name

@@ -69,7 +69,9 @@ def _read_events(
 
 
 def publish(
-    topic: Annotated[str, typer.Argument(help="Topic to publish to (its subject is <topic>-<record name>).")],
+    topic: Annotated[
+        str, typer.Argument(help="Topic to publish to (the subject follows the catalog's subject strategy).")
+    ],
     event_type: Annotated[
         str | None, typer.Option("--type", "-t", help="Event type for --data, or for every line of --file.")
     ] = None,
