@@ -1,0 +1,319 @@
+"""The web console in a real browser (Playwright driving Debian's chromium) on the real stack.
+
+Chromium is launched by its executable path (``.ci/run`` installs Debian's package; Playwright
+downloads no browser). Without chromium the tests skip, except in CI (``CI=true``) where that is
+a failure. ``EVSTREAM_CONSOLE_SCREENSHOTS=DIR`` saves screenshots of the main pages there.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from confluent_kafka import Consumer
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from evstream import DeadLetter, KafkaSettings, RegistrySettings
+from evstream.consumers import Handlers, MessageContext
+from evstream.consumers.console import Backend, ConsoleSettings, ConsoleToken, hash_token, new_token
+from evstream.schemas.domain import CATALOG
+from evstream.schemas.events import Event
+from tests.conftest import Endpoints, TopicFactory
+from tests.consumer_helpers import ALL, publish, runner
+from tests.factories import mixed_events
+from tests.helpers import wait_until
+from tests.kafka_helpers import committed_offsets, end_offsets
+
+CHROMIUM = os.environ.get("EVSTREAM_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+if not Path(CHROMIUM).exists():
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        raise RuntimeError(f"chromium not found at {CHROMIUM}: .ci/run installs Debian's chromium")
+    pytest.skip("chromium is not installed (apt-get install chromium)", allow_module_level=True)
+
+ADMIN, READER = new_token(), new_token()
+SHOTS = os.environ.get("EVSTREAM_CONSOLE_SCREENSHOTS")
+
+
+@dataclass
+class Served:
+    url: str
+    backend: Backend
+    samples: dict[str, Any]  # the lag sampler's series, by group
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def console(endpoints: Endpoints) -> Iterator[Served]:
+    from evstream.consumers.console.app import create_app  # noqa: PLC0415 - needs starlette
+
+    settings = ConsoleSettings(
+        tokens=[
+            ConsoleToken(name="ops-admin", sha256=hash_token(ADMIN), permissions=["read", "admin"]),
+            ConsoleToken(name="viewer", sha256=hash_token(READER), permissions=["read"]),
+        ],
+        sample_interval_s=0.5,
+    )
+    backend = Backend(
+        KafkaSettings(bootstrap_servers=endpoints.bootstrap_servers),
+        RegistrySettings(url=endpoints.registry_url),
+        CATALOG,
+        topics_file=Path(__file__).resolve().parents[2] / "deploy" / "topics.yaml",
+    )
+    port = _free_port()
+    app = create_app(backend, settings)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started, timeout=20, what="the console to start")
+    try:
+        yield Served(f"http://127.0.0.1:{port}", backend, app.state.console.sampler.samples)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1200, "height": 800})
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+def shot(page: Page, name: str) -> None:
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(SHOTS) / f"console-{name}.png"))
+
+
+def login(page: Page, url: str, token: str = ADMIN) -> None:
+    page.goto(f"{url}/login")
+    page.fill("input[name=token]", token)
+    page.click("#login")
+    page.wait_for_url(f"{url}/")
+    assert "log out" in page.inner_text("header")
+
+
+def consumed_group(
+    endpoints: Endpoints, topic: str, events: int, *, seed: int
+) -> tuple[str, list[uuid.UUID]]:
+    ids = publish(endpoints, topic, mixed_events(events, seed=seed))
+    handlers = Handlers()
+
+    @handlers.on(*ALL)
+    def handle(event: Event) -> None:
+        pass
+
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    runner(endpoints, group, handlers, topic).run(until_idle_s=1)
+    return group, ids
+
+
+def test_every_page_renders_real_data_and_the_browser_finds_an_event_by_id(
+    console: Served, page: Page, endpoints: Endpoints, new_topic: TopicFactory
+) -> None:
+    topic = new_topic(partitions=3)
+    group, ids = consumed_group(endpoints, topic, 90, seed=51)
+    publish(endpoints, topic, mixed_events(12, seed=52))  # the group is now 12 behind
+    url = console.url
+
+    page.goto(f"{url}/")
+    overview = page.inner_text("#overview")
+    assert "brokers" in overview
+    assert endpoints.bootstrap_servers.split(",")[0] in overview
+    assert "reachable" in overview
+    shot(page, "overview")
+
+    page.goto(f"{url}/topics")
+    assert topic in page.inner_text("#topics")
+    page.goto(f"{url}/topics/{topic}")
+    rows = page.locator("#partitions tbody tr")
+    assert rows.count() == 3
+    assert sum(int(rows.nth(i).locator("td").nth(5).inner_text()) for i in range(3)) == 102
+    assert "records/s" in page.inner_text("#rate")
+    assert page.inner_text("#plan")  # declared vs actual (this topic is not declared)
+
+    page.goto(f"{url}/topics/{topic}/records")
+    assert "scanned" in page.inner_text("#summary")
+    assert page.locator("#records tbody tr").count() == 50  # the newest page
+    wanted = ids[37]
+    page.fill("input[name=event_id]", str(wanted))
+    page.locator("button", has_text="show").click()
+    page.wait_for_load_state()
+    found = page.locator("#records tbody tr")
+    assert found.count() == 1
+    text = found.inner_text()
+    assert str(wanted) in text  # the envelope's event id
+    assert '"order_id"' in text  # a decoded field of the catalog model
+    assert "traceparent" in text
+    shot(page, "browser")
+
+    page.goto(f"{url}/groups/{group}")
+    lag_rows = page.locator("#lag tbody tr")
+    assert lag_rows.count() == 3
+    assert sum(int(lag_rows.nth(i).locator("td").nth(4).inner_text()) for i in range(3)) == 12
+    assert "total lag 12" in page.inner_text("#group-state")
+    wait_until(lambda: len(console.samples.get(group, ())) >= 2, timeout=10, what="lag samples")
+    page.reload()
+    assert page.locator("#lag-chart polyline").count() == 1
+    shot(page, "group")
+
+    page.goto(f"{url}/schemas?q=OrderPlaced")
+    assert "OrderPlaced" in page.inner_text("#subjects")
+    page.locator("#subjects a").first.click()
+    assert "compatibility" in page.inner_text("#compat")
+    page.goto(f"{url}/schemas/usage?topic={topic}")
+    assert "OrderPlaced" in page.inner_text("#usage")
+    shot(page, "schemas")
+
+
+def test_dlq_redrive_through_the_ui_moves_records_and_the_loop_guard_refuses_the_next(
+    console: Served, page: Page, endpoints: Endpoints, new_topic: TopicFactory
+) -> None:
+    topic = new_topic(partitions=2)
+    dlq = new_topic(partitions=1, name=f"{topic}.dlq")
+    publish(endpoints, topic, mixed_events(20, seed=53))
+    handlers = Handlers()
+
+    @handlers.on(*ALL)
+    def refuse(event: Event, ctx: MessageContext) -> None:
+        raise DeadLetter("downstream refused it")
+
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    assert runner(endpoints, group, handlers, topic).run(until_idle_s=1).dead_lettered == 20
+    ends = sum(end_offsets(endpoints.bootstrap_servers, topic))
+    login(page, console.url)
+    page.goto(f"{console.url}/dlq/{dlq}")
+    assert page.locator("#dead-letters tbody tr").count() == 20
+    assert "downstream refused it" in page.inner_text("#dead-letters")
+    shot(page, "dlq")
+    page.fill("input[name=max_redrives]", "1")
+    page.click("#dry-run")
+    assert "would send 20" in page.inner_text("#result")
+    assert sum(end_offsets(endpoints.bootstrap_servers, topic)) == ends  # a dry run moves nothing
+    page.click("#redrive")
+    assert "sent 20" in page.inner_text("#result")
+    assert sum(end_offsets(endpoints.bootstrap_servers, topic)) == ends + 20
+    page.go_back()
+    page.click("#redrive")  # the same confirmation again: refused, nothing sent
+    assert "used already" in page.inner_text("main")
+    assert sum(end_offsets(endpoints.bootstrap_servers, topic)) == ends + 20
+
+    # still failing downstream: the redriven records come back with redrive count 1
+    assert runner(endpoints, group, handlers, topic).run(until_idle_s=1).dead_lettered == 20
+    dlq_end = sum(end_offsets(endpoints.bootstrap_servers, dlq))
+    page.goto(f"{console.url}/dlq/{dlq}")
+    page.fill("input[name=max_redrives]", "1")
+    page.click("#dry-run")
+    assert "would send 0" in page.inner_text("#result")
+    refused = page.inner_text("#refused")
+    assert refused.count("redriven 1 times already (max 1)") == 20  # the loop guard
+    assert page.locator("#redrive").count() == 0
+    assert sum(end_offsets(endpoints.bootstrap_servers, topic)) == ends + 20
+    assert sum(end_offsets(endpoints.bootstrap_servers, dlq)) == dlq_end
+    page.goto(f"{console.url}/audit")
+    assert "ops-admin" in page.inner_text("#audit")
+
+
+def test_replay_through_the_ui_moves_offsets_as_planned_and_is_refused_while_active(
+    console: Served, page: Page, endpoints: Endpoints, new_topic: TopicFactory
+) -> None:
+    topic = new_topic(partitions=3)
+    group, _ids = consumed_group(endpoints, topic, 60, seed=54)
+    assert committed_offsets(endpoints.bootstrap_servers, group, topic, 3) == end_offsets(
+        endpoints.bootstrap_servers, topic
+    )
+    login(page, console.url)
+    page.goto(f"{console.url}/replay?group={group}&topic={topic}&kind=shift&value=-5")
+    plan_rows = page.locator("#replay-plan tbody tr")
+    assert plan_rows.count() == 3
+    targets = [int(plan_rows.nth(i).locator("td").nth(2).inner_text()) for i in range(3)]
+    assert "15 event(s) will be replayed" in page.inner_text("#plan-summary")
+    shot(page, "replay")
+    page.click("#apply")
+    assert "applied" in page.inner_text("#result")
+    assert committed_offsets(endpoints.bootstrap_servers, group, topic, 3) == targets
+
+    member = Consumer({"bootstrap.servers": endpoints.bootstrap_servers, "group.id": group})
+    member.subscribe([topic])
+    try:
+        deadline = time.monotonic() + 30
+        while not member.assignment() and time.monotonic() < deadline:
+            member.poll(0.2)
+        assert member.assignment()
+        page.goto(f"{console.url}/replay?group={group}&topic={topic}&kind=earliest")
+        assert "active member" in page.inner_text("#active")
+        response = page.expect_response(lambda r: r.url.endswith("/replay/apply"))
+        with response as info:
+            page.click("#apply")
+        assert info.value.status == 409
+        assert "active member" in page.inner_text("#error")
+        assert committed_offsets(endpoints.bootstrap_servers, group, topic, 3) == targets
+    finally:
+        member.close()
+
+
+def test_mutations_without_an_admin_token_are_refused_and_change_nothing(
+    console: Served, page: Page, endpoints: Endpoints, new_topic: TopicFactory
+) -> None:
+    topic = new_topic(partitions=1)
+    dlq = new_topic(partitions=1, name=f"{topic}.dlq")
+    group, _ids = consumed_group(endpoints, topic, 6, seed=55)
+    before = committed_offsets(endpoints.bootstrap_servers, group, topic, 1)
+    ends = end_offsets(endpoints.bootstrap_servers, topic)
+    with httpx.Client(base_url=console.url, timeout=20) as client:
+        anonymous = client.post(f"/dlq/{dlq}/redrive", data={"mode": "dry"})
+        assert anonymous.status_code == 401
+        plan_page = client.get("/replay", params={"group": group, "topic": topic, "kind": "earliest"})
+        assert plan_page.status_code == 200
+        assert client.post("/replay/apply", data={"plan": "{}", "sig": "x"}).status_code == 401
+        viewer = client.post(
+            f"/dlq/{dlq}/redrive", data={"mode": "dry"}, headers={"Authorization": f"Bearer {READER}"}
+        )
+        assert viewer.status_code == 403
+        forged = client.post(
+            "/replay/apply", data={"plan": "{}", "sig": "x"}, headers={"Authorization": f"Bearer {ADMIN}"}
+        )
+        assert forged.status_code == 403  # not a plan this console signed
+        for path in ("/", "/topics", f"/topics/{topic}", f"/groups/{group}", "/dlq", "/audit"):
+            text = client.get(path).text
+            assert ADMIN not in text
+            assert READER not in text
+            assert hash_token(ADMIN) not in text
+    # a logged-in session without the form's CSRF token is refused too
+    login(page, console.url)
+    status = page.evaluate(
+        """async ([path]) => (await fetch(path, {method: 'POST',
+            headers: {'Content-Type': 'application/x-www-form-urlencoded'}, body: 'mode=dry'})).status""",
+        [f"/dlq/{dlq}/redrive"],
+    )
+    assert status == 403
+    assert committed_offsets(endpoints.bootstrap_servers, group, topic, 1) == before
+    assert end_offsets(endpoints.bootstrap_servers, topic) == ends
