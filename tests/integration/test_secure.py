@@ -396,6 +396,34 @@ def test_request_reply_with_the_app_user(secured: Secured) -> None:
     assert (answer.sku, answer.total_minor) == ("S-1", 1000)
 
 
+def test_gateway_with_the_app_user_and_no_secret_in_metrics(secured: Secured, tmp_path: Path) -> None:
+    """The HTTP gateway is an EventProducer: write + describe on its topics."""
+    import httpx  # noqa: PLC0415
+
+    from tests.gateway_helpers import ORDERS_CATALOG, Gateway, token  # noqa: PLC0415
+    from tests.integration.test_gateway import orders  # noqa: PLC0415
+
+    topic = new_topic(secured)
+    grant(secured, *producer_acls(topic))
+    writer = token("writer")
+    gateway = Gateway(
+        secured.bootstrap,
+        secured.registry_url,
+        {m.event_type(): topic for m in ORDERS_CATALOG},
+        [writer],
+        tmp_path / "gateway.log",
+        settings={**secured.env(), "EVSTREAM_GATEWAY_CATALOG": "tests.gateway_helpers:ORDERS_CATALOG"},
+    ).start()
+    try:
+        accepted = gateway.post("OrderPlaced", writer, orders(1, seed=7)[0])
+        assert accepted.status_code == 201, accepted.text
+        metrics = httpx.get(f"{gateway.url}/metrics", timeout=10).text
+    finally:
+        gateway.stop()
+    OUTPUTS.extend([accepted.text, metrics, (tmp_path / "gateway.log").read_text()])
+    assert sum(end_offsets(secured, topic)) == 1
+
+
 # ---------------------------------------------------------------------------- clear errors, nothing written
 
 
