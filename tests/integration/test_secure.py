@@ -424,6 +424,42 @@ def test_gateway_with_the_app_user_and_no_secret_in_metrics(secured: Secured, tm
     assert sum(end_offsets(secured, topic)) == 1
 
 
+def test_replay_plan_and_apply_with_the_app_user(secured: Secured, tmp_path: Path) -> None:
+    """`replay plan/apply`: `read`, `describe` on the group and on its topics."""
+    topic = new_topic(secured)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    settings = ConsumerSettings.model_validate(FAST_RETRY)
+    for spec in failure_topic_specs(group, {topic: 2}, settings):
+        new_topic(secured, 2, spec.name)
+    grant(secured, *producer_acls(topic), *consumer_acls(group, topic, settings))
+    publish(secured, topic, [e for e in mixed_events(40) if e.topic == "orders"][:10])
+    handlers = Handlers()
+
+    @handlers.on(*ALL)
+    def handle(event: Event, ctx: MessageContext) -> None:
+        return None
+
+    ConsumerRunner(
+        group,
+        handlers,
+        topics=[topic],
+        kafka=secured.kafka(),
+        registry=RegistrySettings(url=secured.registry_url),
+        settings=settings,
+    ).run(until_idle_s=2)
+    ends = end_offsets(secured, topic)
+    assert committed(secured, group, topic, 2) == ends
+    plan_file = tmp_path / "plan.json"
+    env = secured.env()
+    planned = cli(
+        "replay", "plan", "-g", group, "-t", topic, "--shift-by", "-1", "--save", str(plan_file), env=env
+    )
+    assert planned.returncode == 0, planned.stderr
+    applied = cli("replay", "apply", str(plan_file), env=env)
+    assert applied.returncode == 0, applied.stderr
+    assert committed(secured, group, topic, 2) == [max(e - 1, 0) for e in ends]
+
+
 # ---------------------------------------------------------------------------- clear errors, nothing written
 
 
