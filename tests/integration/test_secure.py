@@ -460,6 +460,39 @@ def test_replay_plan_and_apply_with_the_app_user(secured: Secured, tmp_path: Pat
     assert committed(secured, group, topic, 2) == [max(e - 1, 0) for e in ends]
 
 
+def test_bounded_replay_with_the_app_user(secured: Secured) -> None:
+    """BoundedReplay: `read`, `describe` on the topic; `read` on the group evstream-replay.<name>."""
+    from evstream.consumers.replay import BoundedReplay  # noqa: PLC0415
+
+    topic = new_topic(secured)
+    name = f"r{uuid.uuid4().hex[:8]}"
+    grant(
+        secured,
+        *producer_acls(topic),
+        {"topic": topic, "operations": ["read"]},
+        {"group": f"evstream-replay.{name}", "operations": ["read", "describe"]},
+    )
+    events = [e for e in mixed_events(40) if e.topic == "orders"][:8]
+    publish(secured, topic, events)
+    seen: list[uuid.UUID] = []
+    handlers = Handlers()
+
+    @handlers.on(*ALL)
+    def handle(event: Event, ctx: MessageContext) -> None:
+        seen.append(ctx.envelope.event_id)
+
+    result = BoundedReplay(
+        topic=topic,
+        start="earliest",
+        handlers=handlers,
+        kafka=secured.kafka(),
+        registry=RegistrySettings(url=secured.registry_url),
+        name=name,
+    ).run()
+    assert result.processed == len(events)
+    assert len(set(seen)) == len(events)
+
+
 # ---------------------------------------------------------------------------- clear errors, nothing written
 
 
