@@ -24,14 +24,18 @@ _BLOCK = re.compile(r"^```(\w+)([^\n]*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 SHADOWS = ("schemas", "producers", "consumers", "streams")
 
 
+def section(readme: str) -> str:
+    """The README's Quickstart section."""
+    return readme.split("\n## Quickstart", 1)[1].split("\n## ", 1)[0]
+
+
 def quickstart_blocks(readme: str) -> list[tuple[str, str, str]]:
     """``(kind, target, text)`` per tagged block of the README's Quickstart section, in order.
 
     ``kind`` is ``file`` (target: the path to write) or ``run`` (a bash block to execute).
     """
-    section = readme.split("\n## Quickstart", 1)[1].split("\n## ", 1)[0]
     blocks: list[tuple[str, str, str]] = []
-    for _lang, info, text in _BLOCK.findall(section):
+    for _lang, info, text in _BLOCK.findall(section(readme)):
         tags = dict(tag.partition("=")[::2] for tag in info.split())
         if "file" in tags:
             blocks.append(("file", tags["file"], text))
@@ -41,10 +45,12 @@ def quickstart_blocks(readme: str) -> list[tuple[str, str, str]]:
 
 
 def test_readme_quickstart_has_files_and_commands(repo_root: Path) -> None:
-    blocks = quickstart_blocks((repo_root / "README.md").read_text())
+    readme = (repo_root / "README.md").read_text()
+    blocks = quickstart_blocks(readme)
     files = [target for kind, target, _ in blocks if kind == "file"]
     assert {"pyproject.toml", "topics.yaml"} <= set(files)
     assert any(kind == "run" for kind, _, _ in blocks)
+    assert "pip install 'evstream[testing]'" in section(readme)  # what wheel_venv installs
     body = "\n".join(text for _, _, text in blocks)
     assert len(body.splitlines()) <= 60  # a quickstart, not a manual
 
@@ -91,7 +97,8 @@ def wheel_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "-c",
         str(repo_root / "constraints.txt"),
     ]
-    installed = run([*pip, str(wheels[0]), "pytest"], base, env, 900)
+    # What the quickstart's install line says: the wheel with its `testing` extra (pytest).
+    installed = run([*pip, f"{wheels[0]}[testing]"], base, env, 900)
     assert installed.returncode == 0, installed.stdout[-2000:] + installed.stderr[-2000:]
     return venv
 
