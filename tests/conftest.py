@@ -1,7 +1,7 @@
 """Shared fixtures: a real broker + registry for the session, a fresh topic per test.
 
 The broker is chosen in this order (see README, Tests):
-1. ``EVSTREAM_BOOTSTRAP_SERVERS`` (and ``EVSTREAM_REGISTRY_URL``) when set;
+1. ``EVSTREAM_TEST_BOOTSTRAP_SERVERS`` (and ``EVSTREAM_TEST_REGISTRY_URL``) when set;
 2. else testcontainers (Kafka + Apicurio images) when a Docker engine answers;
 3. else the local JVM stack: the one running in ``EVSTREAM_STACK_DIR`` (``make test`` starts it),
    or a private one started for this session and stopped at its end.

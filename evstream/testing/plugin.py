@@ -3,7 +3,9 @@
 Installed with evstream; nothing starts unless a test asks for the ``evstream_stack`` fixture
 (session-scoped: one stack for the whole run). The broker is chosen in this order:
 
-1. ``EVSTREAM_BOOTSTRAP_SERVERS`` (and ``EVSTREAM_REGISTRY_URL``) when set;
+1. ``EVSTREAM_TEST_BOOTSTRAP_SERVERS`` (and ``EVSTREAM_TEST_REGISTRY_URL``) when set — a variable
+   of its own, so that a shell which exports ``EVSTREAM_BOOTSTRAP_SERVERS`` for a real cluster never
+   points a test run at it;
 2. else the local JVM stack running in ``EVSTREAM_STACK_DIR`` (``evstream stack up``);
 3. else a private local stack started in a temporary folder for the session and stopped (and so
    wiped) at its end — it holds only what the session wrote.
@@ -48,11 +50,12 @@ class StackEndpoints:
 
 
 def environment_endpoints() -> StackEndpoints | None:
-    """The broker named by ``EVSTREAM_BOOTSTRAP_SERVERS`` (and ``EVSTREAM_REGISTRY_URL``), if set."""
-    if not os.environ.get("EVSTREAM_BOOTSTRAP_SERVERS"):
+    """The broker named by ``EVSTREAM_TEST_BOOTSTRAP_SERVERS`` (and ``EVSTREAM_TEST_REGISTRY_URL``)."""
+    servers = os.environ.get("EVSTREAM_TEST_BOOTSTRAP_SERVERS")
+    if not servers:
         return None
-    registry = os.environ.get("EVSTREAM_REGISTRY_URL", "")
-    return StackEndpoints(os.environ["EVSTREAM_BOOTSTRAP_SERVERS"], registry, "environment")
+    registry = os.environ.get("EVSTREAM_TEST_REGISTRY_URL", "")
+    return StackEndpoints(servers, registry, "environment (EVSTREAM_TEST_BOOTSTRAP_SERVERS)")
 
 
 def local_stack_endpoints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackEndpoints]:
@@ -70,7 +73,7 @@ def local_stack_endpoints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         try:
             yield StackEndpoints(state.bootstrap_servers, state.registry_url or "", "private local stack")
         finally:
-            private.down()
+            private.down(purge=True)  # a throwaway stack in a temporary folder: nothing to keep
         return
     yield StackEndpoints(
         state.bootstrap_servers, state.registry_url or "", f"local stack in {shared.data_dir}"

@@ -26,19 +26,23 @@ def test_the_readme_example_runs() -> None:
     scope["test_refunds"]()
 
 
-def test_the_plugin_uses_the_environment_first(
+def test_the_plugin_uses_its_own_environment_variables_first(
     monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    monkeypatch.setenv("EVSTREAM_BOOTSTRAP_SERVERS", "kafka-1:9092")
-    monkeypatch.setenv("EVSTREAM_REGISTRY_URL", "http://registry:8081")
-    expected = StackEndpoints("kafka-1:9092", "http://registry:8081", "environment")
+    monkeypatch.setenv("EVSTREAM_BOOTSTRAP_SERVERS", "production:9092")  # a shell set up for a real cluster
+    assert environment_endpoints() is None  # is never what a test run talks to
+    monkeypatch.setenv("EVSTREAM_TEST_BOOTSTRAP_SERVERS", "kafka-1:9092")
+    monkeypatch.setenv("EVSTREAM_TEST_REGISTRY_URL", "http://registry:8081")
+    expected = StackEndpoints(
+        "kafka-1:9092", "http://registry:8081", "environment (EVSTREAM_TEST_BOOTSTRAP_SERVERS)"
+    )
     assert environment_endpoints() == expected
     assert list(stack_endpoints(tmp_path_factory)) == [expected]  # nothing started
     assert expected.environment() == {
         "EVSTREAM_BOOTSTRAP_SERVERS": "kafka-1:9092",
         "EVSTREAM_REGISTRY_URL": "http://registry:8081",
     }
-    monkeypatch.delenv("EVSTREAM_BOOTSTRAP_SERVERS")
+    monkeypatch.delenv("EVSTREAM_TEST_BOOTSTRAP_SERVERS")
     assert environment_endpoints() is None
 
 
