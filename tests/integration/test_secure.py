@@ -493,6 +493,42 @@ def test_bounded_replay_with_the_app_user(secured: Secured) -> None:
     assert len(set(seen)) == len(events)
 
 
+def test_aiokafka_config_connects_the_faust_client_library(secured: Secured) -> None:
+    """aiokafka (what faust workers use) with `aiokafka_config`: SCRAM over verified TLS, app user."""
+    import asyncio  # noqa: PLC0415
+
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # type: ignore[import-untyped]  # noqa: PLC0415
+
+    from evstream.settings import aiokafka_config  # noqa: PLC0415
+
+    topic = new_topic(secured, 1)
+    group = f"faust-{uuid.uuid4().hex[:6]}"
+    grant(
+        secured,
+        {"topic": topic, "operations": ["read", "write", "describe"]},
+        {"group": group, "operations": ["read", "describe"]},
+    )
+    conf = aiokafka_config(secured.kafka())
+
+    async def roundtrip() -> bytes | None:
+        producer = AIOKafkaProducer(**conf)
+        await producer.start()
+        try:
+            await producer.send_and_wait(topic, b"hello")
+        finally:
+            await producer.stop()
+        consumer = AIOKafkaConsumer(topic, group_id=group, auto_offset_reset="earliest", **conf)
+        await consumer.start()
+        try:
+            msg = await asyncio.wait_for(consumer.getone(), 30)
+            value: bytes | None = msg.value
+            return value
+        finally:
+            await consumer.stop()
+
+    assert asyncio.run(roundtrip()) == b"hello"
+
+
 # ---------------------------------------------------------------------------- clear errors, nothing written
 
 
