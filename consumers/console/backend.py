@@ -133,6 +133,7 @@ class Backend:
             if self._consumer is not None:
                 self._consumer.close()
                 self._consumer = None
+        self.registry.close()
 
     # -- cluster ------------------------------------------------------------------------------
     def metadata(self) -> Any:
@@ -325,6 +326,8 @@ class Backend:
             stops, forward = dict(end), True
         else:
             starts, stops, forward = self._starts(topic, keys, query, earliest, end)
+        if forward and not query.filtered:  # the first page by time is within each partition's first page
+            stops = {k: min(stops[k], starts[k] + query.limit) for k in keys}
         work = {k: stops[k] for k in keys if starts[k] < stops[k]}
         positions = {k[1]: starts[k] for k in keys}
         matches: list[RecordView] = []
