@@ -45,6 +45,7 @@ from evstream.errors import (
     EnvelopeError,
     EvstreamError,
     RegistryError,
+    SchemaMismatchError,
     UnknownEventTypeError,
     UnknownSchemaIdError,
 )
@@ -197,7 +198,13 @@ class Dispatcher:
             return self._unknown_schema_id(msg, exc)
         except (EnvelopeError, DecodeError, ValidationError, UnknownEventTypeError) as exc:
             # UnknownEventTypeError: no model has the writer schema's record name
-            reason = "unknown_schema" if isinstance(exc, UnknownEventTypeError) else "undecodable"
+            reason = (
+                "unknown_schema"
+                if isinstance(exc, UnknownEventTypeError)
+                else "schema_mismatch"
+                if isinstance(exc, SchemaMismatchError)
+                else "undecodable"
+            )
             self._dead_letter(msg, Origin.of(msg), reason, exc)
             return None
         except RegistryError as exc:  # the registry is down, not the record: hold and try again

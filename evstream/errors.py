@@ -57,7 +57,8 @@ matching built-in (``ValueError``, ``LookupError``...) so generic code keeps wor
         └── DecodeError                       a payload cannot be read (names topic/partition/offset)
             ├── UnknownMagicByteError         not Confluent-framed (first byte is not 0x00)
             ├── UnknownSchemaIdError          the registry has no schema with that id
-            └── CorruptPayloadError           truncated, garbage or trailing bytes
+            ├── CorruptPayloadError           truncated, garbage or trailing bytes
+            └── SchemaMismatchError           a sound payload whose writer schema the model cannot read
 
 Control-flow signals are a separate branch, raised by handlers to steer the consumer runner;
 they are not errors and are not caught by ``except EvstreamError``::
@@ -114,6 +115,7 @@ __all__ = [
     "RequestTimeoutError",
     "SchemaError",
     "SchemaHistoryError",
+    "SchemaMismatchError",
     "SerdeError",
     "StackError",
     "StackNotRunningError",
@@ -275,6 +277,11 @@ class UnknownSchemaIdError(DecodeError):
 
 class CorruptPayloadError(DecodeError):
     """The Avro body is truncated, garbage, or followed by extra bytes."""
+
+
+class SchemaMismatchError(DecodeError):
+    """The payload is sound, but its writer schema does not resolve into the reader's (the model's)
+    schema: e.g. a foreign producer's record lacks a field the model has without a default."""
 
 
 class EnvelopeError(SerdeError, ValueError):

@@ -19,8 +19,15 @@ from typing import Any, NamedTuple, Protocol
 import fastavro
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
+from fastavro.read import SchemaResolutionError
 
-from evstream.errors import CorruptPayloadError, EncodeError, UnknownMagicByteError, UnknownSchemaIdError
+from evstream.errors import (
+    CorruptPayloadError,
+    EncodeError,
+    SchemaMismatchError,
+    UnknownMagicByteError,
+    UnknownSchemaIdError,
+)
 from evstream.schemas._registry import is_not_found, registry_errors
 
 __all__ = ["AvroCodec", "RecordCoordinates", "RegistrySchemaStore", "SchemaStore"]
@@ -323,6 +330,11 @@ class AvroCodec:
             body.seek(_HEADER.size)
             try:
                 record = fastavro.schemaless_reader(body, writer, readers[schema_id])
+            except SchemaResolutionError as exc:  # the bytes are fine: the schemas do not resolve
+                raise SchemaMismatchError(
+                    str(where or RecordCoordinates()),
+                    f"writer schema id {schema_id} does not resolve into the reader's schema: {exc}",
+                ) from exc
             except Exception as exc:  # fastavro raises EOFError, IndexError, UnicodeDecodeError, ...
                 raise CorruptPayloadError(
                     str(where or RecordCoordinates()),

@@ -179,7 +179,8 @@ def test_undecodable_records_go_straight_to_the_dead_letter_topic() -> None:
     assert first.key == b"k1"
     assert second.reason == "unknown_schema_id"
     assert second.envelope is None
-    assert third.reason == "undecodable"
+    # a sound body of another schema than the envelope's type: the schemas do not resolve
+    assert (third.reason, third.error_type) == ("schema_mismatch", "SchemaMismatchError")
     assert h.stats.retried == 0
 
 
@@ -342,3 +343,26 @@ def test_keys_that_only_look_framed_cost_one_registry_lookup() -> None:
             assert h.send(ORDER, key=k.to_bytes(8, "big")).kind == "handled"
     assert keys == [None] * 100  # the keys stay undecoded; ctx.key keeps the raw bytes
     assert asked.count(0) == 1, asked
+
+
+def test_a_foreign_record_whose_schema_does_not_resolve_is_a_schema_mismatch() -> None:
+    """A sound payload of a foreign writer schema that lacks a field the model needs (no default)
+    is dead-lettered as ``schema_mismatch``, not as a corrupt ``undecodable`` body."""
+    import json  # noqa: PLC0415
+
+    from evstream.schemas import AvroCodec  # noqa: PLC0415
+
+    store = InMemorySchemaStore()
+    foreign = json.loads(json.dumps(OrderPlaced.avro_schema_dict()))
+    foreign["fields"] = [f for f in foreign["fields"] if f["name"] != "customer_id"]
+    foreign["namespace"] = "com.acme.orders"  # found by its short name, OrderPlaced
+    record = ORDER.model_dump()
+    del record["customer_id"]
+    payload = AvroCodec(store).encode("orders-value", foreign, record)
+    with HandlerHarness(orders(lambda event: None), schema_store=store) as h:
+        outcome = h.send_raw(payload, topic="orders")
+    assert outcome.kind == "dead_lettered"
+    assert outcome.routed is not None
+    assert outcome.routed.reason == "schema_mismatch"
+    assert outcome.routed.error_type == "SchemaMismatchError"
+    assert "customer_id" in outcome.routed.error_message
