@@ -160,6 +160,9 @@ def _bound(js: dict[str, Any], avro: Any, named: dict[str, dict[str, Any]]) -> N
             del js["exclusiveMinimum"]
         if "exclusiveMaximum" in js and js["exclusiveMaximum"] > high:
             del js["exclusiveMaximum"]
+        # JSON Schema's integer includes 5.0 and 5e0; the strict models take literals only
+        note = f"An integer literal (no fraction or exponent: 5, not 5.0) within Avro {kind}."
+        js["description"] = f"{js['description']} {note}" if js.get("description") else note
     elif kind == "array" and isinstance(avro, dict) and isinstance(js.get("items"), dict):
         _bound(js["items"], avro["items"], named)
     elif kind == "map" and isinstance(avro, dict) and isinstance(js.get("additionalProperties"), dict):

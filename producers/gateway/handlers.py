@@ -39,7 +39,6 @@ from evstream.producers.gateway.http import (
     too_many,
     truncated,
     upper_bound,
-    validate_json,
 )
 from evstream.producers.gateway.idempotency import IdempotencyStore, Stored, event_id_for
 from evstream.producers.gateway.metrics import observe
@@ -237,7 +236,7 @@ class Gateway:
                 body = await self.body(request)
                 check_values(body, self.settings.max_json_values, event_type)
                 try:
-                    event = validate_json(model.model_validate_json, body)
+                    event = model.model_validate_json(body)  # strict: 1.0 is no integer
                 except ValidationError as exc:
                     raise from_validation(exc, event_type, self.settings.max_errors) from exc
 
@@ -336,7 +335,7 @@ class Gateway:
 
     def _validate_batch(self, body: bytes, offset: int = 0) -> Any:
         try:
-            return validate_json(self.batch_model.model_validate_json, body)
+            return self.batch_model.model_validate_json(body)
         except ValidationError as exc:
             error = from_validation(exc, "batch", self.settings.max_errors)
             if isinstance(error, InvalidEvent):

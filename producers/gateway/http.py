@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
-from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
@@ -22,13 +20,11 @@ __all__ = [
     "check_values",
     "count_values",
     "from_validation",
-    "integral_numbers",
     "json_response",
     "problem_response",
     "read_body",
     "too_many",
     "truncated",
-    "validate_json",
 ]
 
 PROBLEM_JSON = "application/problem+json"
@@ -140,48 +136,6 @@ def check_values(body: bytes, limit: int, what: str) -> None:
     """
     if upper_bound(body) > limit and count_values(body) > limit:
         raise too_many_values(limit, what)
-
-
-def integral_numbers(body: bytes) -> bytes:
-    """``body`` with every integral number written as an integer literal (``5.0`` -> ``5``,
-    ``1e3`` -> ``1000``); ``body`` itself when it has none (or is not JSON)."""
-    changed = False
-
-    def number(text: str) -> float | int:
-        nonlocal changed
-        try:
-            value = Decimal(text)
-        except InvalidOperation:
-            return float(text)
-        if value.is_finite() and value.adjusted() <= 20 and value == value.to_integral_value():
-            changed = True
-            return int(value)
-        return float(text)  # a fraction, or beyond any Avro integer: the model says what is wrong
-
-    try:
-        data = json.loads(body, parse_float=number)
-    except (ValueError, RecursionError):
-        return body  # not JSON: the model's parser answers 400
-    return json.dumps(data).encode() if changed else body
-
-
-def validate_json(validate: Callable[[bytes], T], body: bytes) -> T:
-    """``validate(body)``, taking integral numbers as integers as JSON Schema does.
-
-    The OpenAPI document's ``integer`` includes ``5.0`` and ``1e3``; the strict models take
-    integer literals only. A body refused for an ``int_type`` error is validated once more with
-    its integral numbers rewritten (float fields take integers, so nothing else changes); valid
-    bodies never pay for it.
-    """
-    try:
-        return validate(body)
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False, include_context=False, include_input=False)
-        if any(e["type"] == "int_type" for e in errors):
-            rewritten = integral_numbers(body)
-            if rewritten is not body:
-                return validate(rewritten)
-        raise
 
 
 def too_many_values(limit: int, what: str) -> GatewayRequestError:

@@ -91,7 +91,14 @@ def run_schemathesis(gateway: Gateway, har: Path) -> subprocess.CompletedProcess
         timeout=600,
         check=False,
         cwd=har.parent,  # its cache directory goes there
-        env={**os.environ, "SCHEMATHESIS_HOOKS": ""},
+        # valid data with integer literals, as the document describes them (see the hooks module)
+        env={
+            **os.environ,
+            "SCHEMATHESIS_HOOKS": "tests.gateway_schemathesis_hooks",
+            "PYTHONPATH": os.pathsep.join(
+                [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")]
+            ),
+        },
     )
 
 
