@@ -49,7 +49,7 @@ from evstream.errors import ConfigError, EnvelopeError, EvstreamError
 from evstream.schemas import AvroCodec, Catalog, Envelope, Event
 from evstream.schemas.causation import child_traceparent
 from evstream.schemas.events import envelope_headers
-from evstream.settings import KafkaSettings, RegistrySettings
+from evstream.settings import KafkaSettings, RegistrySettings, aiokafka_config
 from evstream.streams import transport
 from evstream.streams.codec import EventCodec
 from evstream.streams.metrics import JOIN_MISSING, LATE_EVENTS, SKIPPED_UPDATES, WINDOWS_CLOSED
@@ -65,6 +65,7 @@ __all__ = [
     "Table",
     "Window",
     "WindowedTable",
+    "broker_credentials",
     "current_received",
 ]
 
@@ -123,6 +124,29 @@ def current_received() -> Received:
 def _headers(raw: Any) -> list[tuple[str, bytes]]:
     items = raw.items() if isinstance(raw, dict) else raw or []
     return [(k, v if isinstance(v, bytes) else str(v).encode()) for k, v in items]
+
+
+def broker_credentials(kafka: KafkaSettings) -> faust.types.auth.CredentialsT | None:
+    """faust's ``broker_credentials`` for ``kafka``: the connection of :func:`aiokafka_config`
+    (SASL user, password and mechanism; an ``ssl.SSLContext`` that verifies the brokers). faust
+    hands them to every aiokafka client it makes (consumer, producer, topic creation); None for
+    PLAINTEXT. The password is read here (from ``EVSTREAM_SASL_PASSWORD_FILE`` when given)."""
+    protocol = kafka.security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    conf = aiokafka_config(kafka)
+    if protocol == "SSL":
+        return faust.SSLCredentials(conf["ssl_context"])
+    if kafka.sasl_mechanism == "OAUTHBEARER":
+        raise ConfigError(
+            "a stream app cannot use SASL OAUTHBEARER (faust needs a token provider): use PLAIN or SCRAM"
+        )
+    return faust.SASLCredentials(
+        username=conf["sasl_plain_username"],
+        password=conf["sasl_plain_password"],
+        ssl_context=conf.get("ssl_context"),  # None: SASL_PLAINTEXT
+        mechanism=conf["sasl_mechanism"],
+    )
 
 
 class EventTopic:
@@ -498,6 +522,8 @@ class App:
             self.app_id,
             broker=[f"kafka://{server}" for server in servers],
             broker_consumer=[f"{transport.SCHEME}://{server}" for server in servers],
+            broker_credentials=broker_credentials(self.kafka),
+            broker_client_id=self.kafka.client_id,
             store=self.settings.store,
             datadir=str(self.settings.data_dir or f"{self.app_id}-data"),
             processing_guarantee="at_least_once",

@@ -529,6 +529,105 @@ def test_aiokafka_config_connects_the_faust_client_library(secured: Secured) -> 
     assert asyncio.run(roundtrip()) == b"hello"
 
 
+def stream_worker_acls(app_id: str, sources: list[str], sinks: list[str]) -> list[dict[str, Any]]:
+    """What the README lists for `evstream worker` of a stream app: read its source topics, the
+    producer's ACLs on the topics it publishes to, read its group (the app id), create, read and
+    write its own topics (``<app id>-``: re-keyed topics, changelogs, faust's leader topic). Each
+    of create/read/write on the prefix and the group's read was found necessary by dropping it;
+    no cluster ACL, describe_configs or group describe is needed."""
+    return [
+        *({"topic": t, "operations": ["read", "describe"]} for t in sources),
+        *(g for t in sinks for g in producer_acls(t)),
+        {"group": app_id, "operations": ["read"]},
+        {"topic_prefix": f"{app_id}-", "operations": ["create", "read", "write", "describe"]},
+    ]
+
+
+def distinct_event_ids(secured: Secured, topic: str, count: int, timeout: float) -> set[str]:
+    """The event ids on ``topic`` (read as the admin from the beginning) once ``count`` are there."""
+    from evstream.schemas import Envelope  # noqa: PLC0415
+
+    consumer = Consumer({**secured.admin_conf, "group.id": f"probe-{uuid.uuid4().hex[:6]}"})
+    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, 0) for p in parts])
+    seen: set[str] = set()
+    try:
+
+        def enough() -> bool:
+            for msg in consumer.consume(100, 0.5):
+                if msg.error() is None:
+                    seen.add(str(Envelope.from_headers(msg.headers() or []).event_id))
+            return len(seen) >= count
+
+        wait_until(enough, timeout=timeout, what=f"{count} events on {topic}", interval=0)
+        for msg in consumer.consume(100, 1.0):  # nothing more than implied: no extra event
+            if msg.error() is None:
+                seen.add(str(Envelope.from_headers(msg.headers() or []).event_id))
+    finally:
+        consumer.close()
+    return seen
+
+
+def test_stream_worker_with_the_app_user_and_no_secret_in_its_log(secured: Secured, tmp_path: Path) -> None:
+    """`evstream worker evstream.streams.demo:app` (faust over aiokafka) as the app user with the
+    README's stream worker ACLs: SCRAM-SHA-512 over verified TLS for its consumer, its producer
+    and the topics it creates; exact table totals, one derived event per tier change."""
+    from evstream.schemas.domain import OrderPlaced  # noqa: PLC0415
+    from evstream.streams.views import read_aggregates  # noqa: PLC0415
+    from tests.conftest import Endpoints  # noqa: PLC0415
+    from tests.stream_helpers import StreamApp, expected, transitions  # noqa: PLC0415
+
+    orders, customers, tiers = new_topic(secured, 3), new_topic(secured, 3), new_topic(secured, 1)
+    app_id = f"app-{uuid.uuid4().hex[:8]}"
+    grant(secured, *stream_worker_acls(app_id, sources=[orders, customers], sinks=[tiers]))
+    events: list[Event] = [e for e in mixed_events(240, seed=23, customers=3) if isinstance(e, OrderPlaced)]
+    with EventProducer(
+        kafka=secured.kafka("admin"), registry=RegistrySettings(url=secured.registry_url)
+    ) as producer:  # the input comes from elsewhere: the worker may not write it
+        for event in events:
+            producer.publish(event, topic=orders)
+        assert producer.flush(30) == 0
+    logs = tmp_path / "worker"
+    logs.mkdir()
+    app = StreamApp(
+        Endpoints(secured.bootstrap, secured.registry_url, "secured"),
+        orders,
+        customers,
+        tiers,
+        app_id,
+        Path(__file__).resolve().parents[2],
+        logs,
+        extra_env=secured.env(),
+    )
+    want, implied = expected(events), transitions(events)
+    assert sum(want.orders.values()) == len(events) == 40
+    assert {tier for _, tier, _ in implied} == {"bronze", "silver", "gold"}
+    admin = secured.kafka("admin")
+    try:
+        app.start_ready(timeout=45)
+
+        def exact() -> bool:
+            got = read_aggregates(admin, app_id)
+            return (got.totals, got.orders, got.tiers, got.revenue) == (
+                want.totals,
+                want.orders,
+                want.tiers,
+                want.revenue,
+            )
+
+        wait_until(exact, timeout=30, what="the aggregates to equal the input's", interval=0.5)
+        assert len(distinct_event_ids(secured, tiers, len(implied), timeout=15)) == len(implied)
+    finally:
+        codes = app.stop_all()
+        log_text = "\n".join(p.read_text(errors="replace") for p in sorted(logs.glob("worker-*.log")))
+        OUTPUTS.append(log_text)
+    assert codes == [0], log_text[-3000:]
+    assert app.restarts == 0
+    assert log_text.strip(), "the worker wrote no log"
+    for name, password in secured.passwords.items():
+        assert password not in log_text, f"the {name} password appears in the worker's output"
+
+
 # ---------------------------------------------------------------------------- clear errors, nothing written
 
 

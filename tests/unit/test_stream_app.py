@@ -230,3 +230,43 @@ def test_the_demo_is_declared_on_the_api() -> None:
     ]
     orders = [e for e in mixed_events(50, seed=1) if isinstance(e, OrderPlaced)]
     assert orders  # the factories still make orders for the stream tests
+
+
+def test_the_faust_clients_get_the_connection_of_the_settings(tmp_path: Any) -> None:
+    """SCRAM-SHA-512 over verified TLS reaches every aiokafka client faust makes (consumer,
+    producer, topic creation), and SSL alone is an SSL context; PLAINTEXT stays plain."""
+    import ssl  # noqa: PLC0415
+
+    from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth  # noqa: PLC0415
+
+    (tmp_path / "pw").write_text("s3cret-pw\n")
+    secure = KafkaSettings(
+        bootstrap_servers="127.0.0.1:1",
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username="app",
+        sasl_password_file=tmp_path / "pw",
+    )
+    app = App("unit-app", catalog=CATALOG, kafka=secure, registry=RegistrySettings())
+    auth = credentials_to_aiokafka_auth(app.faust.conf.broker_credentials, app.faust.conf.ssl_context)
+    assert {k: v for k, v in auth.items() if k != "ssl_context"} == {
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": "app",
+        "sasl_plain_password": "s3cret-pw",
+    }
+    context = auth["ssl_context"]
+    assert isinstance(context, ssl.SSLContext)
+    assert context.verify_mode is ssl.CERT_REQUIRED
+    assert context.check_hostname
+    assert "s3cret-pw" not in repr(app.faust.conf.broker_credentials)
+    assert app.faust.conf.broker_client_id == "evstream"
+
+    tls = KafkaSettings(bootstrap_servers="127.0.0.1:1", security_protocol="SSL")
+    ssl_app = App("unit-app", catalog=CATALOG, kafka=tls, registry=RegistrySettings())
+    auth = credentials_to_aiokafka_auth(ssl_app.faust.conf.broker_credentials, None)
+    assert auth["security_protocol"] == "SSL"
+    assert isinstance(auth["ssl_context"], ssl.SSLContext)
+    assert credentials_to_aiokafka_auth(new_app().faust.conf.broker_credentials, None) == {
+        "security_protocol": "PLAINTEXT"
+    }
