@@ -42,7 +42,7 @@ demo: up
 	@echo "The local stack is still running (EVSTREAM_STACK_DIR=$(EVSTREAM_STACK_DIR)). Stop it with: make down"
 
 test: up  # the reliability scenarios marked `long` run only in `make reliability`
-	$(BIN)/pytest -m "(unit or integration or reliability) and not long" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "(unit or integration or reliability) and not long" --durations=30 $(PYTEST_ARGS)
 
 reliability: up  # every fault-injection scenario, long ones included; figures: tests/reliability/README.md
 	$(BIN)/pytest -m reliability $(PYTEST_ARGS) tests/reliability
