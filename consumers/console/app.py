@@ -3,7 +3,8 @@
 Read pages need no token. ``POST /dlq/{topic}/redrive`` and ``POST /replay/apply`` need an
 ``admin`` principal (session from ``POST /login`` or a bearer token) and, for a session, the CSRF
 token of the form (double submit, bound into the signed session). A redrive runs only with the
-confirmation a dry run issued (signed, single use); a replay applies only the plan it showed
+confirmation a dry run issued (signed, single use, for exactly its parameters: a filter, or the
+selected records by partition and offset); a replay applies only the plan it showed
 (signed), re-checked by :func:`apply_plan` (active members, stale plan) as ``evstream replay apply``.
 """
 
@@ -30,7 +31,7 @@ from evstream.consumers.console.settings import ConsoleSettings
 from evstream.consumers.replay.apply import apply_plan
 from evstream.consumers.replay.deadletters import read_dead_letters, redrive
 from evstream.consumers.replay.plan import ReplayPlan, Target, parse_datetime, plan_replay
-from evstream.errors import EvstreamError, GroupActiveError, ReplayError, StalePlanError
+from evstream.errors import EvstreamError, GroupActiveError, ReplayError, ReplayInputError, StalePlanError
 
 __all__ = ["Console", "create_app"]
 
@@ -113,7 +114,7 @@ class Console:
         self, request: Request, title: str, action: Callable[[Principal, dict[str, str]], str]
     ) -> Response:
         """Run a mutating action: admin principal, CSRF, same origin; log who and what."""
-        form = {k: v[-1] for k, v in parse_qs((await request.body()).decode(errors="replace")).items()}
+        form = _form(await request.body())
         try:
             principal = self._authorize(request, form)
         except Forbidden as exc:
@@ -457,6 +458,8 @@ class Console:
         records = read_dead_letters(self.backend.kafka, topic, error_type=error_type, limit=200)
         rows = [
             [
+                f'<input type="checkbox" name="record" value="{r.partition}:{r.offset}" form="selected" '
+                f'aria-label="select {r.partition}:{r.offset}">',
                 r.partition,
                 r.offset,
                 r.event_type,
@@ -482,6 +485,7 @@ class Console:
         body += f"<p>{len(records)} record(s) (oldest first, at most 200)</p>"
         body += table(
             [
+                "",
                 "partition",
                 "offset",
                 "type",
@@ -495,9 +499,10 @@ class Console:
                 "dead-lettered at",
             ],
             rows,
+            html_cols=(0,),
             id_="dead-letters",
         )
-        body += "<h2>Redrive</h2>" + form(
+        body += "<h2>Redrive a filtered set</h2>" + form(
             f"/dlq/{topic}/redrive",
             csrf,
             "<fieldset>"
@@ -508,6 +513,18 @@ class Console:
             + hidden("mode", "dry")
             + '<button id="dry-run">dry run</button></fieldset>',
         )
+        body += "<h2>Redrive the selected records</h2>" + form(
+            f"/dlq/{topic}/redrive",
+            csrf,
+            "<fieldset>"
+            + field("max redrives (loop guard)", "max_redrives", 3, size=3)
+            + hidden("selection", "1")
+            + hidden("mode", "dry")
+            + '<button id="dry-run-selected">dry run selected</button>'
+            + ' <span class="muted">exactly the ticked records; the redrive position is not moved</span>'
+            + "</fieldset>",
+            id_="selected",
+        )
         return self._page(request, f"Dead letters of {topic}", body)
 
     async def redrive(self, request: Request) -> Response:
@@ -515,12 +532,14 @@ class Console:
         csrf, _ = self._csrf(request)
 
         def act(who: Principal, f: dict[str, str]) -> str:
+            selected = _selection(f.get("record", "")) if f.get("selection") == "1" else None
             params = {
                 "topic": topic,
                 "error_type": f.get("error_type") or None,
                 "limit": int(f["limit"]) if f.get("limit", "").isdigit() else None,
                 "max_redrives": int(f.get("max_redrives") or 3),
                 "from_beginning": f.get("from_beginning") == "1",
+                "only": selected,
             }
             dry = f.get("mode") != "apply"
             if not dry:
@@ -539,6 +558,7 @@ class Console:
                 max_redrives=params["max_redrives"],
                 dry_run=dry,
                 from_beginning=params["from_beginning"],
+                only=None if selected is None else {(p, o) for p, o in selected},
             )
             refused = [[r.partition, r.offset, r.event_id, why] for r, why in result.refused]
             self.audit.record(
@@ -554,6 +574,20 @@ class Console:
                 f'<p id="result">{verb} <strong>{result.total_sent}</strong> record(s) '
                 f"{esc(dict(result.sent))}; refused {len(refused)}; passed over {result.passed_over}</p>"
             )
+            if selected is not None:
+                body += (
+                    "<h2>"
+                    + ("Would send" if dry else "Sent")
+                    + "</h2>"
+                    + table(
+                        ["partition", "offset", "type", "event id", "to"],
+                        [
+                            [r.partition, r.offset, r.event_type, r.event_id, r.header("evstream.dlq.topic")]
+                            for r in result.redriven
+                        ],
+                        id_="redriven",
+                    )
+                )
             if refused:
                 body += "<h2>Refused (loop guard)</h2>" + table(
                     ["partition", "offset", "event id", "why"], refused, id_="refused"
@@ -726,6 +760,28 @@ class Console:
         response = RedirectResponse("/", status_code=303)
         response.delete_cookie(SESSION_COOKIE)
         return response
+
+
+def _form(body: bytes) -> dict[str, str]:
+    """A urlencoded form, the last value of each field; the ticked ``record`` boxes joined by ','."""
+    parsed = parse_qs(body.decode(errors="replace"))
+    found = {k: v[-1] for k, v in parsed.items()}
+    if "record" in parsed:
+        found["record"] = ",".join(parsed["record"])
+    return found
+
+
+def _selection(text: str) -> list[list[int]]:
+    """``P:O,P:O`` (the ticked records) as sorted [partition, offset] pairs."""
+    pairs = set()
+    for item in filter(None, (i.strip() for i in text.split(","))):
+        partition, sep, offset = item.partition(":")
+        if not (sep and partition.isdigit() and offset.isdigit()):
+            raise ReplayInputError(f"not a dead letter's partition:offset: {item!r}")
+        pairs.add((int(partition), int(offset)))
+    if not pairs:
+        raise ReplayInputError("tick at least one dead letter")
+    return [list(p) for p in sorted(pairs)]
 
 
 def _positions(positions: dict[int, int]) -> str:

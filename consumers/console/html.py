@@ -105,11 +105,12 @@ def hidden(name: str, value: Any) -> str:
     return f'<input type="hidden" name="{esc(name)}" value="{esc(value)}">'
 
 
-def form(action: str, csrf: str, inner: str, *, method: str = "post", cls: str = "") -> str:
+def form(action: str, csrf: str, inner: str, *, method: str = "post", cls: str = "", id_: str = "") -> str:
     """A form; POST forms always carry the CSRF token."""
     token = hidden("csrf", csrf) if method == "post" else ""
     klass = f' class="{esc(cls)}"' if cls else ""
-    return f'<form method="{method}" action="{esc(action)}"{klass}>{token}{inner}</form>'
+    ident = f' id="{esc(id_)}"' if id_ else ""
+    return f'<form method="{method}" action="{esc(action)}"{klass}{ident}>{token}{inner}</form>'
 
 
 def field(label: str, name: str, value: Any = "", *, kind: str = "text", size: int = 14) -> str:

@@ -11,12 +11,19 @@ keeps failing cannot cycle forever). The dead-letter topic itself is never chang
 audit log); redrive remembers how far it got in the consumer group ``evstream-redrive.<dlq>``,
 so each run works on the dead letters that arrived since the last one. Records a filter passes
 over are not revisited unless ``from_beginning`` (``--from-beginning``) is given.
+
+A *selected* redrive (``only``: the ``(partition, offset)`` of chosen dead letters, ``--offset P:O``)
+sends exactly those records, with the same loop guard, dry run and redrive count, and does not move
+the position at all: records it did not choose stay where a later filtered redrive finds them, and
+so do the chosen ones (a later filtered run reaching them sends them again, with the same event id,
+which a consumer with a dedupe store handles once).
 """
 
 from __future__ import annotations
 
 import uuid
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
@@ -24,7 +31,7 @@ from confluent_kafka.admin import AdminClient
 
 from evstream.consumers.failures import DLQ_PREFIX, RETRY_PREFIX, header_pairs
 from evstream.consumers.replay.cluster import Cluster
-from evstream.errors import ReplayError
+from evstream.errors import ReplayError, ReplayInputError
 from evstream.schemas import derived_event_id
 from evstream.settings import KafkaSettings, librdkafka_config
 
@@ -115,18 +122,23 @@ def read_dead_letters(
     offset: int | None = None,
 ) -> list[DeadLetterRecord]:
     """The dead letters in ``dlq`` up to its current end (oldest first), optionally filtered."""
-    records, _examined, _seen = _read(kafka, dlq, None, error_type, limit, partition, offset)
+    records, _examined, _seen = _read(kafka, dlq, None, _by_type(error_type), limit, partition, offset)
     return records
+
+
+def _by_type(error_type: str | None) -> Callable[[DeadLetterRecord], bool]:
+    return lambda r: error_type is None or r.error_type == error_type
 
 
 def _read(
     kafka: KafkaSettings,
     dlq: str,
     group_id: str | None,
-    error_type: str | None,
+    keep: Callable[[DeadLetterRecord], bool],
     limit: int | None,
     partition: int | None = None,
     offset: int | None = None,
+    stops: dict[int, int] | None = None,
 ) -> tuple[list[DeadLetterRecord], dict[tuple[str, int], int], int]:
     """Matching records from the start position (``group_id``'s committed offsets, else the
     earliest, else ``offset``) up to the end; and, per partition, the offset after the last
@@ -138,6 +150,8 @@ def _read(
         raise ReplayError(f"{dlq} has no partition {partition}")
     earliest, end = cluster.earliest(keys), cluster.latest(keys)
     starts = {k: earliest[k] if offset is None else max(offset, earliest[k]) for k in keys}
+    if stops is not None:  # read no further than these offsets (exclusive)
+        end = {k: min(end[k], stops.get(k[1], 0)) for k in keys}
     consumer = Consumer(
         {
             **conf,
@@ -156,7 +170,7 @@ def _read(
         work = {k: end[k] for k in keys if starts[k] < end[k]}
         if work:
             consumer.assign([TopicPartition(t, p, starts[(t, p)]) for t, p in work])
-            seen = _scan(consumer, dlq, work, found, examined, error_type, limit)
+            seen = _scan(consumer, dlq, work, found, examined, keep, limit)
     finally:
         consumer.close()
     found.sort(key=lambda r: (r.offset, r.partition))
@@ -169,7 +183,7 @@ def _scan(
     work: dict[tuple[str, int], int],
     found: list[DeadLetterRecord],
     examined: dict[tuple[str, int], int],
-    error_type: str | None,
+    keep: Callable[[DeadLetterRecord], bool],
     limit: int | None,
 ) -> int:
     """Read the assigned partitions up to their ``work`` end offsets, collecting matching records;
@@ -192,7 +206,7 @@ def _scan(
             record = _record(msg)
             seen += 1
             examined[key] = record.offset + 1
-            if error_type is None or record.error_type == error_type:
+            if keep(record):
                 found.append(record)
         for tp in consumer.position([TopicPartition(*k) for k in work]):
             if tp.offset >= work[(tp.topic, tp.partition)]:
@@ -208,6 +222,7 @@ class RedriveResult:
     passed_over: int = 0  # examined but not matching the filter
     sent: Counter[str] = field(default_factory=Counter)  # by original topic
     refused: list[tuple[DeadLetterRecord, str]] = field(default_factory=list)  # record, why
+    redriven: list[DeadLetterRecord] = field(default_factory=list)  # sent (or would be, dry run)
 
     @property
     def total_sent(self) -> int:
@@ -223,10 +238,24 @@ def redrive(
     max_redrives: int = 3,
     dry_run: bool = False,
     from_beginning: bool = False,
+    only: Iterable[tuple[int, int]] | None = None,
 ) -> RedriveResult:
-    """Send dead letters back to their original topics (acknowledged); see the module docstring."""
+    """Send dead letters back to their original topics (acknowledged); see the module docstring.
+
+    ``only``: exactly these dead letters, by ``(partition, offset)`` in ``dlq`` (not combined with
+    ``error_type``, ``limit`` or ``from_beginning``); the position is then left as it is.
+    """
     group_id = f"evstream-redrive.{dlq}"
-    records, examined, seen = _read(kafka, dlq, None if from_beginning else group_id, error_type, limit)
+    if only is not None:
+        if error_type is not None or limit is not None or from_beginning:
+            raise ReplayInputError("a selected redrive takes no --error-type, --limit or --from-beginning")
+        records = _selected(kafka, dlq, set(only))
+        examined: dict[tuple[str, int], int] = {}  # the position is not moved
+        seen = len(records)
+    else:
+        records, examined, seen = _read(
+            kafka, dlq, None if from_beginning else group_id, _by_type(error_type), limit
+        )
     result = RedriveResult(dry_run, passed_over=seen - len(records))
     conf = librdkafka_config(kafka)
     producer = (
@@ -254,6 +283,7 @@ def redrive(
             )
             continue
         result.sent[target] += 1
+        result.redriven.append(record)
         if producer is None:
             continue
         headers = [
@@ -286,3 +316,23 @@ def redrive(
         finally:
             position.close()
     return result
+
+
+def _at(offsets: frozenset[int]) -> Callable[[DeadLetterRecord], bool]:
+    return lambda r: r.offset in offsets
+
+
+def _selected(kafka: KafkaSettings, dlq: str, wanted: set[tuple[int, int]]) -> list[DeadLetterRecord]:
+    """The dead letters at exactly these ``(partition, offset)``s; one missing is an error."""
+    if not wanted:
+        raise ReplayInputError("select at least one dead letter")
+    found: list[DeadLetterRecord] = []
+    for partition in sorted({p for p, _ in wanted}):
+        offsets = frozenset(o for p, o in wanted if p == partition)
+        stops = {partition: max(offsets) + 1}
+        found += _read(kafka, dlq, None, _at(offsets), None, partition, min(offsets), stops)[0]
+    missing = wanted - {(r.partition, r.offset) for r in found}
+    if missing:
+        where = ", ".join(f"{dlq}[{p}]@{o}" for p, o in sorted(missing))
+        raise ReplayInputError(f"no dead letter at {where} (removed by retention, or never there)")
+    return sorted(found, key=lambda r: (r.partition, r.offset))

@@ -124,6 +124,17 @@ def show(
     )
 
 
+def _coordinates(texts: list[str]) -> set[tuple[int, int]]:
+    """``P:O`` strings as (partition, offset) pairs."""
+    found = set()
+    for text in texts:
+        partition, sep, offset = text.strip().partition(":")
+        if not (sep and partition.isdigit() and offset.isdigit()):
+            raise ReplayInputError(f"--offset takes PARTITION:OFFSET, e.g. 0:42, not {text!r}")
+        found.add((int(partition), int(offset)))
+    return found
+
+
 @app.command("redrive")
 def redrive_(
     dlq: Dlq,
@@ -138,13 +149,23 @@ def redrive_(
     from_beginning: Annotated[
         bool, typer.Option("--from-beginning", help="Reconsider every dead letter, not only new ones.")
     ] = False,
+    offsets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--offset",
+            metavar="P:O",
+            help="Only the dead letter at partition P, offset O of the DLQ (repeatable); "
+            "leaves the position of evstream-redrive.<dlq> as it is.",
+        ),
+    ] = None,
     bootstrap_servers: Bootstrap = None,
     output: Output = OutputFormat.table,
 ) -> None:
     """Send dead letters back to their original topics, with an incremented evstream.redrive.count.
 
     Each run works on the dead letters that arrived since the previous run (position kept in the
-    group evstream-redrive.<dlq>); the dead-letter topic itself is never changed.
+    group evstream-redrive.<dlq>); the dead-letter topic itself is never changed. With --offset,
+    exactly the chosen records are sent and the position does not move.
     """
     result = redrive(
         kafka_settings(bootstrap_servers),
@@ -154,6 +175,7 @@ def redrive_(
         max_redrives=max_redrives,
         dry_run=dry_run,
         from_beginning=from_beginning,
+        only=_coordinates(offsets) if offsets else None,
     )
     if output is OutputFormat.json:
         print_json(
@@ -161,6 +183,7 @@ def redrive_(
                 "dry_run": result.dry_run,
                 "sent": dict(result.sent),
                 "passed_over": result.passed_over,
+                "redriven": [[r.partition, r.offset] for r in result.redriven],
                 "refused": [{**r.summary(), "why": why} for r, why in result.refused],
             }
         )

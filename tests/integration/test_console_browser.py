@@ -27,6 +27,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from evstream import DeadLetter, KafkaSettings, RegistrySettings
 from evstream.consumers import Handlers, MessageContext
 from evstream.consumers.console import Backend, ConsoleSettings, ConsoleToken, hash_token, new_token
+from evstream.consumers.replay.deadletters import read_dead_letters
 from evstream.schemas.domain import CATALOG
 from evstream.schemas.events import Event
 from tests.conftest import Endpoints, TopicFactory
@@ -240,6 +241,46 @@ def test_dlq_redrive_through_the_ui_moves_records_and_the_loop_guard_refuses_the
     assert sum(end_offsets(endpoints.bootstrap_servers, dlq)) == dlq_end
     page.goto(f"{console.url}/audit")
     assert "ops-admin" in page.inner_text("#audit")
+
+
+def test_dlq_redrive_of_two_ticked_records_sends_exactly_those_once(
+    console: Served, page: Page, endpoints: Endpoints, new_topic: TopicFactory
+) -> None:
+    topic = new_topic(partitions=2)
+    dlq = new_topic(partitions=1, name=f"{topic}.dlq")
+    publish(endpoints, topic, mixed_events(6, seed=56))
+    handlers = Handlers()
+
+    @handlers.on(*ALL)
+    def refuse(event: Event, ctx: MessageContext) -> None:
+        raise DeadLetter("downstream refused it")
+
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    assert runner(endpoints, group, handlers, topic).run(until_idle_s=1).dead_lettered == 6
+    letters = read_dead_letters(KafkaSettings(bootstrap_servers=endpoints.bootstrap_servers), dlq)
+    chosen, others = [letters[1], letters[4]], [letters[0], letters[2], letters[3], letters[5]]
+    ends = sum(end_offsets(endpoints.bootstrap_servers, topic))
+    login(page, console.url)
+    page.goto(f"{console.url}/dlq/{dlq}")
+    assert page.locator("#dead-letters input[name=record]").count() == 6
+    for r in chosen:
+        page.check(f'#dead-letters input[value="{r.partition}:{r.offset}"]')
+    page.click("#dry-run-selected")
+    assert "would send 2" in page.inner_text("#result")
+    listed = page.inner_text("#redriven")
+    assert page.locator("#redriven tbody tr").count() == 2
+    assert all(r.event_id in listed for r in chosen)
+    assert not any(r.event_id in listed for r in others)
+    assert sum(end_offsets(endpoints.bootstrap_servers, topic)) == ends  # a dry run moves nothing
+    page.click("#redrive")
+    assert "sent 2" in page.inner_text("#result")
+    assert sum(end_offsets(endpoints.bootstrap_servers, topic)) == ends + 2
+    page.go_back()
+    page.click("#redrive")  # the same confirmation again: refused, nothing sent
+    assert "used already" in page.inner_text("main")
+    assert sum(end_offsets(endpoints.bootstrap_servers, topic)) == ends + 2
+    # the shared position did not move: a filtered redrive still finds every dead letter
+    assert committed_offsets(endpoints.bootstrap_servers, f"evstream-redrive.{dlq}", dlq, 1) == [-1001]
 
 
 def test_replay_through_the_ui_moves_offsets_as_planned_and_is_refused_while_active(

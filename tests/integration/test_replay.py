@@ -19,6 +19,7 @@ from evstream.consumers import Handlers, MessageContext
 from evstream.consumers.failures import header_pairs
 from evstream.consumers.projection import OrderProjection, compare, swap
 from evstream.consumers.replay import BoundedReplay, Cluster, Target, apply_plan, plan_replay, redrive
+from evstream.consumers.replay.deadletters import read_dead_letters
 from evstream.producers import EventProducer
 from evstream.schemas import Envelope
 from evstream.schemas.events import Event
@@ -26,7 +27,7 @@ from tests.conftest import Endpoints, TopicFactory
 from tests.consumer_helpers import ALL, publish, publish_deliveries, runner
 from tests.factories import mixed_events
 from tests.helpers import one_line_error, run_cli, wait_until
-from tests.kafka_helpers import committed_offsets, end_offsets, read_records
+from tests.kafka_helpers import committed_offsets, end_offsets, read_records, record_at
 
 Seen = dict[int, list[tuple[int, int]]]  # partition -> [(offset, timestamp ms)]
 
@@ -214,6 +215,67 @@ def test_dlq_redrive_sends_back_to_the_source_and_guards_loops(
     assert record.redrive_count == 1
     assert "redriven 1 times already (max 1)" in why
     assert redrive(kafka, dlq).total_sent == 0  # nothing new since the last run
+
+
+def test_dlq_redrive_of_selected_records_sends_exactly_those_and_keeps_the_rest_redrivable(
+    endpoints: Endpoints, new_topic: TopicFactory
+) -> None:
+    topic = new_topic(partitions=1)
+    dlq = new_topic(partitions=1, name=f"{topic}.dlq")
+    publish(endpoints, topic, mixed_events(5, seed=39))
+    handlers = Handlers()
+
+    @handlers.on(*ALL)
+    def refuse(event: Event, ctx: MessageContext) -> None:
+        raise DeadLetter("downstream refused it")
+
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    assert runner(endpoints, group, handlers, topic).run(until_idle_s=1).dead_lettered == 5
+    bootstrap = endpoints.bootstrap_servers
+    kafka = KafkaSettings(bootstrap_servers=bootstrap)
+    env = {"EVSTREAM_BOOTSTRAP_SERVERS": bootstrap}
+    letters = read_dead_letters(kafka, dlq)
+    assert [r.offset for r in letters] == [0, 1, 2, 3, 4]
+    chosen = [letters[1], letters[3]]
+
+    dry = redrive(kafka, dlq, only={(0, 1), (0, 3)}, dry_run=True)
+    assert [(r.partition, r.offset) for r in dry.redriven] == [(0, 1), (0, 3)]
+    assert end_offsets(bootstrap, topic) == [5]  # a dry run sends nothing
+    chosen_args = ("--offset", "0:1", "--offset", "0:3")
+    proc = run_cli("dlq", "redrive", "--dlq", dlq, *chosen_args, "-o", "json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert (out["sent"], out["redriven"], out["refused"]) == ({topic: 2}, [[0, 1], [0, 3]], [])
+    assert end_offsets(bootstrap, topic) == [7]  # exactly the two chosen
+    for offset, letter in zip((5, 6), chosen, strict=True):
+        headers = dict(header_pairs(record_at(bootstrap, topic, 0, offset)))
+        assert headers["ce_id"].decode() == letter.event_id
+        assert headers["evstream.redrive.count"] == b"1"
+    redrive_group = f"evstream-redrive.{dlq}"
+    assert committed_offsets(bootstrap, redrive_group, dlq, 1) == [-1001]  # the position did not move
+    missing = run_cli("dlq", "redrive", "--dlq", dlq, "--offset", "0:99", env=env)
+    assert missing.returncode == 2
+    assert f"no dead letter at {dlq}[0]@99" in one_line_error(missing)
+
+    # still failing: the two copies come back (DLQ offsets 5, 6) with redrive count 1
+    assert runner(endpoints, group, handlers, topic).run(until_idle_s=1).dead_lettered == 2
+    guarded = run_cli(
+        "dlq", "redrive", "--dlq", dlq, "--offset", "0:5", "--max-redrives", "1", "-o", "json", env=env
+    )
+    assert guarded.returncode == 0, guarded.stderr
+    refused = json.loads(guarded.stdout)
+    assert (refused["sent"], refused["redriven"]) == ({}, [])
+    ((why,),) = [[r["why"]] for r in refused["refused"]]
+    assert "redriven 1 times already (max 1)" in why
+    assert end_offsets(bootstrap, topic) == [7]
+
+    # a later filtered redrive finds the three not chosen (and, as documented, the chosen two again)
+    later = redrive(kafka, dlq, max_redrives=1)
+    assert later.sent == {topic: 5}
+    assert [r.offset for r in later.redriven] == [0, 1, 2, 3, 4]
+    assert sorted(r.offset for r, _ in later.refused) == [5, 6]
+    assert end_offsets(bootstrap, topic) == [12]
+    assert committed_offsets(bootstrap, redrive_group, dlq, 1) == [7]
 
 
 def test_rebuilt_projection_equals_the_live_one_row_by_row(
