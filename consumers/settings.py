@@ -19,7 +19,17 @@ class ConsumerSettings(BaseSettings):
         default="earliest", description="Where a new group starts; default earliest."
     )
     batch_size: int = Field(default=500, ge=1, le=100_000, description="Records per consume() call.")
-    poll_timeout_s: float = Field(default=0.5, gt=0, description="How long one consume() waits.")
+    poll_timeout_s: float = Field(
+        default=0.5, gt=0, description="How long the runner waits for a first record when none is fetched."
+    )
+    batch_wait_s: float = Field(
+        default=0.0,
+        ge=0,
+        le=10,
+        description="Once a record is in hand, wait this long for the batch to fill up to batch_size"
+        " (throughput over latency). Default 0: hand over what has arrived, never wait for records"
+        " that are not there. Env EVSTREAM_CONSUMER_BATCH_WAIT_S.",
+    )
     commit_interval_s: float = Field(
         default=5.0,
         gt=0,
