@@ -3,9 +3,14 @@
 One topic (6 partitions) is filled once with ~100 B PaymentCaptured events by EventProducer; each
 run reads all of them with a fresh group. The clock starts at the first record and stops at the
 last. D decodes (Avro via the registry), validates into the model, dispatches to a no-op handler
-and stores the offset; C only pulls the bytes. Median of --runs. Run (local stack up):
+and stores the offset; C only pulls the bytes; D batch is the same with an ``@on_batch`` handler.
+CPU us/event is the process's CPU time (all threads, librdkafka's included) over the run. Rounds
+are interleaved (C, D, D batch, C, ...); medians of --runs. Run (local stack up):
 
-    .venv/bin/python -m bench.consumer [--events 200000] [--runs 3]
+    .venv/bin/python -m bench.consumer [--events 200000] [--runs 3] [--tiers raw,runner,batch]
+
+``--topic T`` reuses a filled topic (and prints one line per run), e.g. to compare two checkouts
+on the same records: ``PYTHONPATH=<checkout> python -m bench.consumer --topic T --tiers runner``.
 """
 
 from __future__ import annotations
@@ -14,9 +19,10 @@ import argparse
 import statistics
 import time
 import uuid
+from collections.abc import Callable
 
 from confluent_kafka import Consumer
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from bench.producer import new_topic, small
 from evstream.consumers import ConsumerRunner, ConsumerSettings, Handlers, MessageContext
@@ -25,8 +31,10 @@ from evstream.producers import EventProducer
 from evstream.schemas.domain import PaymentCaptured
 from evstream.stack import LocalStack
 
+Rate = tuple[float, float]  # events/s, CPU us/event
 
-def raw_run(bootstrap: str, topic: str, count: int) -> float:
+
+def raw_run(bootstrap: str, topic: str, count: int) -> Rate:
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -39,31 +47,47 @@ def raw_run(bootstrap: str, topic: str, count: int) -> float:
     return drain_rate(consumer, count)
 
 
-def drain_rate(consumer: Consumer, count: int) -> float:
+def drain_rate(consumer: Consumer, count: int) -> Rate:
     """Consume ``count`` records in batches of 1000; events/s from the first record. Closes it."""
-    seen, start = 0, 0.0
+    seen, start, cpu = 0, 0.0, 0.0
     try:
         while seen < count:
             batch = consumer.consume(1000, timeout=1.0)
             if batch and not start:
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), time.process_time()
             seen += sum(1 for m in batch if m.error() is None)
-        return count / (time.perf_counter() - start)
+        assert seen == count, (seen, count)
+        return count / (time.perf_counter() - start), (time.process_time() - cpu) / count * 1e6
     finally:
         consumer.close()
 
 
-def runner_run(bootstrap: str, registry_url: str, topic: str, count: int) -> float:
+def runner_run(bootstrap: str, registry_url: str, topic: str, count: int, *, batch: bool = False) -> Rate:
     handlers = Handlers()
     marks: list[float] = []
+    cpu: list[float] = []
 
-    @handlers.on(PaymentCaptured)
-    def handle(event: PaymentCaptured, ctx: MessageContext) -> None:
+    def mark() -> None:
         if not marks:
             marks.append(time.perf_counter())
+            cpu.append(time.process_time())
         if len(marks) < 2:
             marks.append(0.0)
+            cpu.append(0.0)
         marks[1] = time.perf_counter()
+        cpu[1] = time.process_time()
+
+    if batch:
+
+        @handlers.on_batch(PaymentCaptured)
+        def handle_batch(events: list[PaymentCaptured]) -> None:
+            mark()
+
+    else:
+
+        @handlers.on(PaymentCaptured)
+        def handle(event: PaymentCaptured, ctx: MessageContext) -> None:
+            mark()
 
     runner = ConsumerRunner(
         f"bench-{uuid.uuid4().hex[:8]}",
@@ -75,7 +99,21 @@ def runner_run(bootstrap: str, registry_url: str, topic: str, count: int) -> flo
     )
     stats = runner.run(until_idle_s=2)
     assert stats.handled == count, stats
-    return count / (marks[1] - marks[0])
+    return count / (marks[1] - marks[0]), (cpu[1] - cpu[0]) / count * 1e6
+
+
+def dead_letter_topic(admin: AdminClient, topic: str) -> None:
+    """The runner checks its dead-letter topic exists."""
+    dlq = f"{topic}.dlq"
+    if not topic_exists(admin, dlq):
+        admin.create_topics([NewTopic(dlq, num_partitions=1, replication_factor=-1)])[dlq].result(30)
+    while not topic_exists(admin, dlq):
+        time.sleep(0.1)
+
+
+def topic_exists(admin: AdminClient, name: str) -> bool:
+    meta = admin.list_topics(name, timeout=10).topics.get(name)
+    return meta is not None and meta.error is None and bool(meta.partitions)
 
 
 def main() -> None:
@@ -84,22 +122,44 @@ def main() -> None:
     )
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--tiers", default="raw,runner,batch")
+    parser.add_argument("--topic", help="an already filled topic of --events records")
     args = parser.parse_args()
     stack = LocalStack().state()
     bootstrap, registry_url = stack.bootstrap_servers, stack.registry_url or ""
-    topic = new_topic(AdminClient({"bootstrap.servers": bootstrap}))
-    pool = [small(i) for i in range(10_000)]
-    with EventProducer(kafka=kafka_settings(bootstrap), registry=registry_settings(registry_url)) as producer:
-        for i in range(args.events):
-            producer.publish(pool[i % len(pool)], topic=topic)
-        assert producer.flush(120) == 0
-    c = statistics.median(raw_run(bootstrap, topic, args.events) for _ in range(args.runs))
-    d = statistics.median(runner_run(bootstrap, registry_url, topic, args.events) for _ in range(args.runs))
-    print(f"events: {args.events:,} (~100 B Avro); runs: {args.runs} (median)")
-    print(
-        f"C raw consume: {c:,.0f} ev/s   D ConsumerRunner (decode + validate + dispatch): {d:,.0f} ev/s   "
-        f"D/C {d / c:.2f}   D per event {1e6 / d:.1f} us"
-    )
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    topic = args.topic
+    if topic is None:
+        topic = new_topic(admin)
+        pool = [small(i) for i in range(10_000)]
+        with EventProducer(
+            kafka=kafka_settings(bootstrap), registry=registry_settings(registry_url)
+        ) as producer:
+            for i in range(args.events):
+                producer.publish(pool[i % len(pool)], topic=topic)
+            assert producer.flush(120) == 0
+    dead_letter_topic(admin, topic)
+    tiers: dict[str, Callable[[], Rate]] = {
+        "raw": lambda: raw_run(bootstrap, topic, args.events),
+        "runner": lambda: runner_run(bootstrap, registry_url, topic, args.events),
+        "batch": lambda: runner_run(bootstrap, registry_url, topic, args.events, batch=True),
+    }
+    chosen = args.tiers.split(",")
+    results: dict[str, list[Rate]] = {t: [] for t in chosen}
+    for _ in range(args.runs):
+        for tier in chosen:
+            results[tier].append(tiers[tier]())
+            if args.topic:
+                rate, cpu = results[tier][-1]
+                print(f"{tier} {rate:.0f} ev/s {cpu:.1f} us/event", flush=True)
+    print(f"topic {topic}; events: {args.events:,} (~100 B Avro); runs: {args.runs} (median, interleaved)")
+    medians = {
+        t: (statistics.median(r[0] for r in rs), statistics.median(r[1] for r in rs))
+        for t, rs in results.items()
+    }
+    for tier, (rate, cpu) in medians.items():
+        ratio = f"  x{rate / medians['raw'][0]:.2f} of raw" if "raw" in medians else ""
+        print(f"{tier:7s} {rate:10,.0f} ev/s  CPU {cpu:5.1f} us/event{ratio}")
 
 
 if __name__ == "__main__":

@@ -68,7 +68,7 @@ def fill(bootstrap: str, registry_url: str, count: int) -> str:
 def raw_run(bootstrap: str, topic: str, count: int) -> float:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"raw-{uuid.uuid4().hex[:8]}"})
     consumer.assign([TopicPartition(topic, p, 0) for p in range(6)])
-    return drain_rate(consumer, count)
+    return drain_rate(consumer, count)[0]
 
 
 def replay_run(

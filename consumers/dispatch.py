@@ -24,6 +24,7 @@ import asyncio
 import inspect
 import logging
 import time
+from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -56,8 +57,9 @@ from evstream.schemas import (
     Event,
     EventReader,
     RecordCoordinates,
-    event_type_header,
 )
+from evstream.schemas.causation import reset_cause, set_cause
+from evstream.schemas.events import EnvelopeHeaders
 
 __all__ = ["Dispatcher", "RunStats", "known_models"]
 
@@ -82,14 +84,37 @@ class RunStats:
     duplicates: int = 0
     commits: int = 0
     rewinds: int = 0  # batches cut short by the batch deadline (records fetched again)
+    batches_split: int = 0  # batch-handler calls that raised: their records were tried one by one
     lost: int = 0  # partitions taken away without a chance to commit (session or poll interval expired)
 
 
-def _log_context(envelope: Envelope) -> dict[str, str]:
+def _log_context(envelope: Envelope | EnvelopeHeaders) -> dict[str, str]:
     """The event's ids for log records written outside the handler's context."""
-    trace = envelope.traceparent.split("-")[1] if envelope.traceparent else ""
-    event_id = str(envelope.event_id)
-    return {"event_id": event_id, "correlation_id": envelope.correlation_id or event_id, "trace_id": trace}
+    full = _full(envelope)
+    trace = full.traceparent.split("-")[1] if full.traceparent else ""
+    event_id = str(full.event_id)
+    return {"event_id": event_id, "correlation_id": full.correlation_id or event_id, "trace_id": trace}
+
+
+def _full(envelope: Envelope | EnvelopeHeaders) -> Envelope:
+    return envelope if isinstance(envelope, Envelope) else envelope.envelope
+
+
+def observe_many(histogram: Any, values: list[float]) -> None:
+    """``histogram.observe(v)`` for each of ``values``, bucketed in one go (prometheus_client's
+    observe walks the buckets in Python and takes a lock per increment)."""
+    bounds = getattr(histogram, "_upper_bounds", None)
+    if bounds is None or not hasattr(histogram, "_buckets") or not hasattr(histogram, "_sum"):
+        for value in values:
+            histogram.observe(value)
+        return
+    counts: dict[int, int] = {}
+    for value in values:
+        index = bisect_left(bounds, value)
+        counts[index] = counts.get(index, 0) + 1
+    histogram._sum.inc(sum(values))
+    for index, count in counts.items():
+        histogram._buckets[index].inc(count)
 
 
 def known_models(handlers: Handlers, catalog: Catalog | None = None) -> Catalog:
@@ -151,6 +176,11 @@ class Dispatcher:
         self._last_attempt = 0
         self._consumed: dict[str, int] = {}  # counted per record, published per batch (flush_metrics)
         self._handled: dict[str, int] = {}
+        self._latencies: dict[str, list[float]] = {}  # handler run times, observed per batch
+        self._tiers: dict[str, int] = {}  # topic -> retry tier (0: a source topic)
+        # batch handlers: records decoded and waiting for flush_batches(), by handler
+        self._pending: dict[Any, tuple[HandlerSpec, list[tuple[Message, Event, Any, Any]]]] = {}
+        self._pending_first: dict[tuple[str, int], int] = {}  # partition -> first waiting offset
         self._traced = tracing_enabled()
         self._decoders: dict[
             type[Event], Callable[[bytes | None, RecordCoordinates | None], dict[str, Any]]
@@ -168,15 +198,22 @@ class Dispatcher:
             del self._unknown_ids[position]
 
     def flush_metrics(self) -> None:
-        """Add the consumed/handled counts since the last call to the Prometheus counters."""
+        """Add the consumed/handled counts and handler run times since the last call to the
+        Prometheus metrics (the runner calls it once per batch)."""
         for counts, outcome in ((self._consumed, "consumed"), (self._handled, "handled")):
             for topic, count in counts.items():
                 self._metric(topic, outcome).inc(count)
             counts.clear()
+        for topic, values in self._latencies.items():
+            if values:
+                observe_many(self._metric(topic, "latency"), values)
+                values.clear()
 
     def process(self, msg: Message) -> float | None:
         topic = msg.topic() or ""
-        tier = self.router.retry.tier_of(topic)
+        tier = self._tiers.get(topic)
+        if tier is None:
+            tier = self._tiers[topic] = self.router.retry.tier_of(topic)
         if tier:
             due = due_ms(msg) / 1000
             if due > time.time():
@@ -211,7 +248,8 @@ class Dispatcher:
             log.warning("schema registry unavailable, holding %s[%s]: %s", topic, msg.partition(), exc)
             self.stats.consumed -= 1
             return time.time() + self.settings.retry_wait_max_s
-        self._unknown_ids.pop((topic, msg.partition() or 0, msg.offset() or 0), None)
+        if self._unknown_ids:
+            self._unknown_ids.pop((topic, msg.partition() or 0, msg.offset() or 0), None)
         return self._handle(msg, spec, event, envelope, tier, decoded_key)
 
     def _unknown_schema_id(self, msg: Message, exc: UnknownSchemaIdError) -> float | None:
@@ -246,12 +284,16 @@ class Dispatcher:
         )
         return now + wait
 
-    def _route(self, msg: Message, where: RecordCoordinates) -> tuple[HandlerSpec | None, Envelope]:
-        """The record's handler (None: no handler for its type) and envelope."""
+    def _route(
+        self, msg: Message, where: RecordCoordinates
+    ) -> tuple[HandlerSpec | None, Envelope | EnvelopeHeaders]:
+        """The record's handler (None: no handler for its type) and envelope (checked, parsed
+        only when a field of it is read)."""
         headers = msg.headers()
-        if headers and event_type_header(headers) is not None:
-            envelope = Envelope.from_headers(headers)
-            return self.handlers.lookup(envelope.event_type), envelope
+        if headers:
+            checked = EnvelopeHeaders.read(headers)
+            if checked is not None:
+                return self.handlers.lookup(checked.event_type), checked
         # A foreign record: the type is its writer schema's record name.
         model = self.reader.model_for(msg.value(), where)
         origin = Origin.of(msg)  # a retry topic's copy keeps the original's id and time
@@ -291,16 +333,25 @@ class Dispatcher:
         msg: Message,
         spec: HandlerSpec,
         event: Event,
-        envelope: Envelope,
+        envelope: Envelope | EnvelopeHeaders,
         tier: int,
         decoded_key: Any = None,
+        *,
+        alone: bool = False,
     ) -> float | None:
         topic = msg.topic() or ""
-        if self.dedupe is not None and self.dedupe.seen(envelope.event_id):
+        if self.dedupe is not None and self.dedupe.seen(_full(envelope).event_id):
             self.stats.duplicates += 1
             self._metric(topic, "duplicate").inc()
             return None
         position = (topic, msg.partition() or 0, msg.offset() or 0)
+        if spec.batch and not tier and not alone:  # run with its batch by flush_batches()
+            waiting = self._pending.get(spec.handler)
+            if waiting is None:
+                waiting = self._pending[spec.handler] = (spec, [])
+            waiting[1].append((msg, event, envelope, decoded_key))
+            self._pending_first.setdefault((topic, position[1]), position[2])
+            return None
         blocked = self._blocked.get(position)
         prior = blocked[0] if blocked else Origin.of(msg) if tier else None
         try:
@@ -314,10 +365,64 @@ class Dispatcher:
             return self._failed(msg, spec, (prior or Origin.of(msg)).after(failed.attempts), failed, position)
         self._blocked.pop(position, None)
         if self.dedupe is not None:
-            self.dedupe.mark(envelope.event_id)
+            self.dedupe.mark(_full(envelope).event_id)
         self.stats.handled += 1
         self._handled[topic] = self._handled.get(topic, 0) + 1
         return None
+
+    # ------------------------------------------------------------------ batch handlers
+
+    def flush_batches(self) -> None:
+        """Call each batch handler once with the records collected for it since the last call.
+
+        The runner calls it at the end of every fetched batch, before it stores offsets. A batch
+        that raises is split: each record goes through the one-record path (in-place retries,
+        then retry topic or dead letter), so only the records that fail on their own are routed.
+        """
+        pending, self._pending = self._pending, {}
+        for spec, items in pending.values():
+            self._run_batch(spec, items)
+        self._pending_first.clear()
+
+    def unfinished(self) -> dict[tuple[str, int], int]:
+        """Partition -> first offset of records collected for a batch handler and not run (an
+        error stopped the batch): the runner stores no offset past them. Forgets them."""
+        first, self._pending_first = self._pending_first, {}
+        self._pending.clear()
+        return first
+
+    def _run_batch(self, spec: HandlerSpec, items: list[tuple[Message, Event, Any, Any]]) -> None:
+        assert spec.function is not None
+        events = [item[1] for item in items]
+        topic = items[0][0].topic() or ""
+        started = time.perf_counter()
+        try:
+            if spec.batch_context:
+                contexts = [MessageContext(m, env, 1, 0, decoded_key=k) for m, _, env, k in items]
+                result = spec.function(events, contexts)
+            else:
+                result = spec.function(events)
+            if result is not None and inspect.isawaitable(result):
+                self.loop.run_until_complete(result)
+        except Exception as exc:  # DeadLetter too: find the record(s) it was about, one at a time
+            log.warning(
+                "batch handler %s failed for %d record(s), trying each on its own: %r",
+                getattr(spec.function, "__qualname__", spec.function),
+                len(items),
+                exc,
+            )
+            self.stats.batches_split += 1
+            for msg, event, envelope, key in items:
+                self._handle(msg, spec, event, envelope, 0, key, alone=True)
+            return
+        finally:
+            self._latencies.setdefault(topic, []).append(time.perf_counter() - started)
+        self.stats.handled += len(items)
+        for msg, _, envelope, _ in items:
+            if self.dedupe is not None:
+                self.dedupe.mark(_full(envelope).event_id)
+            name = msg.topic() or ""
+            self._handled[name] = self._handled.get(name, 0) + 1
 
     # ------------------------------------------------------------------ attempts
 
@@ -326,7 +431,7 @@ class Dispatcher:
         spec: HandlerSpec,
         event: Event,
         msg: Message,
-        envelope: Envelope,
+        envelope: Envelope | EnvelopeHeaders,
         before: int,
         tier: int,
         decoded_key: Any = None,
@@ -364,36 +469,55 @@ class Dispatcher:
         spec: HandlerSpec,
         event: Event,
         msg: Message,
-        envelope: Envelope,
+        envelope: Envelope | EnvelopeHeaders,
         attempt: int,
         tier: int,
         decoded_key: Any = None,
     ) -> None:
-        ctx = MessageContext(msg, envelope, attempt, tier, decoded_key=decoded_key)
+        """One attempt, with the event as the cause (and in a span when traced). A handler taking
+        the event alone gets no :class:`MessageContext` built for it."""
         self._last_attempt = attempt
-        topic = msg.topic() or ""
         started = time.perf_counter()
         try:
-            run_in_span(
-                envelope,
-                topic,
-                self.group_id,
-                lambda: self._complete(spec.handler(event, ctx)),
-                traced=self._traced,
-            )
+            if self._traced:
+                ctx = MessageContext(msg, envelope, attempt, tier, decoded_key=decoded_key)
+                run_in_span(
+                    _full(envelope),
+                    msg.topic() or "",
+                    self.group_id,
+                    lambda: self._complete(spec.handler(event, ctx)),
+                    traced=True,
+                )
+            else:
+                token = set_cause(envelope)
+                try:
+                    if spec.context or spec.function is None:
+                        result = spec.handler(
+                            event, MessageContext(msg, envelope, attempt, tier, decoded_key=decoded_key)
+                        )
+                    else:
+                        result = spec.function(event)
+                    if result is not None and inspect.isawaitable(result):
+                        self.loop.run_until_complete(result)
+                finally:
+                    reset_cause(token)
         except DeadLetter:
             raise
         except Exception as exc:  # any handler failure is retried, then routed
             log.warning(
                 "handler failed (attempt %d) for event %s: %r",
                 attempt,
-                envelope.event_id,
+                _full(envelope).event_id,
                 exc,
                 extra=_log_context(envelope),
             )
             raise _Transient(str(exc)) from exc
         finally:
-            self._metric(topic, "latency").observe(time.perf_counter() - started)
+            topic = msg.topic() or ""
+            latencies = self._latencies.get(topic)
+            if latencies is None:
+                latencies = self._latencies[topic] = []
+            latencies.append(time.perf_counter() - started)
 
     def _complete(self, result: Any) -> None:
         """Run an async handler's coroutine to its end (in the cause's context)."""
@@ -437,7 +561,7 @@ class Dispatcher:
         self._metric(topic, "retry_topic").inc()
         return None
 
-    def _unknown(self, msg: Message, envelope: Envelope) -> None:
+    def _unknown(self, msg: Message, envelope: Envelope | EnvelopeHeaders) -> None:
         policy = self.settings.unknown_event_policy
         if policy == "skip":
             self.stats.skipped += 1

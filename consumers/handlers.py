@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from confluent_kafka import Message
 
 from evstream.errors import ConfigError
-from evstream.schemas.events import Envelope, Event
+from evstream.schemas.events import Envelope, EnvelopeHeaders, Event
 
 __all__ = ["Handler", "HandlerSpec", "Handlers", "MessageContext"]
 
@@ -23,22 +23,30 @@ class MessageContext:
     """Where an event came from, its envelope and the attempt. Read-only; fields are computed
     from the record on first access (a handler that reads none of them pays nothing)."""
 
-    __slots__ = ("_msg", "attempt", "decoded_key", "envelope", "retry_tier")
+    __slots__ = ("_envelope", "_msg", "attempt", "decoded_key", "retry_tier")
 
     def __init__(
         self,
         msg: Message,
-        envelope: Envelope,
+        envelope: Envelope | EnvelopeHeaders,
         attempt: int = 1,
         retry_tier: int = 0,
         *,
         decoded_key: Any = None,
     ) -> None:
         self._msg = msg
-        self.envelope = envelope  # derived from the record's position when it carried none
+        self._envelope = envelope  # derived from the record's position when it carried none
         self.attempt = attempt  # counts every attempt so far, in place and through retry topics
         self.retry_tier = retry_tier  # 0: read from the source topic; n: read back from retry tier n
         self.decoded_key = decoded_key  # a Confluent-framed Avro key, decoded (``key`` stays raw)
+
+    @property
+    def envelope(self) -> Envelope:
+        """The record's envelope (parsed from its headers on first access)."""
+        envelope = self._envelope
+        if not isinstance(envelope, Envelope):
+            envelope = self._envelope = envelope.envelope
+        return envelope
 
     @property
     def topic(self) -> str:
@@ -132,12 +140,22 @@ class HandlerSpec:
 
     ``handler`` is always called as ``handler(event, ctx)``: a function registered with one
     parameter is adapted once, at registration; ``function`` is the function as registered.
+    ``context`` is False when ``function`` takes the event alone: the dispatcher then calls it
+    without building a :class:`MessageContext`.
+
+    ``batch``: registered with :meth:`Handlers.on_batch`; ``function`` takes a list of events
+    (and a list of contexts when ``batch_context``), and ``handler`` is the one-record form of it
+    (``function([event])``) used for a record on its own (read back from a retry topic, or
+    isolated after its batch failed).
     """
 
     model: type[Event]
     handler: Handler
     ordered: bool = False  # block-and-retry (keeps per-partition order) instead of retry topics
     function: Callable[..., Any] | None = None
+    context: bool = True
+    batch: bool = False
+    batch_context: bool = False
 
 
 class Handlers:
@@ -158,16 +176,51 @@ class Handlers:
         """Register the decorated function for ``models``; returns it unchanged."""
 
         def register(fn: F) -> F:
-            handler: Handler = fn if takes_context(fn) else _without_context(fn)
+            context = takes_context(fn)
+            handler: Handler = fn if context else _without_context(fn)
             for model in models:
                 if model.event_type() in self._by_type:
                     raise ConfigError(f"a handler for {model.event_type()} is already registered")
             for model in models:
-                self._by_type[model.event_type()] = HandlerSpec(model, handler, ordered, fn)
+                self._by_type[model.event_type()] = HandlerSpec(model, handler, ordered, fn, context)
             return fn
 
         if not models:
             raise ConfigError("on() needs at least one event model")
+        return register
+
+    def on_batch(self, *models: type[Event]) -> Callable[[F], F]:
+        """Register the decorated function for ``models``, called with a *list* of events.
+
+        The function takes ``(events)`` or ``(events, contexts)`` (a list of
+        :class:`MessageContext`, same order) and may be ``async``. The runner calls it once per
+        fetched batch with that batch's records of these types (in partition order), and stores
+        their offsets only after it returned. If it raises, the batch is split: each of its
+        records is tried again on its own (``function([event])``) with the usual in-place retries,
+        then retry topics or the dead-letter topic, so one bad record fails alone and the others
+        are handled (a record of a failed batch may so be handled twice: make the handler
+        idempotent, as at-least-once requires anyway). Events published from a batch handler
+        have no cause (pass one with :func:`evstream.schemas.causation.handling`).
+        """
+
+        def register(fn: F) -> F:
+            context = takes_context(fn)
+
+            def one(event: Any, ctx: MessageContext) -> Awaitable[None] | None:
+                result: Awaitable[None] | None = fn([event], [ctx]) if context else fn([event])
+                return result
+
+            for model in models:
+                if model.event_type() in self._by_type:
+                    raise ConfigError(f"a handler for {model.event_type()} is already registered")
+            for model in models:
+                self._by_type[model.event_type()] = HandlerSpec(
+                    model, one, False, fn, True, batch=True, batch_context=context
+                )
+            return fn
+
+        if not models:
+            raise ConfigError("on_batch() needs at least one event model")
         return register
 
     def lookup(self, event_type: str) -> HandlerSpec | None:

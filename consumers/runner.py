@@ -254,11 +254,21 @@ class ConsumerRunner:
                     self._hold(consumer, msg, due)
                 if self._stop.is_set():
                     break  # the rest is redelivered: nothing after this record is stored
+            self._dispatcher.flush_batches()  # batch handlers run before any of their offsets is stored
         finally:
+            self._before_unfinished(done)
             if done:
                 self._store_offsets(consumer, done)
             self._dispatcher.flush_metrics()
         return finished
+
+    def _before_unfinished(self, done: dict[Partition, int]) -> None:
+        """Store no offset past a record a batch handler did not get to run (an error stopped
+        the batch): it is redelivered."""
+        assert self._dispatcher is not None
+        for tp, first in self._dispatcher.unfinished().items():
+            if done.get(tp, -1) > first:
+                done[tp] = first
 
     def _store_offsets(self, consumer: Consumer, done: dict[Partition, int]) -> None:
         owned = {tp: offset for tp, offset in done.items() if tp in self.assignment}

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 
-from evstream.schemas.events import Envelope
+from evstream.schemas.events import Envelope, EnvelopeHeaders
 
 __all__ = ["Cause", "child_traceparent", "current_cause", "handling", "reset_cause", "set_cause"]
 
@@ -33,11 +33,16 @@ def child_traceparent(parent: str | None) -> str:
 class Cause:
     """What a publish made inside a handler inherits from the handled event."""
 
-    __slots__ = ("_span", "envelope")
+    __slots__ = ("_envelope", "_span")
 
-    def __init__(self, envelope: Envelope, span_traceparent: str | None = None) -> None:
-        self.envelope = envelope
+    def __init__(self, envelope: Envelope | EnvelopeHeaders, span_traceparent: str | None = None) -> None:
+        self._envelope = envelope  # EnvelopeHeaders: the consume path's, parsed when first read
         self._span = span_traceparent
+
+    @property
+    def envelope(self) -> Envelope:
+        envelope = self._envelope
+        return envelope if isinstance(envelope, Envelope) else envelope.envelope
 
     @property
     def causation_id(self) -> str:
@@ -63,7 +68,9 @@ def current_cause() -> Cause | None:
     return _CAUSE.get()
 
 
-def set_cause(envelope: Envelope, span_traceparent: str | None = None) -> Token[Cause | None]:
+def set_cause(
+    envelope: Envelope | EnvelopeHeaders, span_traceparent: str | None = None
+) -> Token[Cause | None]:
     """Make ``envelope`` the cause until :func:`reset_cause` with the returned token."""
     return _CAUSE.set(Cause(envelope, span_traceparent))
 

@@ -27,6 +27,7 @@ __all__ = [
     "DEFAULT_SUBJECT_STRATEGY",
     "Compatibility",
     "Envelope",
+    "EnvelopeHeaders",
     "Event",
     "Record",
     "SubjectStrategy",
@@ -302,6 +303,80 @@ class Envelope(BaseModel):
             )
         except ValueError as exc:
             raise EnvelopeError(f"malformed envelope headers: {exc}") from exc
+
+
+_CANONICAL_UUID = re.compile(rb"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def _text(value: str | bytes | None) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else (value or "")
+
+
+class EnvelopeHeaders:
+    """A record's envelope headers, checked but not parsed: the consume path's envelope.
+
+    :meth:`read` does one pass over the headers and the checks :meth:`Envelope.from_headers`
+    would fail on (required headers present, ``ce_id`` a UUID, ``ce_time`` ISO-8601 with a
+    timezone, ``traceparent`` W3C), without building anything but ``event_type``: a malformed
+    envelope is still refused before a handler runs (the record is dead-lettered), and
+    :attr:`envelope` (the :class:`Envelope`, equal to ``from_headers``') is built on first use.
+    """
+
+    __slots__ = ("_envelope", "_found", "_time", "event_type")
+
+    def __init__(self, event_type: str, found: dict[str, str | bytes | None], occurred_at: datetime) -> None:
+        self.event_type = event_type
+        self._found = found
+        self._time = occurred_at
+        self._envelope: Envelope | None = None
+
+    @classmethod
+    def read(
+        cls, headers: Mapping[str, str | bytes | None] | Iterable[tuple[str, str | bytes | None]] | None
+    ) -> EnvelopeHeaders | None:
+        """None when the record has no ``ce_type`` header (a foreign record); :class:`EnvelopeError`
+        when it has one and the envelope is malformed."""
+        pairs = headers.items() if isinstance(headers, Mapping) else headers or ()
+        found: dict[str, str | bytes | None] = {}
+        for key, value in pairs:
+            if key.startswith("ce_") or key == "traceparent":
+                found[key] = value
+        if "ce_type" not in found:
+            return None
+        if "ce_id" not in found or "ce_time" not in found:
+            missing = [h for h in ("ce_id", "ce_type", "ce_time") if h not in found]
+            raise EnvelopeError(f"missing envelope header(s): {', '.join(missing)}")
+        try:
+            occurred_at = datetime.fromisoformat(_text(found["ce_time"]))
+            if occurred_at.tzinfo is None:
+                raise ValueError("ce_time must carry a timezone")
+            event_id = found["ce_id"]
+            if not (isinstance(event_id, bytes) and _CANONICAL_UUID.fullmatch(event_id)):
+                UUID(_text(event_id))  # any other spelling: the full check
+            if "traceparent" in found:
+                check_traceparent(_text(found["traceparent"]))
+        except ValueError as exc:
+            raise EnvelopeError(f"malformed envelope headers: {exc}") from exc
+        return cls(_text(found["ce_type"]), found, occurred_at)
+
+    @property
+    def envelope(self) -> Envelope:
+        if self._envelope is None:
+            found = self._found
+            correlation, causation, trace = (
+                _text(found[h]) if h in found else None
+                for h in ("ce_correlationid", "ce_causationid", "traceparent")
+            )
+            self._envelope = Envelope.model_construct(
+                event_id=UUID(_text(found["ce_id"])),
+                event_type=self.event_type,
+                occurred_at=self._time,
+                source=_text(found.get("ce_source")),
+                correlation_id=correlation,
+                causation_id=causation,
+                traceparent=trace,
+            )
+        return self._envelope
 
 
 def check_traceparent(value: str | None) -> str | None:

@@ -27,7 +27,7 @@ import inspect
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Self
 
@@ -36,7 +36,7 @@ from confluent_kafka import Message
 from evstream.consumers.dedupe import DedupeStore
 from evstream.consumers.dispatch import Dispatcher, RunStats
 from evstream.consumers.failures import DLQ_PREFIX, RETRY_PREFIX, Headers
-from evstream.consumers.handlers import Handler, Handlers
+from evstream.consumers.handlers import Handler, Handlers, HandlerSpec
 from evstream.consumers.routing import FailureRouter, RetryTopics
 from evstream.consumers.settings import ConsumerSettings
 from evstream.errors import ConfigError, EnvelopeError, EvstreamError
@@ -244,9 +244,26 @@ class HandlerHarness:
         observed = Handlers()
         for event_type in self.handlers.event_types:
             spec = self.handlers.lookup(event_type)
-            if spec is not None:
+            if spec is not None and spec.batch:
+                observed.on_batch(spec.model)(self._observe_batch(spec))
+            elif spec is not None:
                 observed.on(spec.model, ordered=spec.ordered)(self._observe(spec.handler))
         return observed
+
+    def _observe_batch(self, spec: HandlerSpec) -> Callable[[list[Any], list[Any]], Any]:
+        """A batch handler observed: the harness delivers one record at a time, so a batch is one
+        event (flushed right after it was dispatched)."""
+        fn = spec.function
+        assert fn is not None
+
+        def call(events: list[Any], contexts: list[Any]) -> Awaitable[None] | None:
+            result: Awaitable[None] | None = fn(events, contexts) if spec.batch_context else fn(events)
+            if inspect.isawaitable(result):
+                return self._finish_later(result, events[-1])
+            self._finished = events[-1]
+            return None
+
+        return call
 
     def _observe(self, handler: Handler) -> Handler:
         def call(event: Any, ctx: Any) -> Awaitable[None] | None:
@@ -347,6 +364,7 @@ class HandlerHarness:
         before = replace(self.stats)
         self._written, self._finished = [], None
         due = dispatcher.process(record)
+        dispatcher.flush_batches()  # a batch handler's batch: this record
         dispatcher.flush_metrics()
         if due is not None:
             self._held[tp] = deque([record])
