@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -15,7 +17,7 @@ from confluent_kafka import KafkaError
 from evstream.errors import DeliveryFailedError, DeliveryIndeterminateError, PublishError
 from evstream.security import topic_write_error
 
-__all__ = ["Delivery", "DeliveryFuture", "classify"]
+__all__ = ["Delivery", "DeliveryFuture", "DeliveryTally", "classify"]
 
 log = logging.getLogger("evstream.producer")
 
@@ -135,3 +137,91 @@ def classify(err: KafkaError, *, topic: str, event_id: UUID) -> PublishError:
     return DeliveryFailedError(
         f"{detail}; it was not written", topic=topic, event_id=event_id, kafka_error=err
     )
+
+
+class DeliveryTally:
+    """The outcomes of events published without a future each (:meth:`EventProducer.send`,
+    :meth:`EventProducer.publish_bulk`): counts, and the event id and error of every failure.
+
+    ``acked`` were written; ``failed`` were not (:class:`DeliveryFailedError` and its kind);
+    ``indeterminate`` may or may not have been (:class:`DeliveryIndeterminateError`). ``pending``
+    are not reported yet. ``on_error(event_id, error)`` is called for each failure (from the
+    thread serving delivery reports; without it a failure is logged at ERROR). The acked counter
+    of the Prometheus metrics is added per batch (every 1000 reports, when nothing is pending,
+    and at :meth:`EventProducer.flush`); these events are not in the publish latency histogram.
+    """
+
+    def __init__(
+        self,
+        producer: Any,
+        on_error: Callable[[UUID, PublishError], None] | None,
+        *,
+        keep_errors: int | None = None,
+    ) -> None:
+        self._producer = producer
+        self._on_error = on_error
+        self._unreported: dict[tuple[str, str], int] = {}  # acked, not yet in the metrics
+        self.expected = 0
+        self.acked = 0
+        self.failed = 0
+        self.indeterminate = 0
+        self.errors: list[tuple[UUID, PublishError]] = []  # every failure (send(): the last 10,000)
+        self._keep = keep_errors
+
+    @property
+    def pending(self) -> int:
+        return self.expected - self.acked - self.failed - self.indeterminate
+
+    def __repr__(self) -> str:
+        return (
+            f"DeliveryTally(acked={self.acked}, failed={self.failed},"
+            f" indeterminate={self.indeterminate}, pending={self.pending})"
+        )
+
+    def wait(self, timeout: float = 30.0) -> bool:
+        """Serve delivery reports until none of these is pending (True) or ``timeout`` passed."""
+        deadline = time.monotonic() + timeout
+        while self.pending > 0:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._producer._require().flush(min(left, 0.1))
+        self.publish_metrics()
+        return self.pending <= 0
+
+    def publish_metrics(self) -> None:
+        """Add the acked events not yet counted to the Prometheus counter."""
+        unreported, self._unreported = self._unreported, {}
+        for (topic, event_type), count in unreported.items():
+            self._producer._metrics(topic, event_type)[0].inc(count)
+
+    def _expect(self, count: int) -> None:
+        self.expected += count
+
+    def _callback(self, event_type: str, event_id: UUID) -> Callable[[KafkaError | None, Any], None]:
+        """The delivery callback of one event: a bare partial (librdkafka's delivery reports do
+        not carry the headers, so the event id travels with it), no future, no Delivery."""
+        return partial(self._producer._tallied, self, event_type, event_id)
+
+    def _acked(self, topic: str, event_type: str) -> None:
+        self.acked += 1
+        key = (topic, event_type)
+        self._unreported[key] = self._unreported.get(key, 0) + 1
+        if self.acked % 1000 == 0 or self.pending == 0:
+            self.publish_metrics()
+
+    def _failed(self, event_id: UUID, error: PublishError, indeterminate: bool) -> None:
+        if indeterminate:
+            self.indeterminate += 1
+        else:
+            self.failed += 1
+        self.errors.append((event_id, error))
+        if self._keep is not None and len(self.errors) > self._keep:
+            del self.errors[: len(self.errors) - self._keep]
+        if self._on_error is None:
+            log.error("event %s: %s", event_id, error)
+            return
+        try:
+            self._on_error(event_id, error)
+        except Exception:
+            log.exception("on_error callback failed for event %s", event_id)

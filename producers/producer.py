@@ -49,7 +49,7 @@ from evstream.errors import (
     PublishError,
     RegistryUnavailableError,
 )
-from evstream.producers.delivery import Delivery, DeliveryFuture, classify
+from evstream.producers.delivery import Delivery, DeliveryFuture, DeliveryTally, classify
 from evstream.producers.metrics import PUBLISH_LATENCY, PUBLISHED
 from evstream.producers.settings import ProducerSettings
 from evstream.schemas import AvroCodec, Catalog, Envelope, Event, RegistrySchemaStore, SchemaStore
@@ -68,6 +68,19 @@ from evstream.settings import (
 __all__ = ["AsyncEventProducer", "EventProducer"]
 
 Encoder = Callable[[dict[str, Any]], bytes]
+_PUBLISH_OPTIONS = frozenset(
+    {
+        "topic",
+        "key",
+        "source",
+        "correlation_id",
+        "causation_id",
+        "traceparent",
+        "envelope",
+        "extra_headers",
+        "event_id",
+    }
+)
 log = logging.getLogger("evstream.producer")
 
 
@@ -88,6 +101,7 @@ class EventProducer:
         settings: ProducerSettings | None = None,
         schema_store: SchemaStore | None = None,
         catalog: Catalog | None = None,
+        on_error: Callable[[UUID, PublishError], None] | None = None,
     ) -> None:
         self._kafka = kafka
         self._registry_settings = registry
@@ -110,6 +124,7 @@ class EventProducer:
         self._fatal: ProducerFatalError | None = None  # an unrecovered fatal error of the instance
         self._security: KafkaSecurityError | None = None  # login/TLS refused (until a broker is up)
         self.recoveries = 0  # instances replaced after a fatal error
+        self.sent = DeliveryTally(self, on_error=on_error, keep_errors=10_000)  # send()'s outcomes
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -240,7 +255,9 @@ class EventProducer:
 
     def flush(self, timeout: float = 30.0) -> int:
         """Wait for in-flight events; returns how many are still not acknowledged."""
-        return int(self._require().flush(timeout))
+        remaining = int(self._require().flush(timeout))
+        self.sent.publish_metrics()
+        return remaining
 
     def close(self, timeout: float | None = None) -> int:
         """Flush (up to ``timeout``, default ``close_timeout_s``), stop polling, release clients.
@@ -323,6 +340,76 @@ class EventProducer:
         ``extra_headers`` follow the envelope's (envelope names, ``ce_*`` and ``traceparent``, are
         refused).
         """
+        future = self._publish(
+            event,
+            None,
+            topic,
+            key,
+            source,
+            correlation_id,
+            causation_id,
+            traceparent,
+            envelope,
+            extra_headers,
+            event_id,
+        )
+        assert future is not None
+        return future
+
+    def send(self, event: Event, **options: Any) -> UUID:
+        """Publish without a future (fire and forget, as far as the caller is concerned); returns
+        the event id. Options as :meth:`publish`.
+
+        Every outcome is still reported: counted in :attr:`sent` (acked, failed, indeterminate)
+        and, for a failure, passed to ``on_error(event_id, error)`` given to the producer (else
+        logged at ERROR). :meth:`flush` waits for the reports; ``sent.wait()`` too.
+        """
+        return self._send(event, self.sent, options)
+
+    def _send(self, event: Event, tally: DeliveryTally, options: dict[str, Any]) -> UUID:
+        if self._in_transaction:
+            raise EvstreamError("inside a transaction, publish() (outcomes are known at commit)")
+        get = options.get
+        unknown = set(options) - _PUBLISH_OPTIONS
+        if unknown:
+            raise TypeError(f"unexpected publish option(s): {', '.join(sorted(unknown))}")
+        envelope = get("envelope")
+        event_id = get("event_id") or (envelope.event_id if envelope is not None else None) or new_event_id()
+        tally._expect(1)
+        try:
+            self._publish(
+                event,
+                tally,
+                get("topic"),
+                get("key"),
+                get("source"),
+                get("correlation_id"),
+                get("causation_id"),
+                get("traceparent"),
+                get("envelope"),
+                get("extra_headers", ()),
+                event_id,
+            )
+        except BaseException:
+            tally._expect(-1)  # refused before it was queued: the caller has the error
+            raise
+        return event_id
+
+    def _publish(
+        self,
+        event: Event,
+        tally: DeliveryTally | None,
+        topic: str | None,
+        key: str | None,
+        source: str | None,
+        correlation_id: str | None,
+        causation_id: str | None,
+        traceparent: str | None,
+        envelope: Envelope | None,
+        extra_headers: Iterable[tuple[str, bytes]],
+        event_id: UUID | None,
+    ) -> DeliveryFuture | None:
+        """publish()'s body; with ``tally`` no future is made and the tally gets the report."""
         producer = self._require()
         model = type(event)
         target = topic or model.topic
@@ -354,8 +441,7 @@ class EventProducer:
                 raise EnvelopeError("extra headers may not set envelope headers (ce_*, traceparent)")
             headers = [*headers, *extra]
         value = self.encoder(target, model)(event.model_dump())
-        future = DeliveryFuture(self._cond)
-        callback = partial(self._delivered, future, event_id, event_type, time.perf_counter())
+        future, callback = self._reporting(tally, event_id, event_type)
         if self._down_since is not None and self._cluster_down_for() is not None:  # went down meanwhile
             self._check_usable(target, event_type)
         record_key = key if key is not None else event.aggregate_id()
@@ -370,6 +456,8 @@ class EventProducer:
             except KafkaException as exc:
                 PUBLISHED.labels(target, event_type, "failed").inc()
                 raise PublishError(f"{target}: cannot produce event {event_id}: {exc}") from exc
+        if future is None:
+            return None
         if self._in_transaction:  # resolve only when the transaction's outcome is known
             held = DeliveryFuture(self._cond)
             self._txn_futures.append((future, held, target, event_id))
@@ -410,6 +498,22 @@ class EventProducer:
         """Publish each event (batched by librdkafka); one future per event, in order."""
         return [self.publish(event, **options) for event in events]
 
+    def publish_bulk(self, events: Iterable[Event], **options: Any) -> DeliveryTally:
+        """Publish each event without a future per event; the returned :class:`DeliveryTally`
+        counts the outcomes (acked, failed, indeterminate), keeps each failure's event id and
+        error, and ``wait(timeout)`` returns once every event of the bulk is reported.
+
+        ``event_id`` / ``envelope`` options are per event, so not accepted here. An event refused
+        before it was queued raises (the events before it are queued and tallied).
+        """
+        if "event_id" in options or "envelope" in options:
+            raise TypeError("publish_bulk() takes no event_id or envelope (they are per event)")
+        tally = DeliveryTally(self, on_error=None)
+        for event in events:
+            self._send(event, tally, options)
+        self._require().poll(0)
+        return tally
+
     def _delivered(
         self,
         future: DeliveryFuture,
@@ -428,6 +532,22 @@ class EventProducer:
                 Delivery(topic, msg.partition() or 0, msg.offset() or 0, event_id, event_type), None
             )
             return
+        error = self._delivery_error(err, topic, event_id, started)
+        outcome = "indeterminate" if isinstance(error, DeliveryIndeterminateError) else "failed"
+        PUBLISHED.labels(topic, event_type, outcome).inc()
+        future._resolve(None, error)
+
+    def _reporting(
+        self, tally: DeliveryTally | None, event_id: UUID, event_type: str
+    ) -> tuple[DeliveryFuture | None, Callable[[KafkaError | None, Message], None]]:
+        """The future (None when a tally takes the report) and the delivery callback of one event."""
+        if tally is not None:
+            return None, tally._callback(event_type, event_id)
+        future = DeliveryFuture(self._cond)
+        return future, partial(self._delivered, future, event_id, event_type, time.perf_counter())
+
+    def _delivery_error(self, err: KafkaError, topic: str, event_id: UUID, started: float) -> PublishError:
+        """The typed error of a failed delivery: not written, or indeterminate (maybe written)."""
         error = classify(err, topic=topic, event_id=event_id)
         down = self._down_since
         security = self._security
@@ -458,9 +578,20 @@ class EventProducer:
                     event_id=event_id,
                     kafka_error=err,
                 )
-        outcome = "indeterminate" if isinstance(error, DeliveryIndeterminateError) else "failed"
-        PUBLISHED.labels(topic, event_type, outcome).inc()
-        future._resolve(None, error)
+        return error
+
+    def _tallied(
+        self, tally: DeliveryTally, event_type: str, event_id: UUID, err: KafkaError | None, msg: Message
+    ) -> None:
+        """The delivery callback of an event published without a future: counted in ``tally``."""
+        topic = msg.topic() or ""
+        if err is None:
+            tally._acked(topic, event_type)
+            return
+        error = self._delivery_error(err, topic, event_id, time.perf_counter() - (msg.latency() or 0.0))
+        indeterminate = isinstance(error, DeliveryIndeterminateError)
+        PUBLISHED.labels(topic, event_type, "indeterminate" if indeterminate else "failed").inc()
+        tally._failed(event_id, error, indeterminate)
 
     def _metrics(self, topic: str, event_type: str) -> tuple[Any, Any]:
         """Labelled metric children, cached: ``labels()`` is too slow to call per event."""

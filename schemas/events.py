@@ -400,6 +400,10 @@ def _now_iso() -> bytes:
 
 
 _CONTENT = CONTENT_TYPE.encode()
+# Header tuples that do not change per event, encoded once (per event type and source).
+_SPEC_HEADER: tuple[str, bytes] = ("ce_specversion", _SPEC)
+_CONTENT_HEADER: tuple[str, bytes] = ("content-type", _CONTENT)
+_CONSTANT_HEADERS: dict[tuple[str, str], tuple[tuple[str, bytes], tuple[str, bytes]]] = {}
 
 
 def envelope_headers(
@@ -415,13 +419,21 @@ def envelope_headers(
 
     ``occurred_at=None`` means now, formatted once per millisecond.
     """
+    constant = _CONSTANT_HEADERS.get((event_type, source))
+    if constant is None:
+        if len(_CONSTANT_HEADERS) > 10_000:  # bounded: event types x sources is small in practice
+            _CONSTANT_HEADERS.clear()
+        constant = _CONSTANT_HEADERS[(event_type, source)] = (
+            ("ce_type", event_type.encode()),
+            ("ce_source", source.encode()),
+        )
     headers: list[tuple[str, str | bytes | None]] = [
-        ("ce_specversion", _SPEC),
+        _SPEC_HEADER,
         ("ce_id", str(event_id).encode()),
-        ("ce_type", event_type.encode()),
-        ("ce_source", source.encode()),
+        constant[0],
+        constant[1],
         ("ce_time", _now_iso() if occurred_at is None else occurred_at.isoformat().encode()),
-        ("content-type", _CONTENT),
+        _CONTENT_HEADER,
     ]
     if correlation_id is not None:
         headers.append(("ce_correlationid", correlation_id.encode()))
