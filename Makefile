@@ -44,8 +44,8 @@ demo: up
 test: up  # the reliability scenarios marked `long` run only in `make reliability`
 	$(BIN)/pytest -m "(unit or integration or reliability) and not long" --durations=30 $(PYTEST_ARGS)
 
-reliability: up  # every fault-injection scenario, long ones included; figures: tests/reliability/README.md
-	$(BIN)/pytest -m reliability $(PYTEST_ARGS) tests/reliability
+reliability: up  # every fault-injection scenario and every `long` test; figures: tests/reliability/README.md
+	$(BIN)/pytest -m "reliability or long" --durations=30 $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

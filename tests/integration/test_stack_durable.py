@@ -206,6 +206,7 @@ def test_down_up_and_sigkill_keep_records_offsets_and_schema_ids(private_stack: 
     print(f"first up {first_up:.1f}s, up after down {restart_up:.1f}s, up after SIGKILL {crash_up:.1f}s")
 
 
+@pytest.mark.long  # a 3-node start and restarts: make reliability (make test keeps the 1-node scenario)
 def test_partial_crash_of_a_3_node_stack_restarts_only_the_dead_node(private_stack: LocalStack) -> None:
     state = private_stack.up(nodes=3)
     bootstrap, data_dir = state.bootstrap_servers, str(private_stack.data_dir)

@@ -84,7 +84,10 @@ def crash_loop(
     }
 
 
-@pytest.mark.parametrize("dedupe", [False, True], ids=["plain", "dedupe"])
+@pytest.mark.parametrize(
+    "dedupe",
+    [pytest.param(False, id="plain", marks=pytest.mark.long), pytest.param(True, id="dedupe")],
+)  # make test runs the dedupe variant; make reliability both
 def test_consumer_killed_five_times_within_the_commit_interval_makes_progress(
     endpoints: Endpoints,
     new_topic: TopicFactory,

@@ -128,6 +128,7 @@ def run_in_thread(runner: ConsumerRunner) -> threading.Thread:
     return thread
 
 
+@pytest.mark.long  # make reliability; make test keeps the publish-side and the learnt-later scenarios
 def test_consumer_holds_while_the_registry_is_hung_and_stays_in_the_group(
     solo: Private, consumed: tuple[str, list[PaymentCaptured], Handlers, list[str]]
 ) -> None:
@@ -248,6 +249,7 @@ def test_an_id_the_registry_learns_later_is_held_not_dead_lettered(
     assert metric("evstream_events_outcome_total", topic=topic, outcome="schema_held") >= 3
 
 
+@pytest.mark.long  # make reliability (the harness unit tests cover the grace rule in make test)
 def test_an_id_still_unknown_after_the_grace_is_dead_lettered_and_redrive_brings_it_back(
     solo: Private, consumed: tuple[str, list[PaymentCaptured], Handlers, list[str]]
 ) -> None:
