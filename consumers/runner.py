@@ -17,6 +17,7 @@ The runner creates no topics: the source, retry and dead-letter topics are decla
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -152,6 +153,9 @@ class ConsumerRunner:
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
         )
+        if self.settings.gc_freeze:  # what start-up built lives as long as the run: out of GC passes
+            gc.collect()
+            gc.freeze()
         try:
             self._loop(consumer, until_idle_s)
         finally:
