@@ -95,7 +95,7 @@ def runner_run(bootstrap: str, registry_url: str, topic: str, count: int, *, bat
         topics=[topic],
         kafka=kafka_settings(bootstrap),
         registry=registry_settings(registry_url),
-        settings=ConsumerSettings(batch_size=1000),
+        settings=ConsumerSettings(batch_size=1000, gc_freeze=True),  # as `evstream consume` runs
     )
     stats = runner.run(until_idle_s=2)
     assert stats.handled == count, stats

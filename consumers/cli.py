@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -37,6 +38,13 @@ AppDir = Annotated[
         show_default=False,
     ),
 ]
+
+
+def _process_settings(settings: ConsumerSettings) -> ConsumerSettings:
+    """This command owns its process: freeze what start-up built out of GC passes unless told not to."""
+    if "EVSTREAM_CONSUMER_GC_FREEZE" in os.environ:
+        return settings
+    return settings.model_copy(update={"gc_freeze": True})
 
 
 def consume(
@@ -88,7 +96,7 @@ def consume(
         topics=topic or None,
         kafka=kafka_settings(bootstrap_servers),
         registry=registry_settings(registry_url),
-        settings=load_settings(ConsumerSettings, prefix="EVSTREAM_CONSUMER_"),
+        settings=_process_settings(load_settings(ConsumerSettings, prefix="EVSTREAM_CONSUMER_")),
         dedupe=SQLiteDedupeStore(dedupe) if dedupe is not None else None,
         # The project's catalog, when it names one: foreign records (no ce_type) of its other
         # types follow the unknown-event policy instead of being dead-lettered as unknown.

@@ -31,11 +31,12 @@ class ConsumerSettings(BaseSettings):
         " that are not there. Env EVSTREAM_CONSUMER_BATCH_WAIT_S.",
     )
     gc_freeze: bool = Field(
-        default=True,
+        default=False,
         description="Collect once and gc.freeze() what exists when run() starts (modules, schemas,"
         " clients), so CPython's cyclic GC does not rescan it while batches of records are alive"
         " (measured: a batch handler 38 -> 24 us CPU per event, single handlers ~10 % less)."
-        " Env EVSTREAM_CONSUMER_GC_FREEZE.",
+        " Process-wide (objects alive then are never collected), so off for a library caller;"
+        " `evstream consume`, which owns its process, turns it on. Env EVSTREAM_CONSUMER_GC_FREEZE.",
     )
     commit_interval_s: float = Field(
         default=5.0,
