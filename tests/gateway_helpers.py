@@ -6,15 +6,20 @@ import json
 import os
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from evstream.producers.gateway import hash_token, new_token
 from evstream.schemas import Catalog
 from evstream.schemas.domain import CATALOG, OrderCancelled, OrderPlaced, OrderShipped, PaymentCaptured
 from tests.helpers import wait_until
+from tests.kafka_helpers import end_offsets
 from tests.stream_helpers import free_port
 
 ORDERS_CATALOG = Catalog([OrderPlaced, PaymentCaptured, OrderShipped, OrderCancelled])
@@ -51,6 +56,24 @@ def topic_map(orders: str, customers: str, tiers: str) -> dict[str, str]:
     """Every catalog event type mapped onto the test's topics (by its catalog topic)."""
     by_catalog = {"orders": orders, "customers": customers, "customer-tiers": tiers}
     return {m.event_type(): by_catalog[m.topic] for m in CATALOG}
+
+
+@contextmanager
+def gateway_topics(bootstrap: str, prefix: str) -> Iterator[dict[str, str]]:
+    """Fresh 2-partition ``orders``/``customers``/``tiers`` topics (every leader answering),
+    deleted afterwards: ``{"orders": name, ...}``."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    suffix = uuid.uuid4().hex[:8]
+    names = {kind: f"{prefix}-{kind}-{suffix}" for kind in ("orders", "customers", "tiers")}
+    for future in admin.create_topics([NewTopic(n, num_partitions=2) for n in names.values()]).values():
+        future.result(timeout=30)
+    for name in names.values():
+        end_offsets(bootstrap, name)
+    try:
+        yield names
+    finally:
+        for future in admin.delete_topics(list(names.values()), request_timeout=30).values():
+            future.result(timeout=30)
 
 
 @dataclass

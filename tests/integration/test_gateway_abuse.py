@@ -19,10 +19,9 @@ from typing import Any
 
 import httpx
 import pytest
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from tests.conftest import Endpoints
-from tests.gateway_helpers import Gateway, Token, token, topic_map
+from tests.gateway_helpers import Gateway, Token, gateway_topics, token, topic_map
 from tests.integration.test_gateway import orders
 from tests.kafka_helpers import end_offsets
 
@@ -35,16 +34,8 @@ BIG = 1_048_576  # the default body limit, 1 MiB
 
 @pytest.fixture(scope="module")
 def topics(endpoints: Endpoints) -> Iterator[dict[str, str]]:
-    admin = AdminClient({"bootstrap.servers": endpoints.bootstrap_servers})
-    suffix = uuid.uuid4().hex[:8]
-    names = {kind: f"t-gwa-{kind}-{suffix}" for kind in ("orders", "customers", "tiers")}
-    for future in admin.create_topics([NewTopic(n, num_partitions=2) for n in names.values()]).values():
-        future.result(timeout=30)
-    for name in names.values():
-        end_offsets(endpoints.bootstrap_servers, name)
-    yield names
-    for future in admin.delete_topics(list(names.values()), request_timeout=30).values():
-        future.result(timeout=30)
+    with gateway_topics(endpoints.bootstrap_servers, "t-gwa") as names:
+        yield names
 
 
 @pytest.fixture(scope="module")

@@ -21,10 +21,9 @@ from typing import Any
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from tests.conftest import Endpoints
-from tests.gateway_helpers import Gateway, token, topic_map
+from tests.gateway_helpers import Gateway, gateway_topics, token, topic_map
 from tests.helpers import wait_until
 from tests.kafka_helpers import end_offsets
 
@@ -35,16 +34,8 @@ SEED = 13
 
 @pytest.fixture(scope="module")
 def topics(endpoints: Endpoints) -> Iterator[dict[str, str]]:
-    admin = AdminClient({"bootstrap.servers": endpoints.bootstrap_servers})
-    suffix = uuid.uuid4().hex[:8]
-    names = {kind: f"t-gwc-{kind}-{suffix}" for kind in ("orders", "customers", "tiers")}
-    for future in admin.create_topics([NewTopic(n, num_partitions=2) for n in names.values()]).values():
-        future.result(timeout=30)
-    for name in names.values():
-        end_offsets(endpoints.bootstrap_servers, name)
-    yield names
-    for future in admin.delete_topics(list(names.values()), request_timeout=30).values():
-        future.result(timeout=30)
+    with gateway_topics(endpoints.bootstrap_servers, "t-gwc") as names:
+        yield names
 
 
 @pytest.fixture(scope="module")
