@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    stack = LocalStack(tmp_path_factory.mktemp("cluster"), start_timeout=180)
+    stack = LocalStack(tmp_path_factory.mktemp("cluster"), start_timeout=180, stop_timeout=10)
     stack.up(nodes=3, registry=False)
     try:
         yield stack

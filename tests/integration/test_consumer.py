@@ -259,6 +259,7 @@ def test_groups_list_and_describe_show_offsets_and_lag(endpoints: Endpoints, new
     assert one_line_error(missing).startswith("error: no consumer group 'no-such-")
 
 
+@pytest.mark.long  # make reliability; make test keeps the crash-loop scenario (5 kills, dedupe)
 def test_kill_9_three_times_loses_nothing_and_dedupe_absorbs_replays(
     endpoints: Endpoints, new_topic: TopicFactory, tmp_path: Path, repo_root: Path
 ) -> None:

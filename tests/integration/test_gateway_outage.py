@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """A private one-node Kafka (the registry stays the session's): this module stops it."""
-    stack = LocalStack(tmp_path_factory.mktemp("outage"), start_timeout=120)
+    stack = LocalStack(tmp_path_factory.mktemp("outage"), start_timeout=120, stop_timeout=10)
     stack.up(nodes=1, registry=False)
     try:
         yield stack

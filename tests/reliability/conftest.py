@@ -13,7 +13,7 @@ from tests.reliability.faults import Private
 @pytest.fixture(scope="session")
 def solo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Private]:
     """A private one-node Kafka with its own registry: registry and broker faults go here."""
-    stack = LocalStack(tmp_path_factory.mktemp("solo"), start_timeout=240)
+    stack = LocalStack(tmp_path_factory.mktemp("solo"), start_timeout=240, stop_timeout=10)
     stack.up(nodes=1)
     try:
         yield Private(stack)
