@@ -17,7 +17,7 @@ from tests.gateway_helpers import orders_gateway, token
 from tests.helpers import wait_until
 from tests.kafka_helpers import end_offsets
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long]  # a 3-node cluster: make reliability
 
 
 @pytest.fixture(scope="module")

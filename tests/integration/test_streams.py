@@ -79,7 +79,9 @@ def test_twenty_thousand_events_aggregate_exactly_and_tiers_are_derived(
     assert max(sizes) < 600
 
 
-@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
+@pytest.mark.parametrize(
+    "store", [pytest.param("memory://", marks=pytest.mark.long), "rocksdb://"]
+)  # make test runs the rocksdb:// variant (files trusted only after a clean stop); make reliability both
 def test_a_worker_killed_mid_stream_recovers_its_tables_and_totals_stay_exact(
     endpoints: Endpoints, stream_app: StreamApp, store: str
 ) -> None:

@@ -15,6 +15,8 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
+
 from evstream import ClusterUnavailableError, DeliveryIndeterminateError, KafkaSettings
 from evstream.producers import DeliveryFuture, EventProducer, ProducerSettings
 from tests.conftest import Endpoints
@@ -92,6 +94,7 @@ def test_publish_fails_fast_while_the_only_broker_is_down_and_recovers(
     assert resolved_after < 30  # not the 120 s delivery timeout
 
 
+@pytest.mark.long  # make reliability; make test keeps the library scenario above
 def test_cli_publish_exits_within_the_fail_time_when_the_broker_is_down(
     solo: Private, endpoints: Endpoints, tmp_path: Path
 ) -> None:

@@ -22,7 +22,7 @@ from tests.consumer_helpers import publish
 from tests.helpers import wait_until
 from tests.stream_helpers import StreamApp, expected, http, metric, orders_only, wait_exact
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long]  # three workers: make reliability
 
 
 def test_three_workers_share_the_partitions_and_survive_a_kill(
