@@ -3,8 +3,9 @@
 A small threaded HTTP server (standard library) next to whatever the process runs:
 
 - ``/healthz``: 200 while the process serves requests (liveness);
-- ``/readyz``: 200 once the readiness check passes, else 503 with the reason (for example
-  "recovering tables" or "waiting for partition assignment");
+- ``/readyz``: 200 once the readiness check passes and every started
+  :class:`~evstream.producers.EventProducer` of the process is healthy, else 503 with the reason
+  (for example "recovering tables", "waiting for partition assignment" or a producer's fatal error);
 - ``/metrics``: the process's Prometheus metrics (text exposition format).
 """
 
@@ -32,7 +33,12 @@ class OpsServer:
 
     def start(self) -> int:
         """Bind and serve; returns the bound port."""
-        check = self.ready
+        from evstream.producers.producer import producer_health  # noqa: PLC0415 - confluent-kafka
+
+        component = self.ready
+
+        def check() -> str | None:
+            return component() or producer_health()
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:

@@ -29,6 +29,7 @@ import json
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import partial
 from types import TracebackType
@@ -65,7 +66,7 @@ from evstream.settings import (
     project_catalog,
 )
 
-__all__ = ["AsyncEventProducer", "EventProducer"]
+__all__ = ["AsyncEventProducer", "EventProducer", "producer_health"]
 
 Encoder = Callable[[dict[str, Any]], bytes]
 _PUBLISH_OPTIONS = frozenset(
@@ -82,6 +83,35 @@ _PUBLISH_OPTIONS = frozenset(
     }
 )
 log = logging.getLogger("evstream.producer")
+_LIVE: weakref.WeakSet[EventProducer] = weakref.WeakSet()  # started and not closed, in this process
+
+
+def producer_health() -> str | None:
+    """None while every started producer of this process is healthy, else what ails the first
+    that is not (its ``client.id`` and :attr:`EventProducer.health`): part of workers' ``/readyz``."""
+    for producer in list(_LIVE):
+        reason = producer.health
+        if reason is not None and producer._producer is not None:
+            name = producer.settings.transactional_id or producer._conf.get("client.id", "?")
+            return f"producer {name}: {reason}"
+    return None
+
+
+def _commit(producer: Producer, timeout: float) -> None:
+    """``commit_transaction``, retried while librdkafka says a retry may still commit (a moved or
+    restarted coordinator, a request timeout) and ``timeout`` allows; the last error is raised."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            producer.commit_transaction(max(0.5, deadline - time.monotonic()))
+            return
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.fatal() or err.txn_requires_abort() or not err.retriable():
+                raise
+            if time.monotonic() >= deadline:
+                raise
+            log.warning("commit_transaction failed (%s): retrying", err.str())
 
 
 class EventProducer:
@@ -172,6 +202,7 @@ class EventProducer:
     def _run(self, producer: Producer) -> None:
         """Make ``producer`` the instance and start its poll thread."""
         self._producer = producer
+        _LIVE.add(self)
         self._stop.clear()
         self._poller = threading.Thread(target=self._poll_loop, name="evstream-producer-poll", daemon=True)
         self._poller.start()
@@ -179,9 +210,26 @@ class EventProducer:
     # ------------------------------------------------------------------ health
 
     @property
+    def health(self) -> str | None:
+        """None while healthy, else why not: not started, an unrecovered fatal error, a refused
+        login or TLS handshake, or no broker reachable for longer than ``cluster_down_fail_s``.
+
+        Shown by the ``/readyz`` of the gateway and of workers (:func:`producer_health`)."""
+        if self._producer is None:
+            return "not started"
+        if self._fatal is not None:
+            return str(self._fatal)
+        if self._security is not None:
+            return str(self._security)
+        down = self._cluster_down_for()
+        if down is not None:
+            return f"no Kafka broker reachable for {down:.0f} s"
+        return None
+
+    @property
     def healthy(self) -> bool:
-        """Started, no unrecovered fatal error, and a broker reachable (within ``cluster_down_fail_s``)."""
-        return self._producer is not None and self._fatal is None and self._cluster_down_for() is None
+        """True while :attr:`health` has nothing to say."""
+        return self.health is None
 
     @property
     def fatal_error(self) -> ProducerFatalError | None:
@@ -278,6 +326,7 @@ class EventProducer:
             if self._poller is not None:
                 self._poller.join(timeout=5)
             self._producer = None
+            _LIVE.discard(self)
             if self._registry_client is not None:
                 self._registry_client.close()
                 self._registry_client = None
@@ -640,7 +689,7 @@ class EventProducer:
             raise
         else:
             try:
-                producer.commit_transaction(timeout)
+                _commit(producer, timeout)
             except KafkaException as exc:
                 err = exc.args[0]
                 if err.fatal():  # no abort possible; the new instance's init aborts it if still open

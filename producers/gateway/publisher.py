@@ -273,9 +273,12 @@ class Publisher:
         except RegistryError as exc:
             raise registry_unavailable(exc) from exc
         except (PublishError, TimeoutError) as exc:
-            # A failed transaction can leave the producer unusable: start a fresh one next time.
-            self._atomic = None
-            producer.close(0.0)
+            # EventProducer replaces its instance after a fatal error where it can (ProducerFatalError
+            # with recovered=True): keep it then. One it could not recover, or whose transaction
+            # outcome is unknown, is closed and a fresh one (new transactional id) made next time.
+            if not producer.healthy or isinstance(exc, DeliveryIndeterminateError | TimeoutError):
+                self._atomic = None
+                producer.close(0.0)
             if isinstance(exc, DeliveryIndeterminateError | TimeoutError):
                 raise retry_later(f"the transaction's outcome is unknown: {exc}; written: unknown") from exc
             raise retry_later(
@@ -288,6 +291,9 @@ class Publisher:
         """None when a broker answers and every topic exists, else why not (cached for 1 s)."""
         if self._single is None:
             return "starting"
+        health = self._single.health  # a fatal error, refused login, no broker for a while: no I/O
+        if health is not None:
+            return health
         if time.monotonic() - self._ready_at > 1.0:
             try:
                 found = await asyncio.to_thread(

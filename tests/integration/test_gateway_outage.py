@@ -76,6 +76,13 @@ def test_broker_down_gives_503_within_the_deadline_never_2xx_and_recovers(
             timeout=15,
             what="readyz to report the broker down",
         )
+
+        def producer_says_down() -> bool:  # the producer's own health, past cluster_down_fail_s (10 s)
+            response = httpx.get(gw.url + "/readyz", timeout=10)
+            assert response.status_code == 503, response.text
+            return "no Kafka broker reachable for" in response.text
+
+        wait_until(producer_says_down, timeout=30, what="readyz to give the producer's health")
         broker.start_node(1)
 
         def publishes() -> bool:  # every answer is 201 or 503; 201 once the broker is back

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import uuid
 
+import httpx
 import pytest
 from confluent_kafka import KafkaError, Producer
 
 from evstream import DeliveryFailedError, KafkaSettings, ProducerFatalError, RegistrySettings
+from evstream.ops import OpsServer
 from evstream.producers import DeliveryFuture, EventProducer, ProducerSettings
 from evstream.schemas import Envelope
 from tests.conftest import Endpoints
@@ -39,6 +41,19 @@ def fenced_transaction(
     with pytest.raises(ProducerFatalError) as caught, producer.transaction():
         futures.extend(producer.publish(e, topic=topic) for e in mixed_events(count, seed=3))
     return caught.value, futures
+
+
+def assert_worker_not_ready(transactional_id: str) -> None:
+    """A worker's /readyz (any component, here one that is otherwise ready) names the fatal producer."""
+    ops = OpsServer("127.0.0.1", 0, lambda: None)
+    port = ops.start()
+    try:
+        response = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10)
+    finally:
+        ops.stop()
+    assert response.status_code == 503
+    assert f"producer {transactional_id}: the transactional producer hit a fatal error" in response.text
+    assert "_FENCED" in response.text
 
 
 @pytest.mark.parametrize("recover", [False, True], ids=["unrecovered", "recovered"])
@@ -71,6 +86,7 @@ def test_a_fenced_transactional_producer_reports_a_fatal_error_and_recovers_wher
         else:
             assert not producer.healthy
             assert producer.fatal_error is error
+            assert_worker_not_ready(tid)
             with pytest.raises(ProducerFatalError), producer.transaction():  # typed, every time
                 pass
             after = []
