@@ -626,6 +626,27 @@ class App:
 
         return register
 
+    def group_by(
+        self,
+        topic: EventTopic,
+        *types: type[Event],
+        key: Callable[[Any], str],
+        name: str,
+        partitions: int | None = None,
+    ) -> EventTopic:
+        """Re-key ``topic`` (events of ``types``) by ``key(event)``: returns the internal topic
+        ``<app_id>-<name>`` (``partitions``, default ``EVSTREAM_STREAMS_PARTITIONS``) that a
+        handler (``on(returned, ...)``) reads, and registers the handler that forwards each event
+        there (:meth:`forward`: bytes, envelope and origin kept). faust's ``group_by``, typed."""
+        target = self.events_topic(f"{self.app_id}-{name}", partitions=partitions, internal=True)
+
+        async def rekey(event: Any, received: Received) -> None:
+            await self.forward(received, target, key=key(event))
+
+        rekey.__name__ = f"group_by_{name}"
+        self.on(topic, *types)(rekey)
+        return target
+
     def _agent(self, route: _Route) -> None:
         topic, types, handler = route.topic.name, route.types, route.handler
 

@@ -270,3 +270,21 @@ def test_the_faust_clients_get_the_connection_of_the_settings(tmp_path: Any) -> 
     assert credentials_to_aiokafka_auth(new_app().faust.conf.broker_credentials, None) == {
         "security_protocol": "PLAINTEXT"
     }
+
+
+def test_group_by_forwards_each_event_to_an_internal_topic_keyed_by_the_function() -> None:
+    app = new_app()
+    orders = app.events_topic("orders")
+    by_customer = app.group_by(orders, OrderPlaced, key=lambda o: o.customer_id, name="by-customer")
+    assert (by_customer.name, by_customer.partitions) == ("unit-app-by-customer", app.settings.partitions)
+    assert app.routes() == [("orders", ("OrderPlaced",))]
+    sent: list[tuple[Received, str, str | None]] = []
+
+    async def forward(r: Received, topic: Any, *, key: str | None = None) -> None:
+        sent.append((r, topic.name, key))
+
+    app.forward = forward  # type: ignore[method-assign]
+    order = next(e for e in mixed_events(10, seed=1) if isinstance(e, OrderPlaced))
+    r = received(7)
+    asyncio.run(app._routes[0].handler(order, r))
+    assert sent == [(r, "unit-app-by-customer", order.customer_id)]
