@@ -21,6 +21,17 @@ def solo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Private]:
         stack.down(purge=True)
 
 
+@pytest.fixture(scope="session")
+def trio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """A private 3-node cluster (no registry: schemas go to the session's) for broker faults."""
+    stack = LocalStack(tmp_path_factory.mktemp("trio"), start_timeout=240)
+    stack.up(nodes=3, registry=False)
+    try:
+        yield stack
+    finally:
+        stack.down(purge=True)
+
+
 FIGURES: dict[str, dict[str, object]] = {}
 
 

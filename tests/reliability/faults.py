@@ -14,8 +14,10 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from evstream.errors import PortInUseError
 from evstream.stack import LocalStack
 from evstream.testing.plugin import StackEndpoints
 from tests.helpers import wait_until
@@ -98,3 +100,38 @@ def kill(pid: int, sig: signal.Signals = signal.SIGKILL, *, timeout: float = 60)
         return False
 
     wait_until(gone, timeout=timeout, what=f"pid {pid} to exit after {sig.name}")
+
+
+def leader_of(admin: AdminClient, topic: str, partition: int = 0) -> int:
+    """The node leading ``topic[partition]`` (waits while there is none)."""
+
+    def ask() -> int | None:
+        try:
+            meta = admin.list_topics(topic, timeout=5).topics[topic].partitions[partition]
+        except (KafkaException, KeyError):
+            return None
+        return meta.leader if meta.leader >= 0 else None
+
+    return wait_until(ask, timeout=60, what=f"a leader for {topic}[{partition}]")
+
+
+def full_isr(admin: AdminClient, topic: str, replicas: int = 3) -> bool:
+    """Every partition of ``topic`` has ``replicas`` in sync."""
+    try:
+        parts = admin.list_topics(topic, timeout=5).topics[topic].partitions.values()
+    except KafkaException:
+        return False
+    return all(len(p.isrs) == replicas for p in parts)
+
+
+def start_again(stack: LocalStack, node: int) -> None:
+    """Start ``node`` again; a port taken meanwhile by some client's ephemeral port is waited out."""
+
+    def started() -> bool:
+        try:
+            stack.start_node(node)
+        except PortInUseError:
+            return False
+        return True
+
+    wait_until(started, timeout=120, what=f"kafka-{node} started again", interval=2.0)

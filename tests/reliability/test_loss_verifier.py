@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from confluent_kafka import Consumer, KafkaException, TopicPartition
@@ -26,7 +26,6 @@ from evstream import (
     DeliveryFailedError,
     DeliveryIndeterminateError,
     KafkaSettings,
-    PortInUseError,
     RegistrySettings,
 )
 from evstream.producers import DeliveryFuture, EventProducer
@@ -35,53 +34,12 @@ from evstream.stack import LocalStack
 from tests.conftest import Endpoints
 from tests.factories import mixed_events
 from tests.helpers import wait_until
+from tests.reliability.faults import full_isr, leader_of, start_again
 
 pytestmark = [pytest.mark.long, pytest.mark.slow]
 
 EVENTS = 50_000
 KEYS = 500
-
-
-@pytest.fixture(scope="module")
-def trio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    stack = LocalStack(tmp_path_factory.mktemp("trio"), start_timeout=240)
-    stack.up(nodes=3, registry=False)  # schemas go to the session's registry
-    try:
-        yield stack
-    finally:
-        stack.down(purge=True)
-
-
-def leader_of(admin: AdminClient, topic: str, partition: int = 0) -> int:
-    def ask() -> int | None:
-        try:
-            meta = admin.list_topics(topic, timeout=5).topics[topic].partitions[partition]
-        except (KafkaException, KeyError):
-            return None
-        return meta.leader if meta.leader >= 0 else None
-
-    return wait_until(ask, timeout=60, what=f"a leader for {topic}[{partition}]")
-
-
-def full_isr(admin: AdminClient, topic: str) -> bool:
-    try:
-        parts = admin.list_topics(topic, timeout=5).topics[topic].partitions.values()
-    except KafkaException:
-        return False
-    return all(len(p.isrs) == 3 for p in parts)
-
-
-def start_again(stack: LocalStack, node: int) -> None:
-    """Start ``node`` again; a port taken meanwhile by some client's ephemeral port is waited out."""
-
-    def started() -> bool:
-        try:
-            stack.start_node(node)
-        except PortInUseError:
-            return False
-        return True
-
-    wait_until(started, timeout=120, what=f"kafka-{node} started again", interval=2.0)
 
 
 def leader_kills(stack: LocalStack, admin: AdminClient, topic: str, progress: Callable[[], float]) -> None:
