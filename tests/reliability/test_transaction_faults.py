@@ -111,7 +111,7 @@ def read_committed(bootstrap: str, topic: str) -> Counter[tuple[int, int]]:
             for m in consumer.consume(2000, timeout=0.5):
                 if m.error() is not None:
                     continue
-                headers = {k: v or b"" for k, v in m.headers() or []}
+                headers: dict[str, bytes] = dict(m.headers() or [])  # type: ignore[arg-type]
                 if "end" in headers:
                     ended.add(m.partition() or 0)
                 else:
