@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from evstream.consumers.console.settings import hash_token
 from evstream.errors import ConfigError, MissingExtraError
 from evstream.imports import import_object, require_extra
 from evstream.producers import EventProducer
@@ -274,6 +276,18 @@ def _without(
             {"EVSTREAM_STREAMS_STORE": "rocksdb://"},
             "the rocksdb:// table store needs the 'rocksdb' extra: pip install 'evstream[rocksdb]'",
         ),
+        (
+            ["starlette"],
+            ["console"],
+            {},
+            "the console needs the 'console' extra: pip install 'evstream[console]'",
+        ),
+        (
+            ["uvicorn"],
+            ["console", "--port", "0"],
+            {},
+            "the console needs the 'console' extra: pip install 'evstream[console]'",
+        ),
     ],
 )
 def test_missing_extra_is_one_line_and_exit_2(
@@ -282,6 +296,15 @@ def test_missing_extra_is_one_line_and_exit_2(
     proc = _without(modules, *args, env=env)
     assert proc.returncode == 2, proc.stderr
     assert one_line_error(proc) == f"error: {line}"
+
+
+def test_console_token_needs_no_console_extra() -> None:
+    """Making an operator token is plain Python: it works where the server cannot be installed."""
+    proc = _without(["starlette", "uvicorn"], "console", "token", "--name", "ops")
+    assert proc.returncode == 0, proc.stderr
+    token, entry = proc.stdout.splitlines()
+    assert len(token) >= 32
+    assert json.loads(entry) == {"name": "ops", "sha256": hash_token(token), "permissions": ["read"]}
 
 
 def test_require_extra_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
