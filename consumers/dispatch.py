@@ -81,6 +81,7 @@ class RunStats:
     dead_lettered: int = 0
     skipped: int = 0
     schema_held: int = 0  # times a record with a schema id unknown to the registry was held
+    registry_held: int = 0  # times a partition was held because the registry did not answer
     duplicates: int = 0
     commits: int = 0
     rewinds: int = 0  # batches cut short by the batch deadline (records fetched again)
@@ -247,6 +248,7 @@ class Dispatcher:
         except RegistryError as exc:  # the registry is down, not the record: hold and try again
             log.warning("schema registry unavailable, holding %s[%s]: %s", topic, msg.partition(), exc)
             self.stats.consumed -= 1
+            self.stats.registry_held += 1
             return time.time() + self.settings.retry_wait_max_s
         if self._unknown_ids:
             self._unknown_ids.pop((topic, msg.partition() or 0, msg.offset() or 0), None)

@@ -24,7 +24,7 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from prometheus_client import REGISTRY
 
 from evstream import KafkaSettings, RegistrySettings, RegistryUnavailableError
-from evstream.consumers import ConsumerRunner, ConsumerSettings, Handlers
+from evstream.consumers import ConsumerRunner, ConsumerSettings, Handlers, MessageContext
 from evstream.consumers.failures import header_pairs
 from evstream.consumers.replay.deadletters import redrive
 from evstream.producers import EventProducer
@@ -34,7 +34,7 @@ from tests.consumer_helpers import declare_failure_topics
 from tests.factories import mixed_events
 from tests.helpers import one_line_error, run_cli, wait_until
 from tests.kafka_helpers import end_offsets, read_records
-from tests.reliability.faults import Private, paused
+from tests.reliability.faults import Private, kill, paused
 
 # One call: 2 attempts of at most 1 s connect + 1 s read, 0.2 s backoff: under 4.5 s.
 FAST_REGISTRY = {
@@ -272,3 +272,112 @@ def test_an_id_still_unknown_after_the_grace_is_dead_lettered_and_redrive_brings
     again = grace_runner(solo, topic, handlers, grace_s=3).run(until_idle_s=2)
     assert (again.handled, again.dead_lettered) == (len(late), 0)
     assert sorted(seen) == sorted(e.payment_id for e in events + late)
+
+
+# ---------------------------------------------------------------- registry SIGKILL + restart
+
+
+def kill_registry_runner(
+    solo: Private, topic: str, seen: dict[str, set[uuid.UUID]], group: str
+) -> ConsumerRunner:
+    """A runner over ``topic`` recording the event ids it handled (every type of mixed_events)."""
+    handlers = Handlers()
+    models = sorted({type(e) for e in mixed_events(12)}, key=lambda m: m.event_type())
+    ids = seen.setdefault(group, set())
+
+    @handlers.on(*models)
+    def record(event: Any, context: MessageContext) -> None:
+        ids.add(context.envelope.event_id)
+
+    settings = ConsumerSettings(commit_interval_s=0.5, retry_wait_max_s=0.5)
+    declare_failure_topics(solo.endpoints, group, topic, settings)
+    return ConsumerRunner(
+        group,
+        handlers,
+        topics=[topic],
+        kafka=KafkaSettings(bootstrap_servers=solo.endpoints.bootstrap_servers),
+        registry=registry(solo),
+        settings=settings,
+    )
+
+
+@pytest.mark.long  # make reliability
+def test_registry_killed_and_restarted_during_publish_and_consume_loses_and_dead_letters_nothing(
+    solo: Private, figures: dict[str, object]
+) -> None:
+    """SIGKILL of the registry while a producer publishes and a consumer reads, a second consumer
+    group (nothing cached) started while it is down, then the registry restarted: publishes of
+    cached types go on, a type first seen in the outage is refused with nothing sent, every
+    acknowledged event is handled by both groups, nothing valid is dead-lettered."""
+    topic = solo.topic("reg-kill")
+    events = [e for e in mixed_events(1200, seed=41)]
+    warm = {type(e) for e in events[:600] if not isinstance(e, PaymentCaptured)}  # PaymentCaptured: cold
+    acked: set[uuid.UUID] = set()
+    refused: list[uuid.UUID] = []
+    messages: set[str] = set()
+    seen: dict[str, set[uuid.UUID]] = {}
+    first = kill_registry_runner(solo, topic, seen, f"g-kill-a-{topic}")
+    threads = [run_in_thread(first)]
+    runners = [first]
+    try:
+        with EventProducer(
+            kafka=KafkaSettings(bootstrap_servers=solo.endpoints.bootstrap_servers), registry=registry(solo)
+        ) as producer:
+
+            def publish(batch: list[Any]) -> None:
+                futures = []
+                for event in batch:
+                    event_id = uuid.uuid4()
+                    try:
+                        futures.append((event_id, producer.publish(event, topic=topic, event_id=event_id)))
+                    except RegistryUnavailableError as exc:
+                        refused.append(event_id)
+                        messages.add(str(exc)[-40:])
+                for event_id, future in futures:
+                    future.result(timeout=60)
+                    acked.add(event_id)
+
+            publish([e for e in events[:600] if type(e) in warm])  # warm types cached, then the kill
+            kill(solo.registry_pid)
+            killed = time.monotonic()
+            second = kill_registry_runner(solo, topic, seen, f"g-kill-b-{topic}")  # nothing cached
+            threads.append(run_in_thread(second))
+            runners.append(second)
+            publish(events[600:900])  # every type: the cold one is refused, nothing sent
+            refused_in_outage = len(refused)
+            wait_until(lambda: second.assignment, timeout=60, what="the second group's assignment")
+            assert second.stats.dead_lettered == 0
+            solo.restart_dead()
+            restarted = time.monotonic() - killed
+            publish(events[900:])  # every type again, the cold one included
+        for runner in runners:
+            wait_until(
+                lambda runner=runner: len(seen[runner.group_id]) >= len(acked),  # type: ignore[misc]
+                timeout=120,
+                what=f"{runner.group_id} to handle every acknowledged event",
+            )
+    finally:
+        for runner in runners:
+            runner.stop()
+        for thread in threads:
+            thread.join(timeout=30)
+    figures.update(
+        {
+            "acked": len(acked),
+            "refused_nothing_sent": len(refused),
+            "refused_in_outage": refused_in_outage,
+            "registry_down_s": round(restarted, 1),
+            "handled": {r.group_id[:8]: len(seen[r.group_id]) for r in runners},
+            "dead_lettered": sum(r.stats.dead_lettered for r in runners),
+            "schema_held": sum(r.stats.schema_held for r in runners),
+            "registry_held": [r.stats.registry_held for r in runners],
+        }
+    )
+    assert all("nothing was sent" in m for m in messages), messages
+    assert refused_in_outage > 0, figures  # the cold type was refused while the registry was down
+    assert len(refused) == refused_in_outage, figures  # and accepted again after the restart
+    assert all(seen[r.group_id] == acked for r in runners), figures
+    assert sum(end_offsets(solo.endpoints.bootstrap_servers, topic)) == len(acked), figures
+    assert sum(r.stats.dead_lettered for r in runners) == 0, figures
+    assert second.stats.registry_held > 0, figures  # it did meet the outage (and held, not dead-lettered)
+    assert not any(t.is_alive() for t in threads)
