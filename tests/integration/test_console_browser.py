@@ -7,6 +7,7 @@ a failure. ``EVSTREAM_CONSOLE_SCREENSHOTS=DIR`` saves screenshots of the main pa
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -15,20 +16,25 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import uvicorn
-from confluent_kafka import Consumer
-from playwright.sync_api import Browser, Page, sync_playwright
+from confluent_kafka import Consumer, KafkaError, Message, SerializingProducer
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroSerializer
+from confluent_kafka.serialization import StringSerializer
+from playwright.sync_api import Browser, Locator, Page, sync_playwright
 
 from evstream import DeadLetter, KafkaSettings, RegistrySettings
 from evstream.consumers import Handlers, MessageContext
 from evstream.consumers.console import Backend, ConsoleSettings, ConsoleToken, hash_token, new_token
 from evstream.consumers.replay.deadletters import read_dead_letters
-from evstream.schemas.domain import CATALOG
+from evstream.schemas import derived_event_id
+from evstream.schemas.domain import CATALOG, OrderPlaced
 from evstream.schemas.events import Event
 from tests.conftest import Endpoints, TopicFactory
 from tests.consumer_helpers import ALL, publish, runner
@@ -358,3 +364,120 @@ def test_mutations_without_an_admin_token_are_refused_and_change_nothing(
     assert status == 403
     assert committed_offsets(endpoints.bootstrap_servers, group, topic, 1) == before
     assert end_offsets(endpoints.bootstrap_servers, topic) == ends
+
+
+# A service outside evstream: its own record type, unknown to the catalog.
+INVOICE = json.dumps(
+    {
+        "type": "record",
+        "name": "Invoice",
+        "namespace": "com.acme.billing",
+        "fields": [{"name": "invoice_no", "type": "string"}, {"name": "amount_cents", "type": "long"}],
+    }
+)
+
+
+def confluent_produce(
+    endpoints: Endpoints,
+    registry: SchemaRegistryClient,
+    topic: str,
+    schema: str,
+    key: str,
+    value: dict[str, Any],
+) -> tuple[int, int]:
+    """Produce one record as a Confluent service does (``SerializingProducer`` + ``AvroSerializer``,
+    auto-registered under the topic's subject, no headers); its offset and the schema id it carries."""
+    delivered: list[Message] = []
+
+    def on_delivery(err: KafkaError | None, msg: Message) -> None:
+        assert err is None, err
+        delivered.append(msg)
+
+    producer = SerializingProducer(
+        {
+            "bootstrap.servers": endpoints.bootstrap_servers,
+            "key.serializer": StringSerializer(),
+            "value.serializer": AvroSerializer(registry, schema),
+        }
+    )
+    producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
+    assert producer.flush(30) == 0
+    assert len(delivered) == 1
+    msg = delivered[0]
+    assert not msg.headers()  # no evstream envelope at all
+    framed = msg.value()
+    assert isinstance(framed, bytes)
+    assert framed[0] == 0  # Confluent's wire format: magic byte, 4-byte schema id, Avro body
+    return msg.offset() or 0, int.from_bytes(framed[1:5], "big")
+
+
+def only_row(page: Page) -> dict[str, Locator]:
+    """The single row of the records table, by column name."""
+    rows = page.locator("#records tbody tr")
+    assert rows.count() == 1, page.inner_text("#records")
+    names = ["partition", "offset", "timestamp", "key", "type", "envelope", "event", "headers"]
+    return {name: rows.first.locator("td").nth(i) for i, name in enumerate(names)}
+
+
+def test_the_browser_decodes_a_foreign_confluent_record_found_by_key_or_offset(
+    console: Served, page: Page, endpoints: Endpoints, new_topic: TopicFactory, registry: SchemaRegistryClient
+) -> None:
+    topic = new_topic(partitions=1)
+    publish(endpoints, topic, mixed_events(8, seed=57))  # evstream's own records around it
+    mark = uuid.uuid4().hex[:10]
+    placed = {
+        "order_id": f"foreign-{mark}",
+        "customer_id": "c-confluent",
+        "lines": [{"sku": "SKU-9", "quantity": 3, "unit_price": {"amount_minor": 4321, "currency": "EUR"}}],
+        "total": {"amount_minor": 12963, "currency": "EUR"},
+        "placed_at": datetime(2026, 11, 30, 9, 15, tzinfo=UTC),
+        "shipping_country": "NL",
+        "coupon_code": None,
+    }
+    placed_at, placed_id = confluent_produce(
+        endpoints, registry, topic, json.dumps(OrderPlaced.avro_schema_dict()), f"k-{mark}", placed
+    )
+    publish(endpoints, topic, mixed_events(4, seed=58))
+    invoice_at, invoice_id = confluent_produce(
+        endpoints,
+        registry,
+        topic,
+        INVOICE,
+        f"inv-{mark}",
+        {"invoice_no": f"INV-{mark}", "amount_cents": 98765},
+    )
+    assert placed_id != invoice_id
+    assert registry.get_latest_version(f"{topic}-value").schema_id == invoice_id  # TopicNameStrategy
+
+    # by key: read into the catalog's OrderPlaced although it carries no envelope headers
+    page.goto(f"{console.url}/topics/{topic}/records")
+    page.fill("input[name=key]", f"k-{mark}")
+    page.locator("button", has_text="show").click()
+    page.wait_for_load_state()
+    row = only_row(page)
+    assert row["offset"].inner_text() == str(placed_at)
+    assert row["type"].inner_text() == "OrderPlaced (foreign)"
+    event = json.loads(row["event"].locator("pre").inner_text())
+    assert event["order_id"] == f"foreign-{mark}"
+    assert event["customer_id"] == "c-confluent"
+    assert event["lines"][0]["unit_price"]["amount_minor"] == 4321
+    assert event["shipping_country"] == "NL"
+    envelope = json.loads(row["envelope"].locator("pre").inner_text())
+    assert envelope["event_id"] == str(derived_event_id(topic, 0, placed_at))  # from its position
+    assert envelope["event_type"] == "OrderPlaced"
+    assert row["headers"].inner_text().strip() == f"schema id {placed_id}"
+    shot(page, "browser-foreign")
+
+    # by offset: a record type the catalog does not know, shown with its writer schema
+    page.goto(
+        f"{console.url}/topics/{topic}/records?partition=0&from_offset={invoice_at}&to_offset={invoice_at}"
+    )
+    row = only_row(page)
+    assert row["key"].inner_text() == f"inv-{mark}"
+    assert row["type"].inner_text() == "Invoice (foreign)"
+    assert json.loads(row["event"].locator("pre").inner_text()) == {
+        "invoice_no": f"INV-{mark}",
+        "amount_cents": 98765,
+    }
+    assert "writer schema shown" in row["envelope"].inner_text()
+    assert row["headers"].inner_text().strip() == f"schema id {invoice_id}"
