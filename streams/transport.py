@@ -20,6 +20,14 @@ with a consumer that differs in two methods.
 
 Both depend on faust-streaming internals (``ThreadDelegateConsumer._getmany``,
 ``AIOKafkaConsumerThread.call_thread``); ``tests/unit/test_stream_transport.py`` pins them.
+
+It also **surfaces refused ACLs** that faust never asks aiokafka about (:func:`refused`): faust
+fetches with ``Fetcher.fetched_records``, bypassing ``AIOKafkaConsumer.getmany``, the only caller
+of the group coordinator's ``check_errors``; so a principal without READ on the consumer group
+waits for ever for an error nobody collects, one without DESCRIBE on a source topic joins without
+it (its partitions are simply never assigned), and a fetch refused for want of READ on a topic
+crashes faust's fetcher with a traceback. :func:`refused` reads all three as a typed
+:class:`~evstream.errors.AuthorizationError`; ``evstream worker`` polls it and stops.
 """
 
 from __future__ import annotations
@@ -29,12 +37,18 @@ import logging
 from collections.abc import Callable, Mapping, Set
 from typing import Any, ClassVar
 
+from aiokafka.errors import (  # type: ignore[import-untyped]  # no py.typed
+    GroupAuthorizationFailedError,
+    TopicAuthorizationFailedError,
+)
 from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from faust.types.transports import ConsumerT
 
-__all__ = ["SCHEME", "Consumer", "ConsumerThread", "Transport", "rewind_uncommitted"]
+from evstream.errors import AuthorizationError, GroupAuthorizationError
+
+__all__ = ["SCHEME", "Consumer", "ConsumerThread", "Transport", "refused", "rewind_uncommitted"]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +90,53 @@ async def rewind_uncommitted(
     return moved
 
 
+def topic_refused(topic: str, operation: str) -> AuthorizationError:
+    return AuthorizationError(
+        f"the stream worker is not authorized to {operation} topic {topic!r}: its principal needs an ACL "
+        f"{{topic: {topic}, operations: [read, describe]}} (README: ACLs per component)",
+        resource_type="topic",
+        resource=topic,
+        operation=operation,
+    )
+
+
+def group_refused(group: str) -> GroupAuthorizationError:
+    return GroupAuthorizationError(
+        f"the stream worker is not authorized to READ its consumer group {group!r} (the app id): its "
+        f"principal needs an ACL {{group: {group}, operations: [read]}} (README: ACLs per component)",
+        resource=group,
+    )
+
+
+def refused(app: Any) -> AuthorizationError | None:
+    """The refused ACL that keeps ``app``'s consumer (a faust app on :class:`Transport`) from
+    working, or None: a READ refused by a fetch (recorded by :class:`Consumer`), an error the group
+    coordinator holds for a caller faust never makes (READ on the group, or on a topic at commit),
+    or a subscribed topic the metadata says the principal may not DESCRIBE. Safe to call from any
+    thread (it reads attributes only) and before the consumer exists."""
+    found: AuthorizationError | None = getattr(app, "evstream_refused", None)
+    if found is not None:
+        return found
+    consumer = getattr(getattr(getattr(app, "_consumer", None), "_thread", None), "_consumer", None)
+    if consumer is None:
+        return None
+    pending = getattr(getattr(consumer, "_coordinator", None), "_pending_exception", None)
+    if isinstance(pending, GroupAuthorizationFailedError):
+        return group_refused(str(pending.args[0]) if pending.args else app.conf.id)
+    if isinstance(pending, TopicAuthorizationFailedError):
+        return topic_refused(_first(pending.args[0] if pending.args else "?"), "READ")
+    subscribed = set(getattr(getattr(consumer, "_subscription", None), "topics", None) or ())
+    cluster = getattr(getattr(consumer, "_client", None), "cluster", None)
+    hidden = subscribed & set(getattr(cluster, "unauthorized_topics", None) or ())
+    if hidden:
+        return topic_refused(min(hidden), "DESCRIBE")
+    return None
+
+
+def _first(topics: Any) -> str:
+    return min(str(t) for t in topics) if isinstance(topics, set | frozenset | list | tuple) else str(topics)
+
+
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     """Seeks partitions without a committed offset as well (fix 2 of the module docstring)."""
 
@@ -110,13 +171,20 @@ class Consumer(faust_aiokafka.Consumer):
         return await super()._commit_offsets(offsets, start_new_transaction=start_new_transaction)
 
     async def _getmany(self, active_partitions: Set[TP] | None, timeout: float) -> Any:
-        if active_partitions is None:  # a client-only app: every assigned partition
-            return await super()._getmany(None, timeout)
-        snapshot = frozenset(active_partitions)  # before the first await: what faust asked for
-        if not snapshot:  # faust checks this just before calling; an empty set would mean "all"
+        if getattr(self.app, "evstream_refused", None) is not None:  # stopping: nothing to fetch
             await asyncio.sleep(timeout)
             return {}
-        return await super()._getmany(snapshot, timeout)  # type: ignore[arg-type]
+        snapshot = None if active_partitions is None else frozenset(active_partitions)  # before any await
+        if snapshot is not None and not snapshot:  # faust checks this just before; empty would mean "all"
+            await asyncio.sleep(timeout)
+            return {}
+        try:  # None: a client-only app, every assigned partition
+            return await super()._getmany(snapshot, timeout)  # type: ignore[arg-type]
+        except TopicAuthorizationFailedError as exc:  # no READ: kept for the worker, not a traceback
+            topic = _first(exc.args[0] if exc.args else "?")
+            self.app.evstream_refused = topic_refused(topic, "READ")  # type: ignore[attr-defined]
+            log.error("fetch refused: no READ on topic %s; the worker stops", topic)
+            return {}
 
 
 class Transport(faust_aiokafka.Transport):

@@ -11,6 +11,7 @@ import fcntl
 import logging
 import os
 import shutil
+import signal
 import threading
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from evstream.consumers import ConsumerRunner, ConsumerSettings, Handlers
 from evstream.endpoints import load_settings
-from evstream.errors import ConfigError
+from evstream.errors import AuthorizationError, ConfigError
 from evstream.ops import OpsServer
 from evstream.settings import KafkaSettings, RegistrySettings
 from evstream.streams.metrics import (
@@ -33,6 +34,7 @@ from evstream.streams.metrics import (
     RecoveryCollector,
     SendErrors,
 )
+from evstream.streams.transport import refused
 
 __all__ = ["STALLED", "WorkerSettings", "faust_readiness", "run_worker", "stall_restarts"]
 
@@ -146,15 +148,39 @@ def stall_restarts(app: faust.App) -> int:
         return 0
 
 
-def _startup_watchdog(app: faust.App, timeout: float) -> None:
-    """Exit the process if the app has neither become ready nor started recovering in time."""
+REFUSED_STOP_S = 30.0
+"""How long a worker refused by an ACL gets to stop gracefully before it exits anyway."""
+
+
+def _watchdog(app: faust.App, timeout: float) -> None:
+    """Stop the worker when an ACL refuses its consumer (:func:`transport.refused`: faust would
+    wait for ever, or crash with a traceback); exit 75 if it has neither joined its group nor
+    started recovering within ``timeout``."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if app.rebalancing_count:  # joined: from here on, recovery may take as long as it needs
+    joined = False
+    while True:
+        error = refused(app)
+        if error is not None:
+            _stop_refused(app, error)
             return
+        if not joined and app.rebalancing_count:  # joined: from here on, recovery may take its time
+            joined = True
+        if not joined and time.monotonic() >= deadline:
+            log.error(
+                "not joined the group after %.0fs (%s): exiting for a restart", timeout, faust_readiness(app)
+            )
+            _stall_exit(app)
         time.sleep(0.5)
-    log.error("not joined the group after %.0fs (%s): exiting for a restart", timeout, faust_readiness(app))
-    _stall_exit(app)
+
+
+def _stop_refused(app: faust.App, error: AuthorizationError) -> None:
+    """Stop gracefully (as on SIGTERM; ``run_worker`` then raises ``error``, which the CLI prints as
+    its one line); exit 1 with that line if the stop takes longer than :data:`REFUSED_STOP_S`."""
+    app.evstream_refused = error  # type: ignore[attr-defined]  # the transport stops fetching
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(REFUSED_STOP_S)
+    os.write(2, f"error: {error}\n".encode())
+    os._exit(1)
 
 
 def _run_faust(app: faust.App, settings: WorkerSettings) -> int:
@@ -188,7 +214,7 @@ def _run_faust(app: faust.App, settings: WorkerSettings) -> int:
         _COLLECTORS.append(collector)
     ops = OpsServer(settings.http_host, settings.http_port, lambda: faust_readiness(app))
     port = ops.start()
-    watchdog = threading.Thread(target=_startup_watchdog, args=(app, settings.startup_timeout_s), daemon=True)
+    watchdog = threading.Thread(target=_watchdog, args=(app, settings.startup_timeout_s), daemon=True)
     watchdog.start()
     log.info("operations endpoints on http://%s:%d", settings.http_host, port)
     marker = prepare_table_files(app)
@@ -205,6 +231,9 @@ def _run_faust(app: faust.App, settings: WorkerSettings) -> int:
     clean = code == 0 and worker.crash_reason is None and send_errors.count == 0
     if marker is not None and clean:  # every changelog write was acknowledged: the files match
         marker.touch()
+    error = refused(app)
+    if error is not None:  # stopped for it: the one line the CLI prints
+        raise error
     return code
 
 

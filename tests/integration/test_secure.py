@@ -13,8 +13,10 @@ import json
 import os
 import stat
 import threading
+import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -626,6 +628,57 @@ def test_stream_worker_with_the_app_user_and_no_secret_in_its_log(secured: Secur
     assert log_text.strip(), "the worker wrote no log"
     for name, password in secured.passwords.items():
         assert password not in log_text, f"the {name} password appears in the worker's output"
+
+
+def test_a_stream_worker_refused_an_acl_exits_in_one_line_instead_of_hanging(
+    secured: Secured, tmp_path: Path
+) -> None:
+    """`evstream worker` of the demo app missing one of the README's stream worker ACLs (READ on
+    a source topic, READ on its group, DESCRIBE on a source topic): exits 1 with one ``error:``
+    line naming the resource, no traceback, well before the 120 s startup watchdog. Without
+    evstream's check faust waits for ever for the group error and crashes with a traceback on
+    the fetch. The three workers run at once (one stack, one wait)."""
+    cases = {"read": ("topic", "READ"), "group": ("group", "READ"), "describe": ("topic", "DESCRIBE")}
+    runs: dict[str, tuple[str, dict[str, str]]] = {}
+    for case in cases:
+        orders, customers, tiers = new_topic(secured, 3), new_topic(secured, 3), new_topic(secured, 1)
+        app_id = f"app-{uuid.uuid4().hex[:8]}"
+        grants = stream_worker_acls(app_id, sources=[orders, customers], sinks=[tiers])
+        if case == "read":
+            grants[0] = {"topic": orders, "operations": ["describe"]}
+        elif case == "group":
+            grants = [g for g in grants if "group" not in g]
+        else:
+            grants = grants[1:]  # nothing on the orders topic
+        grant(secured, *grants)
+        env = {
+            **secured.env(),
+            "EVSTREAM_STREAMS_APP_ID": app_id,
+            "EVSTREAM_STREAMS_ORDERS_TOPIC": orders,
+            "EVSTREAM_STREAMS_CUSTOMERS_TOPIC": customers,
+            "EVSTREAM_STREAMS_TIERS_TOPIC": tiers,
+            "EVSTREAM_STREAMS_STORE": "memory://",
+            "EVSTREAM_STREAMS_DATA_DIR": str(tmp_path / app_id),
+            "EVSTREAM_WORKER_HTTP_PORT": "0",
+        }
+        runs[case] = (app_id if case == "group" else orders, env)
+
+    def run(case: str) -> tuple[Any, float]:
+        started = time.monotonic()
+        proc = run_cli("worker", "evstream.streams.demo:app", env=runs[case][1], timeout=100)
+        return proc, time.monotonic() - started
+
+    with ThreadPoolExecutor(len(cases)) as pool:
+        done = dict(zip(cases, pool.map(run, cases), strict=True))
+    for case, (proc, elapsed) in done.items():
+        OUTPUTS.extend([proc.stdout, proc.stderr])
+        kind, operation = cases[case]
+        resource = runs[case][0]
+        assert proc.returncode == 1, (case, proc.returncode, proc.stderr[-2000:])
+        line = one_line_error(proc)
+        assert f"not authorized to {operation} " in line, line
+        assert f"{{{kind}: {resource}, operations: [" in line, line
+        assert elapsed < 60, (case, elapsed)
 
 
 # ---------------------------------------------------------------------------- clear errors, nothing written

@@ -4,12 +4,20 @@ partitions, and partitions without a committed offset are rewound after a rebala
 from __future__ import annotations
 
 import asyncio
+import inspect
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer  # type: ignore[import-untyped]  # no py.typed
+from aiokafka.consumer.group_coordinator import GroupCoordinator  # type: ignore[import-untyped]
+from aiokafka.errors import (  # type: ignore[import-untyped]
+    GroupAuthorizationFailedError,
+    TopicAuthorizationFailedError,
+)
 from faust.transport.consumer import ThreadDelegateConsumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
+from evstream.errors import AuthorizationError, GroupAuthorizationError
 from evstream.settings import KafkaSettings, RegistrySettings
 from evstream.streams import transport
 from evstream.streams.demo import create_app
@@ -74,11 +82,59 @@ def test_the_fetcher_gets_a_copy_of_the_active_partitions() -> None:
             seen.append(active)
             return {}
 
-    consumer = object.__new__(transport.Consumer)  # no app: only _getmany is exercised
+    consumer = object.__new__(transport.Consumer)  # a bare app: only _getmany is exercised
     consumer._thread = Thread()  # type: ignore[assignment]
+    consumer.app = type("App", (), {})()
     asyncio.run(consumer._getmany(live, timeout=0.01))
     assert seen == [frozenset({ORDERS, TP("orders", 1)})]  # not emptied: aiokafka reads empty as "all"
 
     seen.clear()
     assert asyncio.run(consumer._getmany(set(), timeout=0.01)) == {}
     assert seen == []  # an empty set never reaches aiokafka
+
+
+def test_a_fetch_refused_for_want_of_read_is_kept_for_the_worker_not_raised_into_faust() -> None:
+
+    calls: list[Any] = []
+
+    class Thread:
+        async def getmany(self, active: Any, timeout: float) -> dict[TP, list[int]]:
+            calls.append(active)
+            raise TopicAuthorizationFailedError("orders")
+
+    consumer = object.__new__(transport.Consumer)
+    consumer._thread = Thread()  # type: ignore[assignment]
+    consumer.app = app = type("App", (), {})()
+    assert asyncio.run(consumer._getmany({ORDERS}, timeout=0.01)) == {}  # faust's fetcher goes on
+    found = transport.refused(app)
+    assert found is not None
+    assert (found.resource_type, found.resource, found.operation) == ("topic", "orders", "READ")
+    assert asyncio.run(consumer._getmany({ORDERS}, timeout=0.01)) == {}
+    assert len(calls) == 1  # refused: no more fetches while the worker stops
+
+
+def test_refused_reads_the_acl_errors_faust_never_collects_from_aiokafka() -> None:
+    """The aiokafka internals :func:`transport.refused` reads exist (a real consumer, not started)
+    and each refusal becomes a typed error naming the resource."""
+
+    assert "self._pending_exception = None" in inspect.getsource(GroupCoordinator.__init__)
+
+    async def check() -> None:
+        real = AIOKafkaConsumer("orders", "customers", bootstrap_servers="127.0.0.1:1", group_id="g")
+        app = type("App", (), {"_consumer": type("C", (), {"_thread": type("T", (), {"_consumer": real})})})()
+        assert transport.refused(app) is None  # nothing refused (no coordinator before start)
+        real._client.cluster.unauthorized_topics = {"orders", "elsewhere"}
+        found = transport.refused(app)
+        assert isinstance(found, AuthorizationError)
+        assert (found.resource, found.operation) == ("orders", "DESCRIBE")  # subscribed, hidden
+        real._coordinator = type("G", (), {"_pending_exception": GroupAuthorizationFailedError("g")})()
+        group = transport.refused(app)
+        assert isinstance(group, GroupAuthorizationError)
+        assert group.resource == "g"
+        assert "{group: g, operations: [read]}" in str(group)
+        app.evstream_refused = found  # recorded by a refused fetch
+        assert transport.refused(app) is found
+        real._coordinator = None
+        await real.stop()
+
+    asyncio.run(check())
