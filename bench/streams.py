@@ -15,8 +15,14 @@ evstream). Run (local stack up)::
 ``--profile``: the evstream worker's CPU per thread (from /proc: faust's event loop vs the
 aiokafka consumer thread, whose fetch parsing is pure Python) and a cProfile of the loop thread.
 
-``--flat N``: the flatness run instead: N order events through the evstream pipeline, throughput
-of the first and last 10 % (by output offsets) and the largest changelog record.
+``--flat N``: the flatness run instead: N events on the input topic (order events: 1 in 4 is an
+OrderPlaced) through the evstream pipeline; OrderPlaced/s of the first and the last 10 % of the
+input (the span between the first and the last completion among those events, from the output
+records' timestamps: a completion is the derived event's send, matched to its input position by
+its causation id); the same for the first and last 10 % of completions and for each tenth of them;
+the worker's CPU time per OrderPlaced in the first and last 10 % of completions (from /proc: the
+per-event cost, less sensitive than rates to what else the machine runs); the largest changelog
+record. The topics it made are deleted afterwards.
 
 The evstream side is :data:`app` (``evstream worker bench.streams:app``), built on first access.
 """
@@ -26,6 +32,7 @@ from __future__ import annotations
 import argparse
 import os
 import pstats
+import shutil
 import signal
 import subprocess
 import sys
@@ -129,7 +136,7 @@ def thread_cpu(pid: int) -> dict[str, float]:
 
 
 def evstream_run(
-    bootstrap: str, registry: str, orders: str, expect: int, *, profile: Path | None = None, marks: int = 0
+    bootstrap: str, registry: str, orders: str, expect: int, *, profile: Path | None = None
 ) -> dict[str, Any]:
     run = uuid.uuid4().hex[:6]
     out, app_id, port = f"bench-out-{run}", f"bench-app-{run}", 9188
@@ -153,23 +160,32 @@ def evstream_run(
     probe = Consumer({"bootstrap.servers": bootstrap, "group.id": f"probe-{run}"})
     started = time.perf_counter()
     worker = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    progress: list[tuple[float, int]] = []
     try:
         while not ready(port):
             time.sleep(0.1)
         ready_at = time.perf_counter() - started
-        done = 0
+        done, usage = 0, []
         while done < expect:
             time.sleep(0.2)
             done = end_offsets(probe, out, 3)
-            progress.append((time.perf_counter() - started, done))
+            usage.append((time.time(), sum(thread_cpu(worker.pid).values())))
+            if worker.poll() is not None:
+                raise RuntimeError(f"the worker exited ({worker.returncode}): {done} of {expect} outputs")
         elapsed = time.perf_counter() - started
         cpu = thread_cpu(worker.pid)
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(120)
         probe.close()
-    return {"elapsed": elapsed, "ready": ready_at, "cpu": cpu, "progress": progress, "app_id": app_id}
+    return {
+        "elapsed": elapsed,
+        "ready": ready_at,
+        "cpu": cpu,
+        "usage": usage,
+        "app_id": app_id,
+        "out": out,
+        "data_dir": env["EVSTREAM_STREAMS_DATA_DIR"],
+    }
 
 
 def quix_run(bootstrap: str, registry: str, orders: str, expect: int) -> float:
@@ -186,9 +202,12 @@ def quix_run(bootstrap: str, registry: str, orders: str, expect: int) -> float:
     return time.perf_counter() - started
 
 
-def fill(bootstrap: str, registry: str, count: int, *, seed: int = 3) -> tuple[str, int, int]:
-    """A fresh 6-partition orders topic with ``count`` mixed events' order events; (topic, order
-    events, OrderPlaced)."""
+def fill(
+    bootstrap: str, registry: str, count: int, *, seed: int = 3, exact: bool = False
+) -> tuple[str, int, int, dict[str, int]]:
+    """A fresh 6-partition orders topic with the order events of ``count`` mixed events (exactly
+    ``count`` order events with ``exact``); (topic, order events, OrderPlaced, OrderPlaced event
+    id -> its position among the OrderPlaced in publishing order)."""
     from evstream.endpoints import kafka_settings, registry_settings  # noqa: PLC0415
     from evstream.producers import EventProducer  # noqa: PLC0415
     from evstream.schemas.domain import OrderPlaced  # noqa: PLC0415
@@ -196,41 +215,110 @@ def fill(bootstrap: str, registry: str, count: int, *, seed: int = 3) -> tuple[s
 
     orders = f"bench-orders-{uuid.uuid4().hex[:6]}"
     topics(bootstrap, (orders, 6))
-    total = placed = 0
+    total, generated, position = 0, 0, dict[str, int]()
     with EventProducer(kafka=kafka_settings(bootstrap), registry=registry_settings(registry)) as producer:
-        for start in range(0, count, 100_000):  # in slices: 1M events do not fit in memory at once
-            events = [
-                e for e in mixed_events(min(100_000, count - start), seed=seed + start) if e.topic == "orders"
-            ]
-            for event in events:
-                producer.publish(event, topic=orders)
-            total += len(events)
-            placed += sum(isinstance(e, OrderPlaced) for e in events)
-        producer.flush(300)
-    return orders, total, placed
+        while (total if exact else generated) < count:  # in slices: 1M events do not fit in memory
+            size = 100_000 if exact else min(100_000, count - generated)
+            for event in mixed_events(size, seed=seed + generated):
+                if event.topic != "orders" or (exact and total >= count):
+                    continue
+                event_id = producer.send(event, topic=orders)
+                total += 1
+                if isinstance(event, OrderPlaced):
+                    position[str(event_id)] = len(position)
+            generated += size
+        if producer.flush(300):
+            raise RuntimeError(f"{orders}: events not acknowledged after 300 s")
+    return orders, total, len(position), position
+
+
+def completions(bootstrap: str, topic: str, position: dict[str, int]) -> list[int]:
+    """The timestamp (ms) of each input OrderPlaced's derived event, by input position (read from
+    ``topic``, the output, matched by the causation id)."""
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": f"probe-{uuid.uuid4().hex[:6]}"})
+    partitions = probe.list_topics(topic, timeout=10).topics[topic].partitions
+    ends = {p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+    probe.assign([TopicPartition(topic, p, 0) for p in partitions])
+    done = [0] * len(position)
+    seen = 0
+    try:
+        while any(ends.values()):
+            for message in probe.consume(10_000, timeout=5):
+                if message.error() is not None:
+                    raise RuntimeError(str(message.error()))
+                cause = dict(message.headers() or [])["ce_causationid"]
+                at = position[cause.decode() if isinstance(cause, bytes) else str(cause)]
+                if not done[at]:
+                    done[at], seen = message.timestamp()[1], seen + 1
+                if (message.offset() or 0) + 1 >= ends[message.partition() or 0]:
+                    ends[message.partition() or 0] = 0
+    finally:
+        probe.close()
+    if seen != len(position):
+        raise RuntimeError(f"{topic}: {seen} of {len(position)} orders have a derived event")
+    return done
+
+
+def cpu_between(usage: list[tuple[float, float]], start_ms: int, end_ms: int) -> float:
+    """The worker's CPU seconds between two epoch times (ms), from its (time, CPU s) samples."""
+
+    def at(ms: int) -> float:
+        t = ms / 1000
+        before = max((u for u in usage if u[0] <= t), default=usage[0])
+        after = min((u for u in usage if u[0] >= t), default=usage[-1])
+        if after[0] == before[0]:
+            return before[1]
+        return before[1] + (after[1] - before[1]) * (t - before[0]) / (after[0] - before[0])
+
+    return at(end_ms) - at(start_ms)
+
+
+def span_rate(stamps: list[int]) -> float:
+    """Events per second over the span between the first and the last of ``stamps`` (ms)."""
+    return len(stamps) / max((max(stamps) - min(stamps)) / 1000, 1e-3)
+
+
+def delete_topics(bootstrap: str, *names: str, prefix: str) -> list[str]:
+    """Delete ``names`` and every topic starting with ``prefix`` (the app's own); their names."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    doomed = sorted({*names, *(t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix))})
+    for future in admin.delete_topics(doomed).values():
+        future.result(60)
+    return doomed
 
 
 def flat(bootstrap: str, registry: str, count: int) -> None:
     from evstream.endpoints import kafka_settings  # noqa: PLC0415
     from evstream.streams.views import changelog_sizes  # noqa: PLC0415
 
-    orders, total, placed = fill(bootstrap, registry, count)
+    orders, total, placed, position = fill(bootstrap, registry, count, exact=True)
     print(f"{total:,} order events ({placed:,} OrderPlaced) on {orders}")
     found = evstream_run(bootstrap, registry, orders, placed)
-    progress = found["progress"]
-    tenth = placed // 10
-
-    def rate(lo: int, hi: int) -> float:
-        t_lo: float = next(t for t, n in progress if n >= lo)
-        t_hi: float = next(t for t, n in progress if n >= hi)
-        return (hi - lo) / max(t_hi - t_lo, 1e-9)
-
-    begun = next(n for _t, n in progress if n > 0)  # from the first output: start-up excluded
-    first, last = rate(begun, begun + tenth), rate(placed - tenth, placed)
-    sizes = changelog_sizes(kafka_settings(bootstrap), f"{found['app_id']}-totals-changelog")
+    try:
+        done, tenth = completions(bootstrap, found["out"], position), placed // 10
+        first, last = span_rate(done[:tenth]), span_rate(done[-tenth:])
+        ordered = sorted(done)
+        early, late = span_rate(ordered[:tenth]), span_rate(ordered[-tenth:])
+        deciles = [span_rate(ordered[i * tenth : (i + 1) * tenth]) for i in range(10)]
+        usage = found["usage"]
+        cpu_first = cpu_between(usage, ordered[0], ordered[tenth - 1]) / tenth
+        cpu_last = cpu_between(usage, ordered[-tenth], ordered[-1]) / tenth
+        sizes = changelog_sizes(kafka_settings(bootstrap), f"{found['app_id']}-totals-changelog")
+    finally:
+        gone = delete_topics(bootstrap, orders, found["out"], prefix=found["app_id"])
+        shutil.rmtree(found["data_dir"], ignore_errors=True)
     print(
-        f"evstream: {found['elapsed']:.1f} s; OrderPlaced/s first 10 %: {first:,.0f}, last 10 %: {last:,.0f}"
-        f" (ratio {last / first:.2f}); changelog records: {len(sizes)} keys, largest {max(sizes)} B"
+        f"evstream: {found['elapsed']:.1f} s (ready after {found['ready']:.1f} s), "
+        f"{(max(done) - min(done)) / 1000:.1f} s from the first to the last output\n"
+        f"  OrderPlaced/s of the input's first 10 %: {first:,.0f}, last 10 %: {last:,.0f}"
+        f" (last/first {last / first:.2f})\n"
+        f"  OrderPlaced/s of the first 10 % of completions: {early:,.0f}, last 10 %: {late:,.0f}"
+        f" (last/first {late / early:.2f}); per tenth: {', '.join(f'{d:,.0f}' for d in deciles)}\n"
+        f"  worker CPU per OrderPlaced (with its 3 other order events), first 10 % of completions:"
+        f" {cpu_first * 1e3:.2f} ms, last 10 %: {cpu_last * 1e3:.2f} ms"
+        f" (last/first {cpu_last / cpu_first:.2f})\n"
+        f"  changelog records: {len(sizes)} keys, largest {max(sizes)} B\n"
+        f"  deleted {len(gone)} topics: {', '.join(gone)}"
     )
 
 
@@ -241,7 +329,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=60_000, help="mixed events generated (orders kept)")
     parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds")
     parser.add_argument("--profile", action="store_true")
-    parser.add_argument("--flat", type=int, default=0, help="the flatness run with this many mixed events")
+    parser.add_argument("--flat", type=int, default=0, help="the flatness run with this many input events")
     args = parser.parse_args()
     from evstream.stack import LocalStack  # noqa: PLC0415
 
@@ -250,7 +338,7 @@ def main() -> None:
     if args.flat:
         flat(bootstrap, registry, args.flat)
         return
-    orders, total, placed = fill(bootstrap, registry, args.events)
+    orders, total, placed, _ = fill(bootstrap, registry, args.events)
     print(f"{total:,} order events ({placed:,} OrderPlaced) on {orders}")
     for round_ in range(args.rounds):
         profile = Path(tempfile.gettempdir()) / f"bench-streams-{round_}.prof" if args.profile else None
