@@ -162,6 +162,8 @@ def evstream_run(
     worker = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         while not ready(port):
+            if worker.poll() is not None:
+                raise RuntimeError(f"the worker exited ({worker.returncode}) before it was ready")
             time.sleep(0.1)
         ready_at = time.perf_counter() - started
         done, usage = 0, []
