@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
+import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
 from evstream.errors import PortInUseError
 
-__all__ = ["free_ports", "is_alive", "log_tail", "owns", "require_free", "spawn", "terminate", "wait_free"]
+__all__ = [
+    "ephemeral_range",
+    "free_ports",
+    "is_alive",
+    "log_tail",
+    "owns",
+    "require_free",
+    "spawn",
+    "terminate",
+    "wait_free",
+]
 
 LOOPBACK = "127.0.0.1"
 
@@ -40,8 +52,25 @@ def wait_free(port: int, *, timeout: float) -> None:
             return
 
 
+def ephemeral_range() -> tuple[int, int]:
+    """The range the OS takes outgoing connections' local ports from (Linux: from /proc)."""
+    try:
+        low, high = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        return (49152, 65535) if sys.platform == "darwin" else (32768, 60999)
+    return low, high
+
+
 def free_ports(count: int, *, exclude: Iterable[int] = ()) -> list[int]:
-    """``count`` distinct loopback ports that were free a moment ago (the OS picks them)."""
+    """``count`` distinct loopback ports that are free now, *outside* the ephemeral range.
+
+    The stack keeps its ports across restarts; a port the OS could hand to some client's outgoing
+    connection (the ephemeral range) may be taken while a node is down, and the node could not
+    start again (``PortInUseError``). Ports below the range never are.
+    """
+    low, _ = ephemeral_range()
+    pool = list(range(max(1024, low - 12_000), low)) if low > 2048 else []
+    random.shuffle(pool)
     taken = set(exclude)
     ports: list[int] = []
     socks: list[socket.socket] = []
@@ -49,7 +78,10 @@ def free_ports(count: int, *, exclude: Iterable[int] = ()) -> list[int]:
         while len(ports) < count:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             socks.append(sock)
-            sock.bind((LOOPBACK, 0))
+            try:
+                sock.bind((LOOPBACK, pool.pop() if pool else 0))  # the OS picks once the pool is spent
+            except OSError:
+                continue
             port = int(sock.getsockname()[1])
             if port not in taken:
                 taken.add(port)
