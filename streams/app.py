@@ -31,11 +31,15 @@ Keys updated many times between commits cost one changelog record.
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import contextvars
 import inspect
 import logging
+import time
 import uuid
 import weakref
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -43,6 +47,7 @@ from typing import Any, Generic, Literal, NamedTuple, TypeVar
 
 import faust
 from faust.streams import _current_event
+from faust.types import TP
 from pydantic import BaseModel
 
 from evstream.errors import ConfigError, EnvelopeError, EvstreamError
@@ -52,7 +57,14 @@ from evstream.schemas.events import envelope_headers
 from evstream.settings import KafkaSettings, RegistrySettings, aiokafka_config
 from evstream.streams import transport
 from evstream.streams.codec import EventCodec
-from evstream.streams.metrics import JOIN_MISSING, LATE_EVENTS, SKIPPED_UPDATES, WINDOWS_CLOSED
+from evstream.streams.metrics import (
+    JOIN_MISSING,
+    JOIN_WAIT_EXPIRED,
+    JOIN_WAITING,
+    LATE_EVENTS,
+    SKIPPED_UPDATES,
+    WINDOWS_CLOSED,
+)
 from evstream.streams.settings import StreamsSettings
 
 __all__ = [
@@ -63,6 +75,8 @@ __all__ = [
     "Received",
     "SkipEvent",
     "Table",
+    "Wait",
+    "WaitForRow",
     "Window",
     "WindowedTable",
     "broker_credentials",
@@ -92,6 +106,40 @@ class SkipEvent(EvstreamError):
     """Raised in a handler (``Table.lookup(..., missing="skip")``): the event has no effect."""
 
 
+class WaitForRow(EvstreamError):
+    """Raised by ``Table.lookup(key, missing="wait")`` when the row is missing: the event is held
+    and its handler runs again, from the start, once the row arrives (let it propagate)."""
+
+    def __init__(self, table: str, key: str) -> None:
+        super().__init__(f"{table}: no row for {key!r} yet; the event waits for it")
+        self.table = table
+        self.key = key
+
+
+WaitThen = Literal["emit_without", "skip", "dead_letter"]
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """How long the events of a handler (``app.on(..., wait=Wait(...))``) wait for a missing row
+    of a ``lookup(key, missing="wait")``, and what happens then.
+
+    - ``max_wait``: from the event's arrival (wall clock) until ``then`` is applied to it;
+    - ``max_events``: events held per partition; one more applies ``then`` to the oldest at once;
+    - ``then``: ``"emit_without"`` (the handler runs with the lookup returning None, a left
+      join's null), ``"skip"`` (no effect, an inner join's drop) or ``"dead_letter"`` (forwarded
+      as it was to ``<app id>-<handler>-unjoined``).
+    """
+
+    max_wait: timedelta
+    max_events: int = 1000
+    then: WaitThen = "emit_without"
+
+    def __post_init__(self) -> None:
+        if self.max_events < 1 or self.max_wait <= timedelta(0):
+            raise ConfigError(f"Wait needs max_wait > 0 and max_events >= 1, not {self}")
+
+
 @dataclass(slots=True)
 class Received:
     """The event a handler is called with: its envelope and where it was read."""
@@ -106,6 +154,8 @@ class Received:
     raw: Any = field(repr=False)  # faust's event (its message holds the raw bytes)
     _published: int = 0
     _decisions: dict[tuple[int, Any], bool] = field(default_factory=dict, repr=False)
+    _waiting: _Waiting | None = field(default=None, repr=False)  # the handler's wait=, if any
+    _expired: bool = False  # held past its wait: lookup(missing="wait") now returns None
 
     @property
     def key(self) -> bytes | None:
@@ -153,11 +203,18 @@ class EventTopic:
     """A topic of evstream events (Confluent-framed Avro, subjects by the catalog's strategy)."""
 
     def __init__(
-        self, name: str, topic: faust.TopicT, partitions: int | None, *, internal: bool = False
+        self,
+        name: str,
+        topic: faust.TopicT,
+        partitions: int | None,
+        *,
+        internal: bool = False,
+        codec: EventCodec | None = None,
     ) -> None:
         self.name = name
         self.faust = topic
         self.partitions = partitions
+        self.codec = codec
         self._undeclared = internal  # the app's own: created on first use (faust only creates consumed ones)
 
     async def send(self, **message: Any) -> None:
@@ -245,6 +302,10 @@ class _State(Generic[M]):
 class Table(_State[M]):
     """Per-key state typed by a pydantic model, updated at most once per event."""
 
+    def __init__(self, app: App, name: str, model: type[M], partitions: int) -> None:
+        super().__init__(app, name, model, partitions)
+        self._waiters: list[_Waiting] = []  # handlers whose events wait for rows of this table
+
     def get(self, key: str) -> M | None:
         """The value of ``key`` (None when absent)."""
         stored, model = self._stored(key)
@@ -252,17 +313,38 @@ class Table(_State[M]):
             return None
         return model if isinstance(model, self.model) else self.model.model_validate(stored["v"])
 
-    def lookup(self, key: str, *, missing: Literal["skip", "emit_without"] = "emit_without") -> M | None:
+    def lookup(
+        self, key: str, *, missing: Literal["skip", "emit_without", "wait"] = "emit_without"
+    ) -> M | None:
         """A stream-table join: the row for ``key``. A missing row: ``"emit_without"`` returns
         None (the handler goes on without it); ``"skip"`` raises :class:`SkipEvent` (the event has
-        no effect). Either way it is counted in ``evstream_stream_join_missing_total``. A missing
-        row is not waited for: the table holds what its own topic has delivered so far."""
+        no effect); ``"wait"`` raises :class:`WaitForRow`: the event is held until the row arrives
+        (see :class:`Wait`; the handler must be declared with ``wait=`` and this table in its
+        ``lookups``, and call this before its updates and publishes). Each miss is counted in
+        ``evstream_stream_join_missing_total{table,missing}``."""
         row = self.get(key)
-        if row is None:
-            JOIN_MISSING.labels(self.name, missing).inc()
-            if missing == "skip":
-                raise SkipEvent(f"{self.name}: no row for {key!r}")
-        return row
+        if row is not None:
+            return row
+        if missing == "wait":
+            received = current_received()
+            waiting = received._waiting
+            if waiting is None or self not in waiting.route.lookups:
+                raise ConfigError(
+                    f"{self.name}: lookup(missing='wait') needs its handler declared with "
+                    "app.on(..., lookups=[this table], wait=Wait(...))"
+                )
+            if received._expired:  # waited long enough: emit without it
+                return None
+            if received._decisions or received._published:
+                raise ConfigError(
+                    f"{self.name}: call lookup(missing='wait') before the handler's updates and "
+                    "publishes (a held event's handler runs again from the start)"
+                )
+            raise WaitForRow(self.name, key)
+        JOIN_MISSING.labels(self.name, missing).inc()
+        if missing == "skip":
+            raise SkipEvent(f"{self.name}: no row for {key!r}")
+        return None
 
     def update(self, key: str, change: Callable[[M], M]) -> Change[M] | None:
         """Apply ``change`` to the value of ``key`` (the model's defaults when absent) unless this
@@ -283,6 +365,8 @@ class Table(_State[M]):
             "o": {**offsets, received.origin: received.origin_offset},
         }
         self._put(key, record, after, received)
+        for waiting in self._waiters:  # a held event may be waiting for this row
+            waiting.row_written(self.name, key)
         return Change(before, after)
 
     def items(self) -> Iterator[tuple[str, M]]:
@@ -481,6 +565,203 @@ class _Route:
     handler: Handler
     lookups: tuple[_State[Any], ...]
     updates: tuple[_State[Any], ...]
+    waiting: _Waiting | None = None
+
+
+class _Held(BaseModel):
+    """(The held events are stored as plain records; the state's model is never used.)"""
+
+
+def _b64(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode()
+
+
+def _unb64(text: str | None) -> bytes | None:
+    return None if text is None else base64.b64decode(text)
+
+
+class _RestoredMessage:
+    """What the API and faust's tables read of a held record's message."""
+
+    def __init__(self, topic: str, partition: int, entry: dict[str, Any]) -> None:
+        self.topic, self.partition, self.offset = topic, partition, int(entry["o"])
+        self.tp = TP(topic, partition)
+        self.key, self.value = _unb64(entry["k"]), _unb64(entry["v"])
+        self.timestamp = entry["ts"]
+        self.headers = [(name, _unb64(value) or b"") for name, value in entry["h"]]
+
+
+class _Restored:
+    """A held record brought back as faust's event (a weakref-able stand-in: faust's table writes
+    read the changelog partition from ``current_event().message``)."""
+
+    def __init__(self, topic: str, partition: int, entry: dict[str, Any]) -> None:
+        self.message = _RestoredMessage(topic, partition, entry)
+        self.headers = self.message.headers
+        self.value: Any = None
+
+
+class _Waiting:
+    """The events of one handler held for missing rows (``wait=Wait(...)``), per partition.
+
+    **Head-of-line per partition.** Once an event of partition ``p`` waits, every later event of
+    ``p`` is held behind it, in order, whatever its key: the state's offset dedupe (a key skips
+    an origin offset at or below the one it stored) needs each origin partition's events applied
+    in order, as they would have been without the wait. This is what Kafka Streams' stream-table
+    join with a grace period does too (records buffered, processed in order). When the head's row
+    is written (or the timer finds it), the held events run in order until one misses a row again.
+
+    **Bounded and durable.** At most ``max_events`` per partition (one more applies ``then`` to the
+    oldest); each waits at most ``max_wait`` from its arrival. The held records (bytes, headers,
+    position) live in a changelogged table ``<handler>-waiting``, written at the commit with the
+    other state and before the offsets that skip past them are committed, so a crash or a
+    rebalance loses none (the next owner recovers the queue); a replayed record already held
+    (offset at or below the last held one) is not held twice.
+    """
+
+    def __init__(self, app: App, route: _Route, wait: Wait, partitions: int) -> None:
+        self.app, self.route, self.wait = app, route, wait
+        self.name = route.handler.__name__
+        self.state: _State[_Held] = _State(app, f"{self.name}-waiting", _Held, partitions)
+        self.dead_letter = (
+            app.events_topic(f"{app.app_id}-{self.name}-unjoined", partitions=partitions, internal=True)
+            if wait.then == "dead_letter"
+            else None
+        )
+        self._queues: dict[int, deque[tuple[str, dict[str, Any]]]] = {}
+        self._generation = -1
+        self._draining: dict[int, asyncio.Event] = {}  # partition -> set when its drain ends
+
+    def queue(self, partition: int) -> deque[tuple[str, dict[str, Any]]]:
+        """The held events of ``partition`` in order (rebuilt from the table after a rebalance)."""
+        generation = self.app.faust.rebalancing_count
+        if generation != self._generation:
+            self._generation, self._queues = generation, {}
+        found = self._queues.get(partition)
+        if found is None:
+            prefix = f"{partition}#"
+            held: dict[str, dict[str, Any] | None] = {
+                k: v for k, v in self.state.faust.items() if isinstance(k, str) and k.startswith(prefix)
+            }
+            for source in (self.state._inflight, self.state._dirty):
+                held.update({k: pending.value for k, pending in source.items() if k.startswith(prefix)})
+            found = self._queues[partition] = deque(sorted((k, v) for k, v in held.items() if v is not None))
+        return found
+
+    def holds(self, received: Received) -> bool:
+        """True when ``received`` must wait behind held events (or is one of them, replayed)."""
+        return bool(self.queue(received.partition))
+
+    def count(self) -> None:
+        JOIN_WAITING.labels(self.name).set(sum(len(q) for q in self._queues.values()))
+
+    async def hold(self, received: Received, waits_for: tuple[str, str] | None) -> None:
+        """Append ``received`` to its partition's queue (``waits_for``: the head's table and key)."""
+        partition = received.partition
+        q = self.queue(partition)
+        if q and received.offset <= q[-1][1]["o"]:  # a replay of a held record
+            return
+        while len(q) >= self.wait.max_events:  # full: the oldest gets ``then`` now
+            draining = self._draining.get(partition)
+            if draining is not None:  # a drain is shrinking it: wait for its end
+                await draining.wait()
+            else:
+                await self.drain(partition, expire=True)
+            q = self.queue(partition)
+        if not q and waits_for is None:  # the queue emptied meanwhile: nothing to wait behind
+            waits_for = await self.app._handle(self.route, received)
+            if waits_for is None:
+                return
+        raw = received.raw
+        message = raw.message
+        seq = int(q[-1][0].rpartition("#")[2]) + 1 if q else 0
+        entry = {
+            "o": received.offset,
+            "k": _b64(received.key),
+            "v": _b64(message.value),
+            "h": [[k, _b64(v)] for k, v in _headers(raw.headers)],
+            "ts": message.timestamp,
+            "since": int(time.time() * 1000),
+            "wt": waits_for[0] if waits_for else None,
+            "wk": waits_for[1] if waits_for else None,
+        }
+        skey = f"{partition}#{seq:012d}"
+        q.append((skey, entry))
+        self.state._put(skey, entry, None, received)
+        if waits_for is not None:
+            JOIN_MISSING.labels(waits_for[0], "wait").inc()
+        self.count()
+
+    def row_written(self, table: str, key: str) -> None:
+        for partition, q in self._queues.items():
+            if q and q[0][1]["wt"] == table and q[0][1]["wk"] == key:
+                self.app._ready.add((self, partition))
+
+    def restore(self, partition: int, entry: dict[str, Any]) -> Received:
+        raw = _Restored(self.route.topic.name, partition, entry)
+        codec = self.route.topic.codec
+        assert codec is not None  # events_topic gives every topic one
+        assert raw.message.value is not None  # a held record has its bytes
+        raw.value = event = codec.loads(raw.message.value)
+        received = self.app._received(raw, event, self.route.topic.name)
+        received._waiting = self
+        return received
+
+    async def drain(self, partition: int, *, expire: bool = False) -> None:
+        """Run the held events of ``partition`` in order until one misses a row again (``expire``:
+        apply ``then`` to the head first). An event leaves the queue only once handled, so the
+        partition's new events keep queueing behind it meanwhile."""
+        if partition in self._draining:
+            return
+        self._draining[partition] = asyncio.Event()
+        try:
+            q = self.queue(partition)
+            while q:
+                skey, entry = q[0]
+                received = self.restore(partition, entry)
+                if expire:
+                    await self._expire(received)
+                    expire = False
+                else:
+                    waits_for = await self.app._handle(self.route, received)
+                    if waits_for is not None:  # the head misses a row (again): it waits on
+                        if (entry["wt"], entry["wk"]) != waits_for:
+                            entry = {**entry, "wt": waits_for[0], "wk": waits_for[1]}
+                            q[0] = (skey, entry)
+                            self.state._put(skey, entry, None, received)
+                            JOIN_MISSING.labels(waits_for[0], "wait").inc()
+                        return
+                q.popleft()
+                self.state._put(skey, None, None, received)
+        finally:
+            self._draining.pop(partition).set()
+            self.count()
+
+    async def _expire(self, received: Received) -> None:
+        then = self.wait.then
+        JOIN_WAIT_EXPIRED.labels(self.name, then).inc()
+        if then == "emit_without":
+            received._expired = True
+            await self.app._handle(self.route, received)
+        elif then == "dead_letter":
+            assert self.dead_letter is not None
+            await self.app.forward(received, self.dead_letter)
+
+    async def tick(self, partitions: Iterable[int], now_ms: float | None = None) -> None:
+        """Per assigned partition: expire a head that waited ``max_wait``, release one whose row
+        is there now (written by another worker's recovery, or a write the hook missed)."""
+        now = time.time() * 1000 if now_ms is None else now_ms
+        limit = self.wait.max_wait.total_seconds() * 1000
+        for partition in partitions:
+            q = self.queue(partition)
+            while q and partition not in self._draining and now - q[0][1]["since"] >= limit:
+                await self.drain(partition, expire=True)  # and the ones behind it that find rows
+            if not q or partition in self._draining:
+                continue
+            head = q[0][1]
+            table = next((t for t in self.route.lookups if t.name == head["wt"]), None)
+            if isinstance(table, Table) and table.get(head["wk"]) is not None:
+                await self.drain(partition)
 
 
 class App:
@@ -517,6 +798,7 @@ class App:
         self._states: list[_State[Any]] = []
         self._routes: list[_Route] = []
         self._topics: dict[str, EventTopic] = {}
+        self._ready: set[tuple[_Waiting, int]] = set()  # partitions whose held events may go on
         servers = self.kafka.bootstrap_servers.split(",")
         self.faust = faust.App(
             self.app_id,
@@ -571,7 +853,11 @@ class App:
         codec = EventCodec(name, resolve=lambda: (self._avro(), self.catalog))  # registry on first use
         options: dict[str, Any] = {"partitions": partitions, "internal": True} if internal else {}
         found = EventTopic(
-            name, self.faust.topic(name, value_serializer=codec, **options), partitions, internal=internal
+            name,
+            self.faust.topic(name, value_serializer=codec, **options),
+            partitions,
+            internal=internal,
+            codec=codec,
         )
         self._topics[name] = found
         return found
@@ -613,13 +899,24 @@ class App:
         *types: type[Event],
         lookups: Iterable[_State[Any]] = (),
         updates: Iterable[_State[Any]] = (),
+        wait: Wait | None = None,
     ) -> Callable[[Handler], Handler]:
         """Call the decorated ``handler(event, received)`` for each event of ``topic`` (of
         ``types`` only, when given; others pass by). ``lookups``: tables it joins with, checked
-        for co-partitioning at start; ``updates``: tables it writes (also checked)."""
+        for co-partitioning at start; ``updates``: tables it writes (also checked); ``wait``: how
+        its ``lookup(key, missing="wait")`` calls hold events for missing rows (:class:`Wait`)."""
 
         def register(handler: Handler) -> Handler:
             route = _Route(topic, types, handler, tuple(lookups), tuple(updates))
+            if wait is not None:
+                tables = [t for t in route.lookups if isinstance(t, Table)]
+                if not tables:
+                    raise ConfigError(f"{handler.__name__}: wait= needs the tables it waits for in lookups=")
+                route.waiting = _Waiting(self, route, wait, tables[0].partitions)
+                for table in tables:
+                    table._waiters.append(route.waiting)
+                if not any(r.waiting for r in self._routes):
+                    self.faust.timer(1.0)(self._tick_waits)
             self._routes.append(route)
             self._agent(route)
             return handler
@@ -655,17 +952,56 @@ class App:
                 event = raw.value
                 if types and not isinstance(event, types):
                     continue
-                received = self._received(raw, event, topic)
-                token = _RECEIVED.set(received)
-                try:
-                    await handler(event, received)
-                except SkipEvent:
-                    pass
-                finally:
-                    _RECEIVED.reset(token)
+                await self._process(route, self._received(raw, event, topic))
 
         agent.__name__ = agent.__qualname__ = handler.__name__
         self.faust.agent(route.topic.faust, name=f"{self.app_id}.{handler.__name__}")(agent)
+
+    async def _process(self, route: _Route, received: Received) -> None:
+        """Handle one event of ``route`` (or hold it, with ``wait=``), then release held events
+        whose rows it wrote."""
+        waiting = route.waiting
+        if waiting is None:
+            await self._handle(route, received)
+        elif waiting.holds(received):  # an earlier event of its partition waits: it goes behind
+            await waiting.hold(received, None)
+        else:
+            waits_for = await self._handle(route, received)
+            if waits_for is not None:
+                await waiting.hold(received, waits_for)
+        if self._ready:  # rows that held events wait for were written
+            await self._release()
+
+    async def _handle(self, route: _Route, received: Received) -> tuple[str, str] | None:
+        """Run the handler of ``route``; the (table, key) it waits for when it raised WaitForRow."""
+        received._waiting = route.waiting
+        token = _RECEIVED.set(received)
+        try:
+            await route.handler(received.event, received)
+        except SkipEvent:
+            pass
+        except WaitForRow as wait:
+            return wait.table, wait.key
+        finally:
+            _RECEIVED.reset(token)
+        return None
+
+    async def _release(self) -> None:
+        while self._ready:
+            waiting, partition = self._ready.pop()
+            await waiting.drain(partition)
+
+    async def _tick_waits(self) -> None:
+        """Every second: expire held events past their wait, release those whose row is there."""
+        recovery = getattr(self.faust.tables, "recovery", None)
+        if self.faust.rebalancing or (recovery is not None and not recovery.completed.is_set()):
+            return  # the queues are rebuilt from the recovered tables once this ends
+        assignment = self.faust.consumer.assignment()
+        for route in self._routes:
+            if route.waiting is not None:
+                mine = sorted(tp.partition for tp in assignment if tp.topic == route.topic.name)
+                await route.waiting.tick(mine)
+        await self._release()
 
     @staticmethod
     def _received(raw: Any, event: Event, topic: str) -> Received:

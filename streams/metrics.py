@@ -13,6 +13,8 @@ from prometheus_client.core import GaugeMetricFamily
 
 __all__ = [
     "JOIN_MISSING",
+    "JOIN_WAITING",
+    "JOIN_WAIT_EXPIRED",
     "LATE_EVENTS",
     "SKIPPED_UPDATES",
     "STALL_RESTARTS",
@@ -51,6 +53,16 @@ JOIN_MISSING = Counter(
     "evstream_stream_join_missing",
     "Table lookups that found no row, by what the handler did.",
     ["table", "missing"],
+)
+JOIN_WAITING = Gauge(
+    "evstream_stream_join_waiting",
+    "Events held for a missing table row (lookup missing='wait'), by handler, on this worker.",
+    ["handler"],
+)
+JOIN_WAIT_EXPIRED = Counter(
+    "evstream_stream_join_wait_expired",
+    "Held events that waited their max_wait (or overflowed max_events), by what was done then.",
+    ["handler", "then"],
 )
 STALL_RESTARTS = Gauge(
     "evstream_worker_stall_restarts",

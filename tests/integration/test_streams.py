@@ -169,3 +169,77 @@ def test_the_example_closes_hours_emits_final_results_and_routes_late_orders(
     finally:
         consumer.close()
     assert stream_app.restarts == 0
+
+
+def test_an_order_waits_for_its_customer_and_is_emitted_without_after_max_wait(
+    endpoints: Endpoints, stream_app: StreamApp, new_topic: Any, registry: Any
+) -> None:
+    """streams/examples/first_orders.py (``lookup(..., missing="wait")``, 10 s): an order whose
+    customer is not registered yet is held, not emitted without name; the registration releases
+    it with name and email; one never registered is emitted without them after 10 s; one whose
+    customer is known goes through at once. Exactly one tier event per first order."""
+    from evstream.schemas import AvroCodec, EventReader, RegistrySchemaStore  # noqa: PLC0415
+    from evstream.schemas.domain import CATALOG, CustomerRegistered  # noqa: PLC0415
+    from tests.factories import START  # noqa: PLC0415
+
+    orders, customers, tiers = new_topic(partitions=2), new_topic(partitions=2), new_topic(partitions=2)
+    stream_app.target = "evstream.streams.examples.first_orders:app"
+    stream_app.extra_env = {
+        "EXAMPLE_ORDERS": orders,
+        "EXAMPLE_CUSTOMERS": customers,
+        "EXAMPLE_TIERS": tiers,
+        "EXAMPLE_WAIT_S": "10",
+        "EVSTREAM_STREAMS_PARTITIONS": "2",
+    }
+    reader = EventReader(AvroCodec(RegistrySchemaStore(registry)), CATALOG)
+
+    def tier_event(record: Any) -> Any:
+        return reader.decode(reader.model_for(record.value()), record.value())
+
+    def person(customer: str, name: str) -> CustomerRegistered:
+        email = f"{name.lower()}@example.com"
+        return CustomerRegistered(
+            customer_id=customer, email=email, name=name, country="DE", registered_at=START
+        )
+
+    def out_count() -> int:
+        consumer = Consumer({"bootstrap.servers": endpoints.bootstrap_servers, "group.id": "probe"})
+        try:
+            return sum(
+                consumer.get_watermark_offsets(TopicPartition(tiers, p), timeout=10)[1] for p in (0, 1)
+            )
+        finally:
+            consumer.close()
+
+    port = stream_app.start_ready()
+    waiting = {"handler": "enrich"}
+    held = publish(endpoints, orders, [order("ada", 1, 1)])
+    wait_until(lambda: metric(port, "evstream_stream_join_waiting", **waiting) == 1,
+               timeout=30, what="ada's order held")  # fmt: skip
+    publish(endpoints, orders, [order("nobody", 2, 2)])  # after ada's: maybe behind it on a partition
+    wait_until(lambda: metric(port, "evstream_stream_join_waiting", **waiting) == 2,
+               timeout=30, what="both orders held")  # fmt: skip
+    assert out_count() == 0  # held, not emitted without the customer
+    publish(endpoints, customers, [person("ada", "Ada")])
+    first = read_records(endpoints.bootstrap_servers, [tiers], 1)
+    assert first[0].key() == b"ada"
+    assert Envelope.from_headers(first[0].headers()).causation_id == str(held[0])
+    assert (tier_event(first[0]).name, tier_event(first[0]).email) == ("Ada", "ada@example.com")
+    expired = {"handler": "enrich", "then": "emit_without"}
+    wait_until(lambda: metric(port, "evstream_stream_join_wait_expired_total", **expired) == 1,
+               timeout=30, what="the order of a customer who never registered to expire")  # fmt: skip
+    publish(endpoints, customers, [person("bea", "Bea")])
+    wait_until(lambda: metric(port, "evstream_stream_events_total", topic=customers) >= 2,
+               timeout=30, what="Bea registered")  # fmt: skip
+    publish(endpoints, orders, [order("bea", 3, 3), order("ada", 4, 4)])  # known; ada's second order
+    records = read_records(endpoints.bootstrap_servers, [tiers], 3)
+    found = {(r.key() or b"").decode(): tier_event(r) for r in records}
+    assert set(found) == {"ada", "nobody", "bea"}
+    assert (found["nobody"].name, found["nobody"].email) == (None, None)  # emitted without, after 10 s
+    assert found["bea"].name == "Bea"
+    by_customer = f"{stream_app.app_id}-orders-by-customer"
+    wait_until(lambda: metric(port, "evstream_stream_events_total", topic=by_customer) >= 4,
+               timeout=30, what="all four orders handled")  # fmt: skip
+    assert out_count() == 3  # one tier event per first order: none for ada's second, no duplicate
+    assert metric(port, "evstream_stream_join_waiting", **waiting) == 0
+    assert stream_app.restarts == 0

@@ -283,8 +283,152 @@ def test_group_by_forwards_each_event_to_an_internal_topic_keyed_by_the_function
     async def forward(r: Received, topic: Any, *, key: str | None = None) -> None:
         sent.append((r, topic.name, key))
 
-    app.forward = forward  # type: ignore[method-assign]
+    app.forward = forward  # type: ignore[method-assign, assignment]
     order = next(e for e in mixed_events(10, seed=1) if isinstance(e, OrderPlaced))
     r = received(7)
-    asyncio.run(app._routes[0].handler(order, r))
+
+    async def handle() -> None:
+        await app._routes[0].handler(order, r)
+
+    asyncio.run(handle())
     assert sent == [(r, "unit-app-by-customer", order.customer_id)]
+
+
+class HeldCodec:
+    """The topic codec of the wait tests: a held record's bytes name its event."""
+
+    def __init__(self) -> None:
+        self.events: dict[bytes, OrderPlaced] = {}
+
+    def loads(self, data: bytes) -> OrderPlaced:
+        return self.events[data]
+
+
+def order_event(codec: HeldCodec, offset: int, customer: str) -> Received:
+    base = next(e for e in mixed_events(10, seed=1) if isinstance(e, OrderPlaced))
+    event = base.model_copy(update={"customer_id": customer})
+    value = f"order-{offset}".encode()
+    codec.events[value] = event
+    r = received(offset, topic="orders", origin="orders:0")
+    r.event = event
+    r.raw.message.value, r.raw.message.timestamp = value, 1.0
+    return r
+
+
+def waiting_app(then: str, max_events: int = 10) -> tuple[App, Any, HeldCodec, list[tuple[int, str | None]]]:
+    from evstream.streams import Wait  # noqa: PLC0415
+
+    app = new_app()
+    people = app.table("people", Count)
+    orders = app.events_topic("orders")
+    seen: list[tuple[int, str | None]] = []
+
+    @app.on(orders, OrderPlaced, lookups=[people], wait=Wait(timedelta(seconds=30), max_events, then))  # type: ignore[arg-type]
+    async def enrich(order: OrderPlaced, r: Received) -> None:
+        row = people.lookup(order.customer_id, missing="wait")
+        seen.append((r.offset, None if row is None else order.customer_id))
+
+    fake_tables(app)
+    codec = HeldCodec()
+    orders.codec = codec  # type: ignore[assignment]
+    return app, people, codec, seen
+
+
+def waits_of(route: Any) -> Any:
+    assert route.waiting is not None
+    return route.waiting
+
+
+def register(app: App, people: Any, customer: str, offset: int) -> None:
+    """The customers handler writing a row (its hook marks the held events waiting for it)."""
+    with handling(received(offset, topic="customers", origin="customers:0")):
+        people.update(customer, lambda c: Count(n=c.n + 1))
+
+
+def test_wait_holds_a_partition_in_order_until_the_row_arrives_and_keeps_the_queue_durable() -> None:
+    app, people, codec, seen = waiting_app("emit_without")
+    route = app._routes[0]
+    waiting = waits_of(route)
+
+    async def story() -> None:
+        await app._process(route, order_event(codec, 0, "A"))  # no row: waits
+        await app._process(route, order_event(codec, 1, "B"))  # B has none either: behind it
+        await app._process(route, order_event(codec, 2, "A"))  # A's row will be there: still behind
+        assert seen == []
+        await app._process(route, order_event(codec, 1, "B"))  # a replay of a held record
+        assert len(waiting.queue(0)) == 3
+        register(app, people, "A", 0)
+        await app._release()
+        assert seen == [(0, "A")]  # then B (offset 1) misses its row: it waits, 2 stays behind it
+        assert [entry["wk"] for _key, entry in waiting.queue(0)] == ["B", None]
+        commit(app)  # the queue is state: after a rebalance (or a crash) it comes back from the table
+        app.faust.rebalancing_count += 1
+        assert [entry["o"] for _key, entry in waiting.queue(0)] == [1, 2]
+        register(app, people, "B", 1)
+        await app._release()
+        assert seen == [(0, "A"), (1, "B"), (2, "A")]
+        assert not waiting.queue(0)
+        commit(app)
+        assert waiting.state.faust == {}  # released records leave no state behind
+
+    asyncio.run(story())
+
+
+def test_wait_applies_then_after_max_wait_or_to_the_oldest_when_full() -> None:
+    app, people, codec, seen = waiting_app("emit_without", max_events=2)
+    route = app._routes[0]
+    waiting = waits_of(route)
+
+    async def story() -> None:
+        await app._process(route, order_event(codec, 0, "A"))
+        await app._process(route, order_event(codec, 1, "A"))
+        await app._process(route, order_event(codec, 2, "C"))  # full: 0 gets "emit_without" now
+        assert seen[0] == (0, None)
+        assert [entry["o"] for _key, entry in waiting.queue(0)] == [1, 2]  # 1 misses A again
+        head = waiting.queue(0)[0][1]
+        await waiting.tick([0], now_ms=head["since"] + 29_000)  # not yet
+        assert len(seen) == 1
+        await waiting.tick([0], now_ms=head["since"] + 31_000)  # both waited 30 s
+        assert seen == [(0, None), (1, None), (2, None)]
+
+    asyncio.run(story())
+
+    app, people, codec, seen = waiting_app("skip")
+    route = app._routes[0]
+    waiting = waits_of(route)
+
+    async def skipped() -> None:
+        await app._process(route, order_event(codec, 0, "A"))
+        register(app, people, "B", 0)
+        await app._process(route, order_event(codec, 1, "B"))  # has its row, but waits behind 0
+        head = waiting.queue(0)[0][1]
+        await waiting.tick([0], now_ms=head["since"] + 31_000)
+        assert seen == [(1, "B")]  # 0 skipped (an inner join's drop), 1 released after it
+
+    asyncio.run(skipped())
+
+
+def test_wait_is_declared_with_its_tables_and_comes_before_updates() -> None:
+    from evstream.errors import ConfigError  # noqa: PLC0415
+    from evstream.streams import Wait  # noqa: PLC0415
+
+    app = new_app()
+    people, totals = app.table("people", Count), app.table("totals", Count)
+    orders = app.events_topic("orders")
+    with pytest.raises(ConfigError, match="needs the tables it waits for"):
+        app.on(orders, wait=Wait(timedelta(seconds=1)))(lambda e, r: None)  # type: ignore[arg-type, return-value]
+    with pytest.raises(ConfigError):
+        Wait(timedelta(0))
+    fake_tables(app)
+    with handling(received(0)), pytest.raises(ConfigError, match="declared with"):
+        people.lookup("x", missing="wait")  # no wait= on its handler
+    app2, people2, codec, _seen = waiting_app("skip")
+
+    @app2.on(app2.events_topic("more"), lookups=[people2], wait=Wait(timedelta(seconds=1)))
+    async def late_lookup(order: Any, r: Received) -> None:
+        totals.update("k", lambda c: c)
+        people2.lookup("x", missing="wait")
+
+    fake_tables(app2)
+    with pytest.raises(ConfigError, match="before the handler's updates"):
+        asyncio.run(app2._handle(app2._routes[1], order_event(codec, 0, "A")))
