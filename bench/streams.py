@@ -24,6 +24,12 @@ the worker's CPU time per OrderPlaced in the first and last 10 % of completions 
 per-event cost, less sensitive than rates to what else the machine runs); the largest changelog
 record. The topics it made are deleted afterwards.
 
+``--spy S``: sample the evstream worker with py-spy (``BENCH_PYSPY`` or ``py-spy`` on PATH; not a
+dependency: ``python3 -m venv /tmp/pyspy && /tmp/pyspy/bin/pip install py-spy``) for S seconds once
+it is ready, every thread, and attribute the CPU samples to the parts of an event's path
+(:data:`PARTS`, by the innermost frame outside the standard library) in microseconds per
+OrderPlaced (each with its 3 other order events, read and dropped).
+
 The evstream side is :data:`app` (``evstream worker bench.streams:app``), built on first access.
 """
 
@@ -135,8 +141,83 @@ def thread_cpu(pid: int) -> dict[str, float]:
     return found
 
 
+PARTS: list[tuple[str, tuple[str, ...]]] = [
+    ("aiokafka fetch + record parsing (consumer thread)", ("aiokafka/consumer/", "aiokafka/record/")),
+    ("aiokafka producer (batches, sends)", ("aiokafka/producer/",)),
+    ("aiokafka connection + protocol", ("aiokafka/conn.py", "aiokafka/protocol/", "aiokafka/client.py")),
+    ("Avro codec + pydantic (decode, encode, validate)", ("evstream/schemas/", "fastavro", "pydantic", "streams/codec.py")),
+    ("faust tables + changelog writes", ("faust/tables/", "faust/stores/")),
+    ("evstream streams API (received, state, publish)", ("evstream/streams/", "streams/app.py")),
+    ("faust agents, streams, conductor, consumer", ("faust/",)),
+    ("mode services", ("mode/",)),
+    ("prometheus metrics", ("prometheus_client",)),
+    ("logging", ("logging/",)),
+    ("asyncio event loop + sockets", ("asyncio/", "selectors.py", "socket.py", "ssl.py")),
+]
+"""Parts of the path an event takes, and the file path fragments of their frames; a sample goes
+to the part of its innermost frame that matches one (the last part, the event loop and its
+sockets, only when no other matches: a socket send of the producer is the producer's)."""
+
+
+def attribute(raw: Path) -> tuple[dict[str, int], int]:
+    """py-spy's raw (collapsed) stacks: samples per part of :data:`PARTS` ("other" for the rest),
+    and the total."""
+    found: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        frames = stack.split(";")[::-1]  # innermost first
+        part = "other"
+        for parts in (PARTS[:-1], PARTS[-1:]):  # the event loop and sockets: only when nothing else
+            hit = next((n for f in frames for n, marks in parts if any(m in f for m in marks)), None)
+            if hit is not None:
+                part = hit
+                break
+        found[part] = found.get(part, 0) + int(count)
+        total += int(count)
+    return found, total
+
+
+class Spy:
+    """py-spy recording a process for a while, and the outputs written meanwhile."""
+
+    def __init__(self, pid: int, seconds: float, probe: Consumer, out: str) -> None:
+        tool = os.environ.get("BENCH_PYSPY") or shutil.which("py-spy")
+        if tool is None:
+            raise RuntimeError("--spy needs py-spy: BENCH_PYSPY=/path/to/py-spy or py-spy on PATH")
+        self.raw = Path(tempfile.gettempdir()) / f"bench-streams-{pid}.spy"
+        self.seconds, self.started = seconds, time.perf_counter()
+        self.before = self.after = end_offsets(probe, out, 3)
+        self.proc = subprocess.Popen(
+            [tool, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "100",
+             "--format", "raw", "--nonblocking", "--output", str(self.raw)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def progress(self, done: int) -> None:
+        """The outputs so far, while recording (the events of the recording are those)."""
+        if time.perf_counter() - self.started <= self.seconds:
+            self.after = done
+
+    def finish(self) -> dict[str, Any]:
+        """Wait for the recording (give the run more events than it lasts); the parts, the
+        samples and the outputs written while it recorded."""
+        self.proc.wait(self.seconds + 60)
+        parts, total = attribute(self.raw)
+        return {"parts": parts, "samples": total, "events": self.after - self.before}
+
+
 def evstream_run(
-    bootstrap: str, registry: str, orders: str, expect: int, *, profile: Path | None = None
+    bootstrap: str,
+    registry: str,
+    orders: str,
+    expect: int,
+    *,
+    profile: Path | None = None,
+    spy: float = 0.0,
 ) -> dict[str, Any]:
     run = uuid.uuid4().hex[:6]
     out, app_id, port = f"bench-out-{run}", f"bench-app-{run}", 9188
@@ -167,14 +248,18 @@ def evstream_run(
             time.sleep(0.1)
         ready_at = time.perf_counter() - started
         done, usage = 0, []
+        spying = Spy(worker.pid, spy, probe, out) if spy else None
         while done < expect:
             time.sleep(0.2)
             done = end_offsets(probe, out, 3)
             usage.append((time.time(), sum(thread_cpu(worker.pid).values())))
+            if spying is not None:
+                spying.progress(done)
             if worker.poll() is not None:
                 raise RuntimeError(f"the worker exited ({worker.returncode}): {done} of {expect} outputs")
         elapsed = time.perf_counter() - started
         cpu = thread_cpu(worker.pid)
+        spied = spying.finish() if spying is not None else None
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(120)
@@ -184,6 +269,7 @@ def evstream_run(
         "ready": ready_at,
         "cpu": cpu,
         "usage": usage,
+        "spied": spied,
         "app_id": app_id,
         "out": out,
         "data_dir": env["EVSTREAM_STREAMS_DATA_DIR"],
@@ -324,6 +410,16 @@ def flat(bootstrap: str, registry: str, count: int) -> None:
     )
 
 
+def report_spy(spied: dict[str, Any]) -> None:
+    """Microseconds of worker CPU per OrderPlaced (100 samples/s: a sample is 10 ms), per part."""
+    events, total = spied["events"], spied["samples"]
+    print(f"py-spy: {total} samples (10 ms each, all threads), {events:,} OrderPlaced completed meanwhile")
+    for part, count in sorted(spied["parts"].items(), key=lambda item: -item[1]):
+        per_event = count * 10_000 / max(events, 1)
+        print(f"  {part:<52} {count / total:6.1%} {per_event:8.0f} us/OrderPlaced")
+    print(f"  {'total':<52} {1:6.1%} {total * 10_000 / max(events, 1):8.0f} us/OrderPlaced")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -331,6 +427,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=60_000, help="mixed events generated (orders kept)")
     parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--spy", type=float, default=0.0, help="py-spy the worker this many seconds")
     parser.add_argument("--flat", type=int, default=0, help="the flatness run with this many input events")
     args = parser.parse_args()
     from evstream.stack import LocalStack  # noqa: PLC0415
@@ -344,12 +441,14 @@ def main() -> None:
     print(f"{total:,} order events ({placed:,} OrderPlaced) on {orders}")
     for round_ in range(args.rounds):
         profile = Path(tempfile.gettempdir()) / f"bench-streams-{round_}.prof" if args.profile else None
-        found = evstream_run(bootstrap, registry, orders, placed, profile=profile)
+        found = evstream_run(bootstrap, registry, orders, placed, profile=profile, spy=args.spy)
         elapsed, ready_at = found["elapsed"], found["ready"]
         print(
             f"evstream: {elapsed:.1f} s ({total / elapsed:,.0f} ev/s incl. start;"
             f" ready after {ready_at:.1f} s, {total / (elapsed - ready_at):,.0f} ev/s after ready)"
         )
+        if found["spied"] is not None:
+            report_spy(found["spied"])
         if args.profile:
             cpu = found["cpu"]
             print(
