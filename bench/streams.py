@@ -145,7 +145,10 @@ PARTS: list[tuple[str, tuple[str, ...]]] = [
     ("aiokafka fetch + record parsing (consumer thread)", ("aiokafka/consumer/", "aiokafka/record/")),
     ("aiokafka producer (batches, sends)", ("aiokafka/producer/",)),
     ("aiokafka connection + protocol", ("aiokafka/conn.py", "aiokafka/protocol/", "aiokafka/client.py")),
-    ("Avro codec + pydantic (decode, encode, validate)", ("evstream/schemas/", "fastavro", "pydantic", "streams/codec.py")),
+    (
+        "Avro codec + pydantic (decode, encode, validate)",
+        ("evstream/schemas/", "fastavro", "pydantic", "streams/codec.py"),
+    ),
     ("faust tables + changelog writes", ("faust/tables/", "faust/stores/")),
     ("evstream streams API (received, state, publish)", ("evstream/streams/", "streams/app.py")),
     ("faust agents, streams, conductor, consumer", ("faust/",)),
