@@ -12,6 +12,7 @@ them: typed by their writer schema's record name, with a derived envelope.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -19,6 +20,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -27,7 +29,7 @@ from pydantic import ValidationError
 
 from evstream.consumers.dispatch import known_models
 from evstream.consumers.failures import header_pairs
-from evstream.consumers.handlers import Handlers, MessageContext
+from evstream.consumers.handlers import Handlers, HandlerSpec, MessageContext
 from evstream.consumers.replay.cluster import Cluster, Key
 from evstream.consumers.replay.plan import epoch_ms, parse_datetime
 from evstream.errors import DecodeError, EnvelopeError, ReplayError, ReplayInputError, UnknownEventTypeError
@@ -41,6 +43,7 @@ from evstream.schemas import (
     SchemaStore,
     event_type_header,
 )
+from evstream.schemas.events import EnvelopeHeaders
 from evstream.settings import KafkaSettings, RegistrySettings, librdkafka_config
 
 __all__ = ["BoundedReplay", "ReplayResult"]
@@ -49,6 +52,32 @@ log = logging.getLogger("evstream.replay")
 
 _META = "evstream-replay:end="
 Progress = Callable[[int, int], None]
+READ_AHEAD: dict[str, Any] = {
+    # librdkafka prefetches up to queued.min.messages records *per partition* (default 100,000)
+    # or queued.max.messages.kbytes: ~400 MB of RSS for 6 partitions of ~100 B records. The
+    # replay reads one batch at a time, so a few batches' worth keeps the fetcher ahead of it.
+    "queued.min.messages": 10_000,
+    "queued.max.messages.kbytes": 16_384,
+}
+
+
+def consumer_config(conf: dict[str, Any], group_id: str) -> dict[str, Any]:
+    """The replay's consumer: manual offsets, and a read-ahead bounded by READ_AHEAD."""
+    return {
+        **conf,
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",  # never jump to the end past unread records
+        **READ_AHEAD,
+        "on_commit": _committed,
+    }
+
+
+def _committed(err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+    """Outcome of an asynchronous progress commit (served by consume, on the replay's thread)."""
+    if err is not None:
+        log.warning("replay progress commit not done (the next commit carries it): %s", err.str())
 
 
 @dataclass
@@ -90,6 +119,9 @@ class BoundedReplay:
     schema_store: SchemaStore | None = None
     batch_size: int = 1000
     catalog: Catalog | None = None
+    # gc.collect() + gc.freeze() when the loop starts, as ConsumerSettings.gc_freeze: process-wide,
+    # so off for a library caller; `evstream replay run`, which owns its process, turns it on.
+    gc_freeze: bool = False
 
     _reader: EventReader | None = field(default=None, init=False, repr=False)
 
@@ -159,16 +191,7 @@ class BoundedReplay:
         """Process the range; returns early (progress committed, resumable) when ``stop`` is set."""
         conf = librdkafka_config(self.kafka or KafkaSettings())
         cluster = Cluster(AdminClient(conf))
-        consumer = Consumer(
-            {
-                **conf,
-                "group.id": self.group_id,
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "queued.max.messages.kbytes": 16_384,  # bounded read-ahead: memory stays flat
-                "auto.offset.reset": "earliest",  # never jump to the end past unread records
-            }
-        )
+        consumer = Consumer(consumer_config(conf, self.group_id))
         client = None
         producer = None
         try:
@@ -202,6 +225,9 @@ class BoundedReplay:
                     }
                 )
             consumer.assign([TopicPartition(t, p, start) for (t, p), (start, _end) in work.items()])
+            if self.gc_freeze:  # what start-up built lives as long as the run: out of GC passes
+                gc.collect()
+                gc.freeze()
             self._loop(consumer, producer, decode, ranges, work, result, progress, stop)
             return result
         finally:
@@ -224,41 +250,41 @@ class BoundedReplay:
     ) -> None:
         remaining = set(work)
         position = {k: start for k, (start, _end) in work.items()}
-        saved = dict(position)  # what is committed
+        saved = dict(position)  # what a commit was issued for
         idle_since = time.monotonic()
-        while remaining and not (stop is not None and stop.is_set()):
-            batch = consumer.consume(self.batch_size, 0.5)
-            touched: set[Key] = set()
-            try:
+        try:
+            while remaining and not (stop is not None and stop.is_set()):
+                batch = consumer.consume(self.batch_size, 0.5)
                 interrupted = self._batch(
                     batch, consumer, producer, codec, ranges, remaining, position, result, stop
                 )
-            finally:  # what was handled stays handled, also when a handler failed mid-batch
-                touched = {k for k in work if position[k] != saved.get(k)}
-                if touched:
-                    self._checkpoint(consumer, producer, touched, position, ranges)
-                    saved.update({k: position[k] for k in touched})
-            # Transaction markers and aborted records occupy offsets that are never delivered:
-            # a partition is also done when the fetch position itself has passed its end (only
-            # meaningful when every record handed over was processed).
-            finished: set[Key] = set()
-            for tp in [] if interrupted else consumer.position([TopicPartition(*k) for k in remaining]):
-                key = (tp.topic, tp.partition)
-                if tp.offset >= ranges[key][1]:
-                    position[key] = max(position[key], ranges[key][1])
-                    finished.add(key)
-            if finished:
-                remaining -= finished
-                consumer.pause([TopicPartition(*k) for k in finished])
-                self._checkpoint(consumer, producer, finished, position, ranges)
-                saved.update({k: position[k] for k in finished})
-            if touched or finished:
-                idle_since = time.monotonic()
-                if progress is not None:
-                    progress(result.processed, result.total)
-            elif time.monotonic() - idle_since > 60:
-                left = {f"{t}[{p}]": ranges[(t, p)][1] - position[(t, p)] for t, p in sorted(remaining)}
-                raise ReplayError(f"no records for 60 s with records still in range: {left}")
+                touched = {k for k in work if position[k] != saved[k]}
+                # Transaction markers and aborted records occupy offsets that are never delivered:
+                # a partition is also done when the fetch position itself has passed its end (only
+                # meaningful when every record handed over was processed).
+                finished: set[Key] = set()
+                for tp in [] if interrupted else consumer.position([TopicPartition(*k) for k in remaining]):
+                    key = (tp.topic, tp.partition)
+                    if tp.offset >= ranges[key][1]:
+                        position[key] = max(position[key], ranges[key][1])
+                        finished.add(key)
+                if finished:
+                    remaining -= finished
+                    consumer.pause([TopicPartition(*k) for k in finished])
+                if touched or finished:
+                    # Progress after each batch, committed without waiting for the coordinator's
+                    # answer (a crash re-reads at most the batches whose commit was in flight);
+                    # the commit when the loop ends, however it ends, is synchronous.
+                    self._checkpoint(consumer, producer, touched | finished, position, ranges, wait=False)
+                    saved.update({k: position[k] for k in touched | finished})
+                    idle_since = time.monotonic()
+                    if progress is not None:
+                        progress(result.processed, result.total)
+                elif time.monotonic() - idle_since > 60:
+                    left = {f"{t}[{p}]": ranges[(t, p)][1] - position[(t, p)] for t, p in sorted(remaining)}
+                    raise ReplayError(f"no records for 60 s with records still in range: {left}")
+        finally:  # what was handled stays handled, also when a handler failed mid-batch or stop was set
+            self._checkpoint(consumer, producer, set(work), position, ranges, wait=True)
 
     def _batch(
         self,
@@ -305,76 +331,101 @@ class BoundedReplay:
         touched: set[Key],
         position: dict[Key, int],
         ranges: dict[Key, tuple[int, int]],
+        *,
+        wait: bool,
     ) -> None:
-        """Commit progress (with the end bound as metadata) once copies are acknowledged."""
+        """Commit progress (with the end bound as metadata) once copies are acknowledged; ``wait``:
+        synchronously (errors raise), else asynchronously (errors are logged by :func:`_committed`,
+        the next commit carries the same offsets or later ones)."""
         if producer is not None and producer.flush(60) > 0:
             raise ReplayError(f"copies to {self.to_topic} were not acknowledged within 60 s")
-        consumer.commit(
-            offsets=[
-                TopicPartition(t, p, position[(t, p)], metadata=f"{_META}{ranges[(t, p)][1]}")
-                for t, p in touched
-            ],
-            asynchronous=False,
-        )
+        offsets = [
+            TopicPartition(t, p, position[(t, p)], metadata=f"{_META}{ranges[(t, p)][1]}") for t, p in touched
+        ]
+        if wait:
+            consumer.commit(offsets=offsets, asynchronous=False)
+        else:
+            consumer.commit(offsets=offsets, asynchronous=True)
 
     def _one(
         self, msg: Message, producer: Producer | None, codec: AvroCodec | None, result: ReplayResult
     ) -> None:
         result.processed += 1
-        pairs = header_pairs(msg)
-        type_name = event_type_header(pairs)
         if producer is not None:
-            if self.types and type_name not in self.types:  # copies are filtered by ce_type only
-                result.skipped += 1
-                return
-            producer.produce(
-                self.to_topic or "",
-                value=msg.value(),
-                key=msg.key(),
-                headers=[
-                    *pairs,
-                    ("evstream.replay.source", f"{msg.topic()}/{msg.partition()}/{msg.offset()}".encode()),
-                ],
-            )
-            producer.poll(0)
-            result.delivered += 1
+            self._copy(msg, producer, result)
             return
         assert self.handlers is not None
         assert codec is not None
-        where = RecordCoordinates(msg.topic() or "", msg.partition(), msg.offset())
         reader = self._reader_for(codec)
         try:
-            if type_name is not None:
-                envelope = Envelope.from_headers(pairs)
-            else:  # a foreign record: typed by its writer schema, envelope derived
-                model = reader.model_for(msg.value(), where)
-                ts_type, ts = msg.timestamp()
-                envelope = Envelope.derived(
-                    model.event_type(),
-                    where.topic,
-                    msg.partition() or 0,
-                    msg.offset() or 0,
-                    ts if ts_type else None,
-                )
-            if self.types and envelope.event_type not in self.types:
-                result.skipped += 1
-                return
-            spec = self.handlers.lookup(envelope.event_type)
+            spec, envelope = self._route(msg, reader)
             if spec is None:
                 result.skipped += 1
                 return
-            event = reader.decode(spec.model, msg.value(), where)
+            try:
+                event = reader.decode(spec.model, msg.value(), None)
+            except DecodeError:  # again, for an error naming the record (no coordinates built per record)
+                event = reader.decode(spec.model, msg.value(), self._where(msg))
         except (EnvelopeError, DecodeError, ValidationError, UnknownEventTypeError) as exc:
             # History holds what the live consumers dead-lettered long ago: count it, go on.
+            where = self._where(msg)
             log.warning("replay %s: skipping undecodable record %s: %s", self.name, where, exc)
             result.undecodable += 1
             return
         try:
-            spec.handler(event, MessageContext(msg, envelope))
+            if spec.context or spec.function is None:
+                spec.handler(event, MessageContext(msg, envelope))
+            else:  # a handler taking the event alone gets no MessageContext built for it
+                spec.function(event)
         except Exception as exc:
             raise ReplayError(
-                f"{where}: handler failed: {exc!r} (progress saved; run again to resume)"
+                f"{self._where(msg)}: handler failed: {exc!r} (progress saved; run again to resume)"
             ) from exc
+        result.delivered += 1
+
+    def _route(
+        self, msg: Message, reader: EventReader
+    ) -> tuple[HandlerSpec | None, Envelope | EnvelopeHeaders]:
+        """The record's handler (None: filtered out by ``types``, or no handler for its type) and
+        its envelope: the headers checked as :meth:`Envelope.from_headers` checks them, the model
+        built only when a handler reads ``ctx.envelope``."""
+        assert self.handlers is not None
+        headers = msg.headers()
+        envelope: Envelope | EnvelopeHeaders | None = EnvelopeHeaders.read(headers) if headers else None
+        if envelope is None:  # a foreign record: typed by its writer schema, envelope derived
+            where = self._where(msg)
+            model = reader.model_for(msg.value(), where)
+            ts_type, ts = msg.timestamp()
+            envelope = Envelope.derived(
+                model.event_type(),
+                where.topic,
+                msg.partition() or 0,
+                msg.offset() or 0,
+                ts if ts_type else None,
+            )
+        if self.types and envelope.event_type not in self.types:
+            return None, envelope
+        return self.handlers.lookup(envelope.event_type), envelope
+
+    @staticmethod
+    def _where(msg: Message) -> RecordCoordinates:
+        return RecordCoordinates(msg.topic() or "", msg.partition(), msg.offset())
+
+    def _copy(self, msg: Message, producer: Producer, result: ReplayResult) -> None:
+        pairs = header_pairs(msg)
+        if self.types and event_type_header(pairs) not in self.types:  # copies: by ce_type only
+            result.skipped += 1
+            return
+        producer.produce(
+            self.to_topic or "",
+            value=msg.value(),
+            key=msg.key(),
+            headers=[
+                *pairs,
+                ("evstream.replay.source", f"{msg.topic()}/{msg.partition()}/{msg.offset()}".encode()),
+            ],
+        )
+        producer.poll(0)
         result.delivered += 1
 
     def _reader_for(self, codec: AvroCodec) -> EventReader:
