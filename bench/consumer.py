@@ -24,6 +24,7 @@ from collections.abc import Callable
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from bench.peers.common import IDLE_S, Meter, TierError
 from bench.producer import new_topic, small
 from evstream.consumers import ConsumerRunner, ConsumerSettings, Handlers, MessageContext
 from evstream.endpoints import kafka_settings, registry_settings
@@ -49,45 +50,36 @@ def raw_run(bootstrap: str, topic: str, count: int) -> Rate:
 
 def drain_rate(consumer: Consumer, count: int) -> Rate:
     """Consume ``count`` records in batches of 1000; events/s from the first record. Closes it."""
-    seen, start, cpu = 0, 0.0, 0.0
+    meter = Meter(count)
     try:
-        while seen < count:
+        while meter.seen < count:
             batch = consumer.consume(1000, timeout=1.0)
-            if batch and not start:
-                start, cpu = time.perf_counter(), time.process_time()
-            seen += sum(1 for m in batch if m.error() is None)
-        assert seen == count, (seen, count)
-        return count / (time.perf_counter() - start), (time.process_time() - cpu) / count * 1e6
+            if not batch:
+                meter.waiting()
+            meter.tick(sum(1 for m in batch if m.error() is None))
+        return meter.rate()
     finally:
         consumer.close()
 
 
 def runner_run(bootstrap: str, registry_url: str, topic: str, count: int, *, batch: bool = False) -> Rate:
+    """ConsumerRunner with a no-op handler (or ``@on_batch`` one) until ``count`` are handled."""
     handlers = Handlers()
-    marks: list[float] = []
-    cpu: list[float] = []
-
-    def mark() -> None:
-        if not marks:
-            marks.append(time.perf_counter())
-            cpu.append(time.process_time())
-        if len(marks) < 2:
-            marks.append(0.0)
-            cpu.append(0.0)
-        marks[1] = time.perf_counter()
-        cpu[1] = time.process_time()
+    meter = Meter(count)
 
     if batch:
 
         @handlers.on_batch(PaymentCaptured)
         def handle_batch(events: list[PaymentCaptured]) -> None:
-            mark()
+            if meter.tick(len(events)):
+                runner.stop()
 
     else:
 
         @handlers.on(PaymentCaptured)
         def handle(event: PaymentCaptured, ctx: MessageContext) -> None:
-            mark()
+            if meter.tick():
+                runner.stop()
 
     runner = ConsumerRunner(
         f"bench-{uuid.uuid4().hex[:8]}",
@@ -97,9 +89,25 @@ def runner_run(bootstrap: str, registry_url: str, topic: str, count: int, *, bat
         registry=registry_settings(registry_url),
         settings=ConsumerSettings(batch_size=1000, gc_freeze=True),  # as `evstream consume` runs
     )
-    stats = runner.run(until_idle_s=2)
-    assert stats.handled == count, stats
-    return count / (marks[1] - marks[0]), (cpu[1] - cpu[0]) / count * 1e6
+    stats = runner.run(until_idle_s=IDLE_S)  # stopped by the handler at ``count``
+    if stats.handled != count:
+        raise TierError(f"handled {stats.handled:,} of {count:,} ({stats})")
+    return meter.rate()
+
+
+def fill(bootstrap: str, registry_url: str, count: int) -> str:
+    """A fresh 6-partition topic of ``count`` ~100 B PaymentCaptured published by EventProducer
+    (envelope headers, registry-framed Avro, keyed by order id), and its dead-letter topic."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    topic = new_topic(admin)
+    pool = [small(i) for i in range(10_000)]
+    with EventProducer(kafka=kafka_settings(bootstrap), registry=registry_settings(registry_url)) as producer:
+        for i in range(count):
+            producer.publish(pool[i % len(pool)], topic=topic)
+        if producer.flush(120) != 0:
+            raise TierError(f"{topic}: filling it timed out")
+    dead_letter_topic(admin, topic)
+    return topic
 
 
 def dead_letter_topic(admin: AdminClient, topic: str) -> None:
@@ -128,17 +136,8 @@ def main() -> None:
     stack = LocalStack().state()
     bootstrap, registry_url = stack.bootstrap_servers, stack.registry_url or ""
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    topic = args.topic
-    if topic is None:
-        topic = new_topic(admin)
-        pool = [small(i) for i in range(10_000)]
-        with EventProducer(
-            kafka=kafka_settings(bootstrap), registry=registry_settings(registry_url)
-        ) as producer:
-            for i in range(args.events):
-                producer.publish(pool[i % len(pool)], topic=topic)
-            assert producer.flush(120) == 0
-    dead_letter_topic(admin, topic)
+    topic = args.topic or fill(bootstrap, registry_url, args.events)
+    dead_letter_topic(admin, topic)  # a given topic may not have one yet
     tiers: dict[str, Callable[[], Rate]] = {
         "raw": lambda: raw_run(bootstrap, topic, args.events),
         "runner": lambda: runner_run(bootstrap, registry_url, topic, args.events),

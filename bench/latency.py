@@ -34,7 +34,8 @@ from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from bench.consumer import topic_exists
-from bench.producer import AT, new_topic
+from bench.peers.common import AT
+from bench.producer import new_topic
 from evstream.consumers import ConsumerRunner, ConsumerSettings, Handlers
 from evstream.endpoints import kafka_settings, registry_settings
 from evstream.producers import EventProducer

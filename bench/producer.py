@@ -17,12 +17,12 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from bench.peers.common import AT, ids
 from evstream.endpoints import kafka_settings, registry_settings
 from evstream.producers import EventProducer, ProducerSettings
 from evstream.schemas.domain import Currency, Money, OrderLine, OrderPlaced, PaymentCaptured, PaymentMethod
@@ -30,17 +30,11 @@ from evstream.schemas.events import Event
 from evstream.stack import LocalStack, find_java
 
 PRODUCER = {"acks": "all", "enable.idempotence": True, "compression.type": "lz4", "linger.ms": 10}
-AT = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
 
 def small(i: int) -> Event:
-    return PaymentCaptured(
-        order_id=f"order-{i % 10_000:05d}-2026-11-27-web-checkout",
-        payment_id=f"pay-{i:09d}-card-authorisation-3ds2-eu-west-1",
-        amount=Money(amount_minor=1999, currency=Currency.EUR),
-        method=PaymentMethod.CARD,
-        captured_at=AT,
-    )
+    amount = Money(amount_minor=1999, currency=Currency.EUR)
+    return PaymentCaptured(**ids(i), amount=amount, method=PaymentMethod.CARD, captured_at=AT)
 
 
 def large(i: int) -> Event:
