@@ -51,13 +51,18 @@ def _name(value: Any) -> str:
     return str(getattr(value, "name", value))
 
 
-def list_groups(admin: AdminClient) -> list[GroupListing]:
-    """Every consumer group the cluster knows, sorted by id."""
+def list_groups(admin: AdminClient, *, include_internal: bool = False) -> list[GroupListing]:
+    """Every consumer group the cluster knows, sorted by id; those whose id starts with ``__``
+    (the local stack's registry's own groups) only with ``include_internal``."""
     try:
         result = admin.list_consumer_groups(request_timeout=_TIMEOUT).result(timeout=_TIMEOUT)
     except KafkaException as exc:
         raise EvstreamError(f"cannot list consumer groups: {exc}") from exc
-    listings = [GroupListing(g.group_id, _name(g.state), _name(getattr(g, "type", ""))) for g in result.valid]
+    listings = [
+        GroupListing(g.group_id, _name(g.state), _name(getattr(g, "type", "")))
+        for g in result.valid
+        if include_internal or not g.group_id.startswith("__")
+    ]
     return sorted(listings, key=lambda g: g.group_id)
 
 

@@ -35,9 +35,15 @@ def _admin(bootstrap: str | None) -> AdminClient:
 
 
 @app.command("list")
-def list_(bootstrap_servers: Bootstrap = None, output: Output = OutputFormat.table) -> None:
+def list_(
+    bootstrap_servers: Bootstrap = None,
+    output: Output = OutputFormat.table,
+    internal: Annotated[
+        bool, typer.Option("--internal", help="Include groups whose id starts with __ (the registry's).")
+    ] = False,
+) -> None:
     """Every consumer group with its state."""
-    groups = list_groups(_admin(bootstrap_servers))
+    groups = list_groups(_admin(bootstrap_servers), include_internal=internal)
     if output is OutputFormat.json:
         print_json([asdict(g) for g in groups])
     else:

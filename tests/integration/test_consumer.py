@@ -242,6 +242,14 @@ def test_groups_list_and_describe_show_offsets_and_lag(endpoints: Endpoints, new
     assert {"group_id": group, "state": "EMPTY"}.items() <= next(
         g for g in json.loads(listed.stdout) if g["group_id"] == group
     ).items()
+    shown = {g["group_id"] for g in json.loads(listed.stdout)}
+    assert not [g for g in shown if g.startswith("__")]  # internal groups only with --internal
+    internal = run_cli("groups", "list", "--internal", "-o", "json", env=env)
+    assert internal.returncode == 0, internal.stderr
+    every = {g["group_id"] for g in json.loads(internal.stdout)}
+    assert shown <= every
+    if "local stack" in endpoints.source:  # the stack's registry: its kafkasql groups are internal
+        assert [g for g in every - shown if g.startswith("__evstream_registry-")], sorted(every - shown)
 
     described = run_cli("groups", "describe", group, "-o", "json", env=env)
     assert described.returncode == 0, described.stderr
