@@ -44,6 +44,19 @@ __all__ = ["Backend", "BrowseQuery", "BrowseResult", "LagSampler", "RecordView"]
 _TIMEOUT = 10.0
 Key = tuple[str, int]
 
+# How the reading consumer fetches: a page is 50 records, not librdkafka's throughput defaults.
+# A read that stops early (a page by time fills from one partition) leaves whole fetches queued
+# on the other partitions; librdkafka then backs the broker's fetcher off for
+# fetch.queue.backoff.ms ("Fetch backoff for 1000ms: Local: Queue full", default 1000 ms), and the
+# next request's assign waited out that second (bench/RESULTS.md, web console). So: a short queue
+# backoff, and a prefetch sized for pages (default 100,000 messages and 1 MiB per partition).
+_READER_FETCH: dict[str, int] = {
+    "fetch.wait.max.ms": 50,
+    "fetch.queue.backoff.ms": 10,
+    "queued.min.messages": 1000,
+    "max.partition.fetch.bytes": 256 * 1024,
+}
+
 
 @dataclass(frozen=True)
 class BrowseQuery:
@@ -282,7 +295,7 @@ class Backend:
                         "enable.auto.commit": False,
                         "enable.auto.offset.store": False,
                         "auto.offset.reset": "earliest",
-                        "fetch.wait.max.ms": 50,
+                        **_READER_FETCH,
                         "isolation.level": "read_committed",
                     }
                 )
