@@ -8,6 +8,8 @@ from typing import Annotated, Any
 import typer
 
 from evstream.consumers.cli import AppDir
+from evstream.consumers.handlers import Handlers
+from evstream.consumers.worker import WorkerSettings, run_handlers
 from evstream.endpoints import kafka_settings, load_settings, registry_settings
 from evstream.imports import import_object, require_extra
 from evstream.logs import configure_logging
@@ -55,15 +57,15 @@ def worker(
     """
     # The target first: its own import errors (or a missing extra) are the first thing to report.
     app = import_object(target, object, default_attr="app", app_dir=app_dir or ProjectSettings().app_dir)
-    require_extra("streams", "faust", feature="the worker")
-    from evstream.streams.worker import WorkerSettings, run_worker  # noqa: PLC0415 - faust loads only for workers
-
-    _require_store_extra(app)
-
     given: dict[str, Any] = {"group": group, "http_host": host, "http_port": port}
     options = {k: v for k, v in given.items() if v is not None}
     settings = load_settings(lambda: WorkerSettings(**options), prefix="EVSTREAM_WORKER_")  # options over env
     configure_logging("text", settings.log_level.upper())
     logging.getLogger("evstream").setLevel(settings.log_level.upper())
-    code = run_worker(app, settings, kafka_settings(None), registry_settings(None))
-    raise typer.Exit(code)
+    if isinstance(app, Handlers):  # a consumer group: no faust needed
+        raise typer.Exit(run_handlers(app, settings, kafka_settings(None), registry_settings(None)))
+    require_extra("streams", "faust", feature="a stream worker")
+    from evstream.streams.worker import run_worker  # noqa: PLC0415 - faust loads only for stream workers
+
+    _require_store_extra(app)
+    raise typer.Exit(run_worker(app, settings, kafka_settings(None), registry_settings(None)))

@@ -19,11 +19,9 @@ from typing import Any, TextIO
 
 import faust
 from prometheus_client import REGISTRY
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from evstream.consumers import ConsumerRunner, ConsumerSettings, Handlers
-from evstream.endpoints import load_settings
+from evstream.consumers import Handlers
+from evstream.consumers.worker import WorkerSettings, run_handlers
 from evstream.errors import AuthorizationError, ConfigError
 from evstream.ops import OpsServer
 from evstream.settings import KafkaSettings, RegistrySettings
@@ -39,31 +37,6 @@ from evstream.streams.transport import refused
 __all__ = ["STALLED", "WorkerSettings", "faust_readiness", "run_worker", "stall_restarts"]
 
 log = logging.getLogger("evstream.worker")
-
-
-class WorkerSettings(BaseSettings):
-    """The worker process. Every field reads ``EVSTREAM_WORKER_<FIELD>``."""
-
-    model_config = SettingsConfigDict(env_prefix="EVSTREAM_WORKER_", frozen=True, extra="ignore")
-
-    http_host: str = Field(default="127.0.0.1", description="Bind address of /healthz, /readyz, /metrics.")
-    http_port: int = Field(default=9102, ge=0, le=65535, description="0: any free port (logged).")
-    group: str | None = Field(default=None, description="Consumer group, when running a Handlers module.")
-    lag_interval_s: float = Field(default=5.0, gt=0, description="How often stream lag gauges refresh.")
-    stall_timeout_s: float = Field(
-        default=120.0,
-        gt=0,
-        description="Exit with code 75 when a partition with lag makes no progress this long (a stall).",
-    )
-    startup_timeout_s: float = Field(
-        default=120.0,
-        gt=0,
-        description=(
-            "Exit with code 75 (for the supervisor to restart it) if a stream app has not joined its group"
-            " by then: faust occasionally stalls before subscribing. Table recovery is not limited."
-        ),
-    )
-    log_level: str = "INFO"
 
 
 def faust_readiness(app: faust.App) -> str | None:
@@ -95,26 +68,7 @@ def run_worker(
     if isinstance(target, faust.App):
         return _run_faust(target, settings)
     if isinstance(target, Handlers):
-        if not settings.group:
-            raise ConfigError("a Handlers worker needs a consumer group: --group or EVSTREAM_WORKER_GROUP")
-        runner = ConsumerRunner(
-            settings.group,
-            target,
-            kafka=kafka,
-            registry=registry,
-            settings=load_settings(ConsumerSettings, prefix="EVSTREAM_CONSUMER_"),
-        )
-        ops = OpsServer(
-            settings.http_host,
-            settings.http_port,
-            lambda: None if runner.assignment else "waiting for partition assignment",
-        )
-        log.info("operations endpoints on http://%s:%d", settings.http_host, ops.start())
-        try:
-            runner.run(install_signal_handlers=True)
-        finally:
-            ops.stop()
-        return 0
+        return run_handlers(target, settings, kafka, registry)
     raise ConfigError(
         f"cannot run a {type(target).__name__}: give an evstream.streams.App, a faust.App or a "
         "consumers.Handlers"

@@ -17,8 +17,8 @@ import yaml
 
 from evstream import KafkaSettings, RegistrySettings
 from evstream.consumers import ConsumerSettings
+from evstream.consumers.worker import WorkerSettings
 from evstream.streams.settings import StreamsSettings
-from evstream.streams.worker import WorkerSettings
 
 K8S_VERSION = "1.33.0"
 ANALYZE = shutil.which("systemd-analyze") or "systemd-analyze"
