@@ -11,11 +11,13 @@ near the end, 50 at a timestamp near the end, and the group page. Prints median 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import socket
 import statistics
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import httpx
@@ -74,6 +76,27 @@ def commit_group(bootstrap: str, topic: str, partitions: int) -> str:
     return group
 
 
+@contextlib.contextmanager
+def served(backend: Backend) -> Iterator[str]:
+    """The console over ``backend``, in this process on a free loopback port; yields its URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(backend, ConsoleSettings()), host="127.0.0.1", port=port, log_level="warning"
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started, timeout=20, what="the console to start")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
+
+
 def timed(client: httpx.Client, url: str, rounds: int) -> tuple[float, float]:
     assert client.get(url).status_code == 200  # warm-up (and a check that the page works)
     times = []
@@ -101,17 +124,6 @@ def main() -> None:
     print(f"{args.records:,} records in {big} in {time.perf_counter() - started:.0f} s")
     group = commit_group(bootstrap, wide, 100)
     backend = Backend(KafkaSettings(bootstrap_servers=bootstrap), RegistrySettings(url=registry_url), CATALOG)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(backend, ConsoleSettings()), host="127.0.0.1", port=port, log_level="warning"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, timeout=20, what="the console to start")
     at = datetime.fromtimestamp(marked, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     near_end = args.records // 6 - 500
     pages = {
@@ -122,15 +134,13 @@ def main() -> None:
         "group page, 100 partitions": f"/groups/{group}",
     }
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        with served(backend) as base_url, httpx.Client(base_url=base_url, timeout=30) as client:
             for label, url in pages.items():
                 median, worst = timed(client, url, args.requests)
                 print(
                     f"{label:34s} median {median:6.0f} ms   max {worst:6.0f} ms   ({args.requests} requests)"
                 )
     finally:
-        server.should_exit = True
-        thread.join(timeout=20)
         admin.delete_topics([big, wide], request_timeout=30)
 
 
