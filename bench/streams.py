@@ -24,10 +24,10 @@ the worker's CPU time per OrderPlaced in the first and last 10 % of completions 
 per-event cost, less sensitive than rates to what else the machine runs); the largest changelog
 record. The topics it made are deleted afterwards.
 
-``--spy S``: sample the evstream worker with py-spy (``BENCH_PYSPY`` or ``py-spy`` on PATH; not a
-dependency: ``python3 -m venv /tmp/pyspy && /tmp/pyspy/bin/pip install py-spy``) for S seconds once
-it is ready, every thread, and attribute the CPU samples to the parts of an event's path
-(:data:`PARTS`, by the innermost frame outside the standard library) in microseconds per
+``--spy``: sample the evstream worker with py-spy (``BENCH_PYSPY`` or ``py-spy`` on PATH; not a
+dependency: ``python3 -m venv /tmp/pyspy && /tmp/pyspy/bin/pip install py-spy``) from ready to
+exit, every thread, and attribute the CPU samples to the parts of an event's path
+(:data:`PARTS`, by the innermost frame that matches one) and to the thread, in microseconds per
 OrderPlaced (each with its 3 other order events, read and dropped).
 
 The evstream side is :data:`app` (``evstream worker bench.streams:app``), built on first access.
@@ -162,15 +162,22 @@ to the part of its innermost frame that matches one (the last part, the event lo
 sockets, only when no other matches: a socket send of the producer is the producer's)."""
 
 
-def attribute(raw: Path) -> tuple[dict[str, int], int]:
-    """py-spy's raw (collapsed) stacks: samples per part of :data:`PARTS` ("other" for the rest),
-    and the total."""
-    found: dict[str, int] = {}
+THREADS = ("event loop", "consumer thread", "other threads")
+
+
+def attribute(raw: Path) -> tuple[dict[tuple[str, str], int], int]:
+    """py-spy's raw (collapsed) stacks with thread ids: samples per (thread, part of
+    :data:`PARTS`; "other" for the rest), and the total. The event loop thread runs the agents;
+    faust's consumer thread (a mode ``ServiceThread``) runs aiokafka's consumer."""
+    found: dict[tuple[str, str], int] = {}
     total = 0
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not count.isdigit():
             continue
+        thread = (
+            THREADS[1] if "mode/threads.py" in stack else THREADS[0] if "<module>" in stack else THREADS[2]
+        )
         frames = stack.split(";")[::-1]  # innermost first
         part = "other"
         for parts in (PARTS[:-1], PARTS[-1:]):  # the event loop and sockets: only when nothing else
@@ -178,39 +185,31 @@ def attribute(raw: Path) -> tuple[dict[str, int], int]:
             if hit is not None:
                 part = hit
                 break
-        found[part] = found.get(part, 0) + int(count)
+        found[thread, part] = found.get((thread, part), 0) + int(count)
         total += int(count)
     return found, total
 
 
 class Spy:
-    """py-spy recording a process for a while, and the outputs written meanwhile."""
+    """py-spy recording a process, every thread, from now until it exits."""
 
-    def __init__(self, pid: int, seconds: float, probe: Consumer, out: str) -> None:
+    def __init__(self, pid: int) -> None:
         tool = os.environ.get("BENCH_PYSPY") or shutil.which("py-spy")
         if tool is None:
             raise RuntimeError("--spy needs py-spy: BENCH_PYSPY=/path/to/py-spy or py-spy on PATH")
         self.raw = Path(tempfile.gettempdir()) / f"bench-streams-{pid}.spy"
-        self.seconds, self.started = seconds, time.perf_counter()
-        self.before = self.after = end_offsets(probe, out, 3)
         self.proc = subprocess.Popen(
-            [tool, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "100",
-             "--format", "raw", "--nonblocking", "--output", str(self.raw)],
+            [tool, "record", "--pid", str(pid), "--rate", "100", "--threads", "--format", "raw",
+             "--nonblocking", "--output", str(self.raw)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
 
-    def progress(self, done: int) -> None:
-        """The outputs so far, while recording (the events of the recording are those)."""
-        if time.perf_counter() - self.started <= self.seconds:
-            self.after = done
-
-    def finish(self) -> dict[str, Any]:
-        """Wait for the recording (give the run more events than it lasts); the parts, the
-        samples and the outputs written while it recorded."""
-        self.proc.wait(self.seconds + 60)
+    def finish(self, events: int) -> dict[str, Any]:
+        """After the process exited: the samples per (thread, part) and ``events``."""
+        self.proc.wait(60)
         parts, total = attribute(self.raw)
-        return {"parts": parts, "samples": total, "events": self.after - self.before}
+        return {"parts": parts, "samples": total, "events": events}
 
 
 def evstream_run(
@@ -220,7 +219,7 @@ def evstream_run(
     expect: int,
     *,
     profile: Path | None = None,
-    spy: float = 0.0,
+    spy: bool = False,
 ) -> dict[str, Any]:
     run = uuid.uuid4().hex[:6]
     out, app_id, port = f"bench-out-{run}", f"bench-app-{run}", 9188
@@ -251,22 +250,20 @@ def evstream_run(
             time.sleep(0.1)
         ready_at = time.perf_counter() - started
         done, usage = 0, []
-        spying = Spy(worker.pid, spy, probe, out) if spy else None
+        spying = Spy(worker.pid) if spy else None
         while done < expect:
             time.sleep(0.2)
             done = end_offsets(probe, out, 3)
             usage.append((time.time(), sum(thread_cpu(worker.pid).values())))
-            if spying is not None:
-                spying.progress(done)
             if worker.poll() is not None:
                 raise RuntimeError(f"the worker exited ({worker.returncode}): {done} of {expect} outputs")
         elapsed = time.perf_counter() - started
         cpu = thread_cpu(worker.pid)
-        spied = spying.finish() if spying is not None else None
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(120)
         probe.close()
+    spied = spying.finish(expect) if spying is not None else None
     return {
         "elapsed": elapsed,
         "ready": ready_at,
@@ -414,13 +411,20 @@ def flat(bootstrap: str, registry: str, count: int) -> None:
 
 
 def report_spy(spied: dict[str, Any]) -> None:
-    """Microseconds of worker CPU per OrderPlaced (100 samples/s: a sample is 10 ms), per part."""
-    events, total = spied["events"], spied["samples"]
-    print(f"py-spy: {total} samples (10 ms each, all threads), {events:,} OrderPlaced completed meanwhile")
-    for part, count in sorted(spied["parts"].items(), key=lambda item: -item[1]):
-        per_event = count * 10_000 / max(events, 1)
-        print(f"  {part:<52} {count / total:6.1%} {per_event:8.0f} us/OrderPlaced")
-    print(f"  {'total':<52} {1:6.1%} {total * 10_000 / max(events, 1):8.0f} us/OrderPlaced")
+    """Microseconds of worker CPU per OrderPlaced (100 samples/s: a sample is 10 ms), per part
+    and thread."""
+    events, total, parts = spied["events"], spied["samples"], spied["parts"]
+    print(f"py-spy: {total} samples (10 ms each), ready to exit, {events:,} OrderPlaced; us/OrderPlaced:")
+    print(f"  {'part':<52} " + " ".join(f"{t:>15}" for t in THREADS) + f" {'all':>8} {'share':>6}")
+    names = sorted({p for _t, p in parts}, key=lambda n: -sum(c for (_t, p), c in parts.items() if p == n))
+    scale = 10_000 / max(events, 1)
+    for name in [*names, "total"]:
+        counts = [
+            sum(c for (t, p), c in parts.items() if t == thread and name in (p, "total"))
+            for thread in THREADS
+        ]
+        cells = " ".join(f"{c * scale:>15,.0f}" for c in counts)
+        print(f"  {name:<52} {cells} {sum(counts) * scale:>8,.0f} {sum(counts) / total:>6.1%}")
 
 
 def main() -> None:
@@ -430,7 +434,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=60_000, help="mixed events generated (orders kept)")
     parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds")
     parser.add_argument("--profile", action="store_true")
-    parser.add_argument("--spy", type=float, default=0.0, help="py-spy the worker this many seconds")
+    parser.add_argument("--spy", action="store_true", help="py-spy the worker from ready to exit")
     parser.add_argument("--flat", type=int, default=0, help="the flatness run with this many input events")
     args = parser.parse_args()
     from evstream.stack import LocalStack  # noqa: PLC0415
