@@ -265,12 +265,6 @@ def _without(
             "stream processing needs the 'streams' extra: pip install 'evstream[streams]'",
         ),
         (
-            ["faust"],
-            ["worker", "tests.integration.sample_handlers:handlers", "--group", "g"],
-            {},
-            "the worker needs the 'streams' extra: pip install 'evstream[streams]'",
-        ),
-        (
             ["rocksdict"],
             ["worker", "evstream.streams.demo:app"],
             {"EVSTREAM_STREAMS_STORE": "rocksdb://"},
