@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from evstream.cli_options import Bootstrap, RegistryUrl
 from evstream.consumers.dedupe import SQLiteDedupeStore
 from evstream.consumers.handlers import Handlers
 from evstream.consumers.runner import ConsumerRunner
@@ -56,21 +57,8 @@ def consume(
     dedupe: Annotated[
         Path | None, typer.Option(help="SQLite file remembering handled event ids (idempotent handling).")
     ] = None,
-    bootstrap_servers: Annotated[
-        str | None,
-        typer.Option(
-            "--bootstrap-servers",
-            "-b",
-            help="Kafka to talk to (default: EVSTREAM_BOOTSTRAP_SERVERS, else the running local stack).",
-        ),
-    ] = None,
-    registry_url: Annotated[
-        str | None,
-        typer.Option(
-            "--registry-url",
-            help="The schema registry (default: EVSTREAM_REGISTRY_URL, else the running local stack).",
-        ),
-    ] = None,
+    bootstrap_servers: Bootstrap = None,
+    registry_url: RegistryUrl = None,
     until_idle: Annotated[
         float | None, typer.Option(help="Stop after this many seconds without a record.")
     ] = None,

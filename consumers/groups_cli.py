@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from confluent_kafka.admin import AdminClient
 
+from evstream.cli_options import Bootstrap, Output
 from evstream.consumers.groups import describe_group, list_groups
 from evstream.endpoints import kafka_settings
 from evstream.output import OutputFormat, console, print_json, table
@@ -18,16 +19,6 @@ __all__ = ["app"]
 app = typer.Typer(
     help="Consumer groups: state, members, assignments, committed offsets and lag.", no_args_is_help=True
 )
-
-Bootstrap = Annotated[
-    str | None,
-    typer.Option(
-        "--bootstrap-servers",
-        "-b",
-        help="Kafka to talk to (default: EVSTREAM_BOOTSTRAP_SERVERS, else the running local stack).",
-    ),
-]
-Output = Annotated[OutputFormat, typer.Option("--output", "-o", help="table for people, json for scripts.")]
 
 
 def _admin(bootstrap: str | None) -> AdminClient:

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from evstream.cli_options import RegistryUrl
 from evstream.endpoints import kafka_settings, load_settings, registry_settings
 from evstream.errors import EventValidationError, EvstreamError, PublishError, UnknownEventTypeError
 from evstream.logs import configure_logging
@@ -101,13 +102,7 @@ def publish(
             help="Kafka to publish to (default: EVSTREAM_BOOTSTRAP_SERVERS, else the running local stack).",
         ),
     ] = None,
-    registry_url: Annotated[
-        str | None,
-        typer.Option(
-            "--registry-url",
-            help="The schema registry (default: EVSTREAM_REGISTRY_URL, else the running local stack).",
-        ),
-    ] = None,
+    registry_url: RegistryUrl = None,
     output: Annotated[
         OutputFormat, typer.Option("--output", "-o", help="table for people, json for scripts.")
     ] = OutputFormat.table,

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
+from evstream.cli_options import Output, RegistryUrl
 from evstream.endpoints import registry_settings
 from evstream.errors import SchemaHistoryError
 from evstream.output import OutputFormat, console, print_json, table
@@ -40,7 +41,6 @@ HistoryOpt = Annotated[
         show_default=False,
     ),
 ]
-Output = Annotated[OutputFormat, typer.Option("--output", "-o", help="table for people, json for scripts.")]
 
 
 @app.command("check")
@@ -95,13 +95,7 @@ def bump_(catalog: CatalogOpt = None, history: HistoryOpt = None) -> None:
 def register(
     catalog: CatalogOpt = None,
     history: HistoryOpt = None,
-    registry_url: Annotated[
-        str | None,
-        typer.Option(
-            "--registry-url",
-            help="The schema registry (default: EVSTREAM_REGISTRY_URL, else the running local stack).",
-        ),
-    ] = None,
+    registry_url: RegistryUrl = None,
     output: Output = OutputFormat.table,
 ) -> None:
     """Register every committed version in the registry (asking its compatibility endpoint first)."""

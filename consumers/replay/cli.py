@@ -11,6 +11,7 @@ import typer
 from confluent_kafka.admin import AdminClient
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from evstream.cli_options import Bootstrap, Output, RegistryUrl
 from evstream.consumers.cli import load_handlers
 from evstream.consumers.replay.apply import ApplyResult, apply_plan
 from evstream.consumers.replay.bounded import BoundedReplay, ReplayResult
@@ -28,15 +29,6 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-Bootstrap = Annotated[
-    str | None,
-    typer.Option(
-        "--bootstrap-servers",
-        "-b",
-        help="Kafka to talk to (default: EVSTREAM_BOOTSTRAP_SERVERS, else the running local stack).",
-    ),
-]
-Output = Annotated[OutputFormat, typer.Option("--output", "-o", help="table for people, json for scripts.")]
 Group = Annotated[str | None, typer.Option("--group", "-g", help="The consumer group to move.")]
 Topic = Annotated[str | None, typer.Option("--topic", "-t", help="The topic whose offsets move.")]
 Partitions = Annotated[list[int] | None, typer.Option("--partition", "-p", help="Only these partitions.")]
@@ -237,13 +229,7 @@ def run(
         str | None, typer.Option(help="Name of this replay; run again with the same name to resume it.")
     ] = None,
     bootstrap_servers: Bootstrap = None,
-    registry_url: Annotated[
-        str | None,
-        typer.Option(
-            "--registry-url",
-            help="The schema registry (default: EVSTREAM_REGISTRY_URL, else the running local stack).",
-        ),
-    ] = None,
+    registry_url: RegistryUrl = None,
     output: Output = OutputFormat.table,
 ) -> None:
     """Process exactly the records in [--from, --until) and stop, even while new records arrive.

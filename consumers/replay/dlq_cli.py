@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
+from evstream.cli_options import Bootstrap, Output, RegistryUrl
 from evstream.consumers.replay.deadletters import read_dead_letters, redrive
 from evstream.endpoints import kafka_settings, registry_settings
 from evstream.errors import DecodeError, RegistryError, ReplayInputError
@@ -23,15 +24,6 @@ ErrorType = Annotated[str | None, typer.Option("--error-type", help="Only record
 Limit = Annotated[
     int | None, typer.Option("--limit", min=1, help="At most this many records (oldest first).")
 ]
-Bootstrap = Annotated[
-    str | None,
-    typer.Option(
-        "--bootstrap-servers",
-        "-b",
-        help="Kafka to talk to (default: EVSTREAM_BOOTSTRAP_SERVERS, else the running local stack).",
-    ),
-]
-Output = Annotated[OutputFormat, typer.Option("--output", "-o", help="table for people, json for scripts.")]
 
 
 @app.command("list")
@@ -91,13 +83,7 @@ def show(
     offset: Annotated[int, typer.Option("--offset", min=0, help="The record's offset.")],
     partition: Annotated[int, typer.Option("--partition", min=0, help="The record's partition.")] = 0,
     bootstrap_servers: Bootstrap = None,
-    registry_url: Annotated[
-        str | None,
-        typer.Option(
-            "--registry-url",
-            help="The schema registry (default: EVSTREAM_REGISTRY_URL, else the running local stack).",
-        ),
-    ] = None,
+    registry_url: RegistryUrl = None,
     decode: Annotated[
         bool,
         typer.Option("--decode/--no-decode", help="Read Confluent-framed key and value via the registry."),

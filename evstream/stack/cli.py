@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from evstream.cli_options import Output
 from evstream.output import OutputFormat, console, err_console, print_json, table
 from evstream.stack import jars, security
 from evstream.stack.manager import LocalStack, ProcessStatus, default_data_dir
@@ -32,7 +33,6 @@ DataDir = Annotated[
         show_default=False,
     ),
 ]
-Output = Annotated[OutputFormat, typer.Option("--output", "-o", help="table for people, json for scripts.")]
 StopTimeout = Annotated[float, typer.Option("--timeout", help="Seconds between SIGTERM and SIGKILL.")]
 
 

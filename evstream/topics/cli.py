@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from confluent_kafka.admin import AdminClient
 
+from evstream.cli_options import Bootstrap, Output
 from evstream.endpoints import kafka_settings
 from evstream.output import OutputFormat, console, print_json, table
 from evstream.settings import librdkafka_config
@@ -27,16 +28,6 @@ app = typer.Typer(
 TopicsPath = Annotated[
     Path, typer.Option("--file", "-f", help="The topics declaration (YAML).", show_default=True)
 ]
-Bootstrap = Annotated[
-    str | None,
-    typer.Option(
-        "--bootstrap-servers",
-        "-b",
-        help="Kafka to talk to (default: EVSTREAM_BOOTSTRAP_SERVERS, else the running local stack).",
-        show_default=False,
-    ),
-]
-Output = Annotated[OutputFormat, typer.Option("--output", "-o", help="table for people, json for scripts.")]
 DEFAULT_FILE = Path("deploy/topics.yaml")
 
 
