@@ -138,15 +138,7 @@ def test_consumer_holds_while_the_registry_is_hung_and_stays_in_the_group(
     settings = ConsumerSettings(
         max_poll_interval_ms=6000, session_timeout_ms=6000, commit_interval_s=0.5, retry_wait_max_s=0.5
     )
-    declare_failure_topics(solo.endpoints, group, topic, settings)
-    runner = ConsumerRunner(
-        group,
-        handlers,
-        topics=[topic],
-        kafka=KafkaSettings(bootstrap_servers=solo.endpoints.bootstrap_servers),
-        registry=registry(solo),
-        settings=settings,
-    )
+    runner = solo_runner(solo, group, topic, handlers, settings)
     with paused(solo.registry_pid):
         thread = run_in_thread(runner)
         try:
@@ -199,14 +191,10 @@ def produce_ahead_of_registry(
     assert raw.flush(30) == 0
 
 
-def grace_runner(solo: Private, topic: str, handlers: Handlers, grace_s: float) -> ConsumerRunner:
-    group = f"g-grace-{topic}"
-    settings = ConsumerSettings(
-        commit_interval_s=0.5,
-        unknown_schema_grace_s=grace_s,
-        unknown_schema_retry_wait_s=0.2,
-        unknown_schema_retry_wait_max_s=1.0,
-    )
+def solo_runner(
+    solo: Private, group: str, topic: str, handlers: Handlers, settings: ConsumerSettings
+) -> ConsumerRunner:
+    """A runner of ``group`` over ``topic`` on the private stack, its failure topics declared."""
     declare_failure_topics(solo.endpoints, group, topic, settings)
     return ConsumerRunner(
         group,
@@ -216,6 +204,17 @@ def grace_runner(solo: Private, topic: str, handlers: Handlers, grace_s: float) 
         registry=registry(solo),
         settings=settings,
     )
+
+
+def grace_runner(solo: Private, topic: str, handlers: Handlers, grace_s: float) -> ConsumerRunner:
+    group = f"g-grace-{topic}"
+    settings = ConsumerSettings(
+        commit_interval_s=0.5,
+        unknown_schema_grace_s=grace_s,
+        unknown_schema_retry_wait_s=0.2,
+        unknown_schema_retry_wait_max_s=1.0,
+    )
+    return solo_runner(solo, group, topic, handlers, settings)
 
 
 def test_an_id_the_registry_learns_later_is_held_not_dead_lettered(
@@ -290,15 +289,7 @@ def kill_registry_runner(
         ids.add(context.envelope.event_id)
 
     settings = ConsumerSettings(commit_interval_s=0.5, retry_wait_max_s=0.5)
-    declare_failure_topics(solo.endpoints, group, topic, settings)
-    return ConsumerRunner(
-        group,
-        handlers,
-        topics=[topic],
-        kafka=KafkaSettings(bootstrap_servers=solo.endpoints.bootstrap_servers),
-        registry=registry(solo),
-        settings=settings,
-    )
+    return solo_runner(solo, group, topic, handlers, settings)
 
 
 @pytest.mark.long  # make reliability
