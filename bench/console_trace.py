@@ -2,6 +2,7 @@
 
     EVSTREAM_STACK_DIR=$PWD/.stack .venv/bin/python -m bench.console_trace [--records 1000000]
         [--requests 40] [--reader '{"fetch.queue.backoff.ms": 1000, ...}'] [--librdkafka-log]
+        [--versus '{...}']
 
 Fills a 6-partition topic as ``bench.console`` does, serves the console in-process (lag sampler
 on) and requests the page of 50 records at a timestamp (95 % into the topic) ``--requests`` times.
@@ -9,6 +10,8 @@ Every Admin API offset lookup, metadata read, consumer call, decode and lag-samp
 per phase the median and max are printed, and for each request slower than ``--slow-ms`` its
 phases (and, with ``--librdkafka-log``, the reading consumer's fetch/backoff log lines). ``--reader``
 overrides the reading consumer's fetch settings, e.g. librdkafka's defaults to see the old stall.
+``--versus`` serves a second console reading with other settings and alternates the requests
+between the two (an A/B under the same load); it prints each one's page times only.
 """
 
 from __future__ import annotations
@@ -147,6 +150,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=40)
     parser.add_argument("--slow-ms", type=float, default=200.0)
     parser.add_argument("--reader", type=json.loads, default={}, help="reading consumer settings (JSON)")
+    parser.add_argument(
+        "--versus", type=json.loads, default=None, help="A/B: a second console reading with these settings"
+    )
     parser.add_argument("--librdkafka-log", action="store_true", help="debug=fetch on the reading consumer")
     args = parser.parse_args()
     tracer = Tracer()
@@ -157,11 +163,16 @@ def main() -> None:
     topic = create(admin, 6)
     marked = fill(bootstrap, registry_url, topic, args.records)
     print(f"{args.records:,} records in {topic}; reader fetch settings {backend_module._READER_FETCH}")
-    backend = Backend(KafkaSettings(bootstrap_servers=bootstrap), RegistrySettings(url=registry_url), CATALOG)
     at = datetime.fromtimestamp(marked, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     url = f"/topics/{topic}/records?from_time={at}&limit=50"
-    times: list[tuple[float, float]] = []
     try:
+        if args.versus is not None:
+            compare(bootstrap, registry_url, url, args.versus, args.requests)
+            return
+        times: list[tuple[float, float]] = []
+        backend = Backend(
+            KafkaSettings(bootstrap_servers=bootstrap), RegistrySettings(url=registry_url), CATALOG
+        )
         with served(backend) as base_url, httpx.Client(base_url=base_url, timeout=30) as client:
             assert client.get(url).status_code == 200  # warm-up
             tracer.spans.clear()
@@ -170,9 +181,43 @@ def main() -> None:
                 answer = client.get(url)
                 times.append((began, time.perf_counter()))
                 assert answer.status_code == 200, answer.text[:300]
+        report(tracer, times, args.slow_ms)
     finally:
         admin.delete_topics([topic], request_timeout=30)
-    report(tracer, times, args.slow_ms)
+
+
+def compare(bootstrap: str, registry_url: str, url: str, versus: dict[str, Any], requests: int) -> None:
+    """Two consoles side by side, one reading with the ``--reader`` settings, one with ``versus``;
+    requests alternate between them, so both see the same moments of the machine's load."""
+    configs = {
+        "reader": dict(backend_module._READER_FETCH),
+        "versus": {**backend_module._READER_FETCH, **versus},
+    }
+    times: dict[str, list[float]] = {name: [] for name in configs}
+    with contextlib.ExitStack() as stack:
+        clients = {}
+        for name, conf in configs.items():  # the reading consumer is made, with these settings, at warm-up
+            backend_module._READER_FETCH.clear()
+            backend_module._READER_FETCH.update(conf)
+            backend = Backend(
+                KafkaSettings(bootstrap_servers=bootstrap), RegistrySettings(url=registry_url), CATALOG
+            )
+            base_url = stack.enter_context(served(backend))
+            clients[name] = stack.enter_context(httpx.Client(base_url=base_url, timeout=30))
+            assert clients[name].get(url).status_code == 200
+        for _ in range(requests):
+            for name, client in clients.items():
+                began = time.perf_counter()
+                answer = client.get(url)
+                times[name].append((time.perf_counter() - began) * 1000)
+                assert answer.status_code == 200, answer.text[:300]
+    for name, conf in configs.items():
+        pages = times[name]
+        slow = sum(1 for t in pages if t >= 300)
+        print(
+            f"{name:7s} median {statistics.median(pages):5.0f} ms  max {max(pages):6.0f} ms  "
+            f">= 300 ms: {slow:2d} of {len(pages)}  {conf}"
+        )
 
 
 if __name__ == "__main__":
