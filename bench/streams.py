@@ -163,22 +163,27 @@ sockets, only when no other matches: a socket send of the producer is the produc
 
 
 THREADS = ("event loop", "consumer thread", "other threads")
+OURS = ("_watchdog", "evstream-ops", "process_request")  # the worker's own threads (ops, watchdog)
 
 
 def attribute(raw: Path) -> tuple[dict[tuple[str, str], int], int]:
     """py-spy's raw (collapsed) stacks with thread ids: samples per (thread, part of
     :data:`PARTS`; "other" for the rest), and the total. The event loop thread runs the agents;
-    faust's consumer thread (a mode ``ServiceThread``) runs aiokafka's consumer."""
+    faust's consumer thread (a mode ``ServiceThread``, any thread not the worker's own) runs
+    aiokafka's consumer."""
     found: dict[tuple[str, str], int] = {}
     total = 0
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not count.isdigit():
             continue
+        name = stack.partition(";")[0]  # "thread (<id>): <name>"
         thread = (
-            THREADS[1] if "mode/threads.py" in stack else THREADS[0] if "<module>" in stack else THREADS[2]
+            THREADS[0] if "MainThread" in name else THREADS[2] if any(n in name for n in OURS) else THREADS[1]
         )
-        frames = stack.split(";")[::-1]  # innermost first
+        frames = stack.split(";")
+        root = max((i for i, f in enumerate(frames) if "mode/worker.py" in f), default=0)
+        frames = frames[root + 1 :][::-1]  # innermost first, below the worker (the event loop's root)
         part = "other"
         for parts in (PARTS[:-1], PARTS[-1:]):  # the event loop and sockets: only when nothing else
             hit = next((n for f in frames for n, marks in parts if any(m in f for m in marks)), None)
