@@ -7,9 +7,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from confluent_kafka import KafkaError
@@ -33,9 +32,8 @@ _INDETERMINATE = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """Where Kafka acknowledged an event."""
+class Delivery(NamedTuple):
+    """Where Kafka acknowledged an event (immutable; a named tuple: one is made per event)."""
 
     topic: str
     partition: int
