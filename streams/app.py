@@ -762,6 +762,7 @@ class _Waiting:
             table = next((t for t in self.route.lookups if t.name == head["wt"]), None)
             if isinstance(table, Table) and table.get(head["wk"]) is not None:
                 await self.drain(partition)
+        self.count()  # queues recovered after a restart or rebalance are counted from here
 
 
 class App:
