@@ -819,6 +819,7 @@ class App:
             broker_session_timeout=self.settings.session_timeout_s,
             broker_heartbeat_interval=min(3.0, self.settings.session_timeout_s / 3),
             broker_commit_interval=self.settings.commit_interval_s,
+            producer_linger_ms=self.settings.producer_linger_ms,
         )
         self.faust.evstream_checkpoint = self._checkpoint  # type: ignore[attr-defined]  # read by transport.Consumer
 
