@@ -247,7 +247,6 @@ def run(
         types=frozenset(event_type or ()),
         kafka=kafka_settings(bootstrap_servers),
         registry=registry_settings(registry_url) if handler else None,
-        gc_freeze=True,  # this process is the replay's own (see ConsumerSettings.gc_freeze)
     )
     if name:
         replay.name = name
