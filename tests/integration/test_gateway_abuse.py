@@ -265,16 +265,19 @@ def test_replays_unknown_types_and_access_logs(gateway: Gateway) -> None:
     tier = {"customer_id": "c-1", "tier": "gold", "orders": 10, "changed_at": "2026-11-27T10:00:00Z"}
     key = {"Idempotency-Key": f"tier-{uuid.uuid4()}", **WRITER.headers}
 
-    async def twice() -> list[httpx.Response]:  # the second waits for the first and replays it
+    async def twice() -> list[httpx.Response]:  # whichever comes second waits and replays the first
         async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
-            first = asyncio.ensure_future(
-                client.post("/v1/events/CustomerTierChanged", json=tier, headers=key)
+            return list(
+                await asyncio.gather(
+                    *(client.post("/v1/events/CustomerTierChanged", json=tier, headers=key) for _ in "ab")
+                )
             )
-            await asyncio.sleep(0.2)
-            second = client.post("/v1/events/CustomerTierChanged", json=tier, headers=key)
-            return list(await asyncio.gather(first, second))
 
-    first, replayed = asyncio.run(twice())
+    both = asyncio.run(twice())
+    replays = [r for r in both if r.headers.get("idempotent-replayed") == "true"]
+    assert len(replays) == 1, [dict(r.headers) for r in both]
+    replayed = replays[0]
+    first = next(r for r in both if r is not replayed)
     assert first.status_code == replayed.status_code == 503, first.text
     assert replayed.headers.get("idempotent-replayed") == "true"
     assert replayed.headers["retry-after"] == first.headers["retry-after"] == "1"
