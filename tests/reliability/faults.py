@@ -135,3 +135,15 @@ def start_again(stack: LocalStack, node: int) -> None:
         return True
 
     wait_until(started, timeout=120, what=f"kafka-{node} started again", interval=2.0)
+
+
+def replicated_topic(stack: LocalStack, prefix: str, partitions: int) -> tuple[AdminClient, str]:
+    """Start whatever an earlier scenario left dead, then a fresh topic on the 3-node ``stack``
+    (RF 3, min ISR 2) with every replica in sync; the admin client and the topic's name."""
+    stack.up()
+    admin = AdminClient({"bootstrap.servers": stack.state().bootstrap_servers})
+    topic = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    config = {"min.insync.replicas": "2"}
+    admin.create_topics([NewTopic(topic, partitions, replication_factor=3, config=config)])[topic].result(30)
+    wait_until(lambda: full_isr(admin, topic), timeout=60, what=f"full ISR of {topic}")
+    return admin, topic

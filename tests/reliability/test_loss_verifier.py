@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import pytest
 from confluent_kafka import Consumer, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 from evstream import (
     DeliveryFailedError,
@@ -34,7 +34,7 @@ from evstream.stack import LocalStack
 from tests.conftest import Endpoints
 from tests.factories import mixed_events
 from tests.helpers import wait_until
-from tests.reliability.faults import full_isr, leader_of, start_again
+from tests.reliability.faults import full_isr, leader_of, replicated_topic, start_again
 
 pytestmark = [pytest.mark.long, pytest.mark.slow]
 
@@ -127,14 +127,8 @@ SCENARIOS = {
 def test_nothing_acknowledged_is_lost_duplicated_or_reordered(
     trio: LocalStack, endpoints: Endpoints, scenario: str, figures: dict[str, object]
 ) -> None:
-    trio.up()  # whatever an earlier scenario left dead
+    admin, topic = replicated_topic(trio, f"verify-{scenario}", 6)
     bootstrap = trio.state().bootstrap_servers
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    topic = f"verify-{scenario}-{uuid.uuid4().hex[:6]}"
-    admin.create_topics(
-        [NewTopic(topic, num_partitions=6, replication_factor=3, config={"min.insync.replicas": "2"})]
-    )[topic].result(timeout=30)
-    wait_until(lambda: full_isr(admin, topic), timeout=60, what="full ISR")
     events = mixed_events(EVENTS, seed=17)
     futures: list[tuple[uuid.UUID, str, int, DeliveryFuture]] = []
     sent = [0]

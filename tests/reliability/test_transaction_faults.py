@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 from evstream import (
     DeliveryFailedError,
@@ -35,7 +35,7 @@ from evstream.stack import LocalStack
 from tests.conftest import Endpoints
 from tests.factories import mixed_events
 from tests.helpers import wait_until
-from tests.reliability.faults import full_isr, leader_of, start_again
+from tests.reliability.faults import full_isr, leader_of, replicated_topic, start_again
 
 pytestmark = [pytest.mark.long, pytest.mark.slow, pytest.mark.reliability]
 
@@ -127,13 +127,8 @@ def read_committed(bootstrap: str, topic: str) -> Counter[tuple[int, int]]:
 def test_transactions_stay_all_or_nothing_under_coordinator_and_leader_kills(
     trio: LocalStack, endpoints: Endpoints, figures: dict[str, object]
 ) -> None:
-    trio.up()  # whatever an earlier scenario left dead
+    admin, topic = replicated_topic(trio, "txn-faults", PARTITIONS)
     bootstrap = trio.state().bootstrap_servers
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    topic = f"txn-faults-{uuid.uuid4().hex[:6]}"
-    admin.create_topics(
-        [NewTopic(topic, PARTITIONS, replication_factor=3, config={"min.insync.replicas": "2"})]
-    )[topic].result(timeout=30)
     tid = f"txn-faults-{uuid.uuid4().hex[:8]}"
     outcomes: dict[int, str] = {}
     errors: Counter[str] = Counter()
