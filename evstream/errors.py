@@ -9,7 +9,8 @@ matching built-in (``ValueError``, ``LookupError``...) so generic code keeps wor
     EvstreamError
     ├── ConfigError (ValueError)              settings or passthrough keys are wrong
     │   ├── UnknownConfigKeyError             a librdkafka key that does not exist
-    │   └── MissingExtraError                 a feature's optional dependencies are not installed
+    │   ├── MissingExtraError                 a feature's optional dependencies are not installed
+    │   └── CopartitioningError               a stream and a table it joins have other partition counts
     ├── StackError                            the local Kafka/registry stack
     │   ├── ToolNotFoundError                 java or mvn missing, or too old
     │   ├── DependencyResolutionError         Maven could not resolve the pinned jars
@@ -64,7 +65,9 @@ Control-flow signals are a separate branch, raised by handlers to steer the cons
 they are not errors and are not caught by ``except EvstreamError``::
 
     EvstreamSignal
-    └── DeadLetter                            send this record to the dead-letter topic now
+    ├── DeadLetter                            send this record to the dead-letter topic now
+    ├── SkipEvent                             stream apps: this event has no effect (inner join miss)
+    └── WaitForRow                            stream apps: hold this event until a table row arrives
 """
 
 from __future__ import annotations
@@ -80,6 +83,7 @@ __all__ = [
     "AuthorizationError",
     "ClusterUnavailableError",
     "ConfigError",
+    "CopartitioningError",
     "CorruptPayloadError",
     "DeadLetter",
     "DecodeError",
@@ -117,6 +121,7 @@ __all__ = [
     "SchemaHistoryError",
     "SchemaMismatchError",
     "SerdeError",
+    "SkipEvent",
     "StackError",
     "StackNotRunningError",
     "StackStartError",
@@ -131,6 +136,7 @@ __all__ = [
     "UnknownEventTypeError",
     "UnknownMagicByteError",
     "UnknownSchemaIdError",
+    "WaitForRow",
 ]
 
 
@@ -161,6 +167,15 @@ class MissingExtraError(ConfigError):
     def __init__(self, feature: str, extra: str, module: str) -> None:
         self.feature, self.extra, self.module = feature, extra, module
         super().__init__(f"{feature} needs the {extra!r} extra: pip install 'evstream[{extra}]'")
+
+
+class CopartitioningError(ConfigError):
+    """A stream is joined with a table whose partitions do not line up with the stream's
+    (``.topics``: each topic involved and its partition count)."""
+
+    def __init__(self, message: str, *, topics: dict[str, int]) -> None:
+        super().__init__(message)
+        self.topics = topics
 
 
 class StackError(EvstreamError):
@@ -505,6 +520,20 @@ class RequestTimeoutError(RequestError, TimeoutError):
 
 class EvstreamSignal(Exception):
     """Root of control-flow signals a handler raises to steer the consumer runner."""
+
+
+class SkipEvent(EvstreamSignal):
+    """Raised in a stream handler (``Table.lookup(..., missing="skip")``): the event has no effect."""
+
+
+class WaitForRow(EvstreamSignal):
+    """Raised by ``Table.lookup(key, missing="wait")`` when the row is missing: the event is held
+    and its handler runs again, from the start, once the row arrives (let it propagate)."""
+
+    def __init__(self, table: str, key: str) -> None:
+        super().__init__(f"{table}: no row for {key!r} yet; the event waits for it")
+        self.table = table
+        self.key = key
 
 
 class DeadLetter(EvstreamSignal):

@@ -17,9 +17,9 @@ T = TypeVar("T")
 
 # Top-level import name -> the extra (pyproject.toml [project.optional-dependencies]) that installs it.
 EXTRAS: dict[str, str] = {
-    "faust": "streams",
-    "mode": "streams",
-    "aiokafka": "streams",
+    "faust": "faust",
+    "mode": "faust",
+    "aiokafka": "faust",
     "fastapi": "gateway",
     "starlette": "gateway",
     "uvicorn": "gateway",
@@ -30,7 +30,7 @@ EXTRAS: dict[str, str] = {
 }
 # What each extra enables, for the error message ("<feature> needs the 'x' extra").
 _FEATURES = {
-    "streams": "stream processing",
+    "faust": "running faust apps",
     "gateway": "the gateway",
     "rocksdb": "the rocksdb:// table store",
     "otel": "OpenTelemetry tracing",

@@ -11,26 +11,19 @@ from evstream.consumers.cli import AppDir
 from evstream.consumers.handlers import Handlers
 from evstream.consumers.worker import WorkerSettings, run_handlers
 from evstream.endpoints import kafka_settings, load_settings, registry_settings
-from evstream.imports import import_object, require_extra
+from evstream.imports import import_object
 from evstream.logs import configure_logging
 from evstream.settings import ProjectSettings
 
 __all__ = ["worker"]
 
 
-def _require_store_extra(app: object) -> None:
-    """A faust app keeping its tables in ``rocksdb://`` needs rocksdict (the ``rocksdb`` extra)."""
-    store = getattr(getattr(app, "conf", None), "store", None)  # a yarl URL; URL("rocksdb:") is falsy
-    if store is not None and str(store).startswith("rocksdb:"):
-        require_extra("rocksdb", "rocksdict")
-
-
 def worker(
     target: Annotated[
         str,
         typer.Argument(
-            help="module:attribute of an evstream.streams.App (e.g. evstream.streams.demo:app), a faust.App"
-            " or a consumers.Handlers."
+            help="module:attribute of an evstream.streams.App (e.g. evstream.streams.demo:app), a"
+            " consumers.Handlers, or a faust.App (the faust extra)."
         ),
     ],
     group: Annotated[str | None, typer.Option(help="Consumer group (Handlers targets only).")] = None,
@@ -48,7 +41,7 @@ def worker(
     ] = None,
     app_dir: AppDir = None,
 ) -> None:
-    """Run a worker: a faust stream app, or a consumer group from a Handlers module.
+    """Run a worker: a stream app, a consumer group from a Handlers module, or a faust app.
 
     Serves /healthz (alive), /readyz (partitions assigned and tables recovered) and /metrics
     (Prometheus: events, processing latency, lag per partition). Settings from EVSTREAM_WORKER_*,
@@ -62,10 +55,8 @@ def worker(
     settings = load_settings(lambda: WorkerSettings(**options), prefix="EVSTREAM_WORKER_")  # options over env
     configure_logging("text", settings.log_level.upper())
     logging.getLogger("evstream").setLevel(settings.log_level.upper())
-    if isinstance(app, Handlers):  # a consumer group: no faust needed
+    if isinstance(app, Handlers):  # a consumer group
         raise typer.Exit(run_handlers(app, settings, kafka_settings(None), registry_settings(None)))
-    require_extra("streams", "faust", feature="a stream worker")
-    from evstream.streams.worker import run_worker  # noqa: PLC0415 - faust loads only for stream workers
+    from evstream.streams.worker import run_worker  # noqa: PLC0415 - the engine loads only for stream workers
 
-    _require_store_extra(app)
     raise typer.Exit(run_worker(app, settings, kafka_settings(None), registry_settings(None)))

@@ -1,4 +1,4 @@
-"""Read the demo app's state from its changelog topics: the source of truth faust recovers from.
+"""Read the demo app's state from its changelog topics: the source of truth workers recover from.
 
 Works from any process (no worker needed): the last record per key of each changelog is the
 table's current value. Used by ``make demo`` to print live aggregates and by the tests to check
@@ -79,14 +79,15 @@ class Aggregates:
 def read_aggregates(kafka: KafkaSettings, app_id: str) -> Aggregates:
     """Customer totals, tiers and windowed revenue as the app's changelogs hold them now.
 
-    Stored values are ``{"v": <model>, "o": {origin: offset}, ...}`` (evstream.streams.app);
+    Stored values are rows ``{"value": <model>, "applied": {origin: offset}, ...}``
+    (:mod:`evstream.streams.state.records`);
     revenue keys are ``<currency>#p<partition>@<window start ms>``, summed over partitions.
     """
     found = Aggregates()
     for key, value in read_changelog(kafka, f"{app_id}-customer-totals-changelog").items():
         if value is None:
             continue
-        customer, state = json.loads(key), json.loads(value)["v"]
+        customer, state = json.loads(key), json.loads(value)["value"]
         found.totals[customer] = dict(state.get("total_minor", {}))
         found.orders[customer] = int(state.get("orders", 0))
         found.tiers[customer] = state.get("tier") or ""
@@ -97,7 +98,7 @@ def read_aggregates(kafka: KafkaSettings, app_id: str) -> Aggregates:
         where, _, start_ms = name.rpartition("@")
         currency = where.split("#p")[0]
         slot = (int(start_ms) / 1000, currency)
-        found.revenue[slot] = found.revenue.get(slot, 0) + int(json.loads(value)["v"].get("sum_minor", 0))
+        found.revenue[slot] = found.revenue.get(slot, 0) + int(json.loads(value)["value"].get("sum_minor", 0))
     return found
 
 

@@ -20,7 +20,6 @@ from evstream.schemas.domain import CustomerRegistered, OrderPlaced
 from evstream.schemas.events import Event
 from evstream.streams.demo import tier_for
 from evstream.streams.views import Aggregates, read_aggregates
-from evstream.streams.worker import STALLED
 from tests.conftest import Endpoints, TopicFactory
 from tests.factories import mixed_events
 from tests.helpers import wait_until
@@ -112,7 +111,6 @@ class StreamApp:
     logs: Path
     workers: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
     store: str = "memory://"  # rocksdb:// keeps table files in logs/state (shared: one worker at a time)
-    restarts: int = 0  # stall restarts (exit 75), at start or later: tests assert none were needed
     target: str = "evstream.streams.demo:app"
     extra_env: dict[str, str] = field(default_factory=dict)
 
@@ -164,35 +162,23 @@ class StreamApp:
         return port
 
     def start_ready(self, timeout: float = 120) -> int:
-        """Start a worker and wait until /readyz says ready; a worker that exits because it
-        stalled before joining the group (exit 75, see WorkerSettings.startup_timeout_s) is
-        started again, as its supervisor would."""
+        """Start a worker and wait until /readyz says ready (a worker that exits fails the test,
+        with its log)."""
         deadline = time.monotonic() + timeout
         port = self.start()
         while time.monotonic() < deadline:
             if http(port, "/readyz")[0] == 200:
                 return port
-            worker = self.workers[port]
-            if worker.poll() is not None:
-                assert worker.returncode == STALLED, f"worker exited {worker.returncode}"
-                del self.workers[port]
-                self.restarts += 1  # counted: tests assert no worker needed a stall restart
-                port = self.start()
+            self.check_alive()
             time.sleep(0.2)
         raise AssertionError(f"no worker ready after {timeout}s")
 
-    def restart_stalled(self) -> int:
-        """What a supervisor does: start a new worker for each that exited 75 (stalled); returns
-        how many were restarted."""
-        restarted = 0
-        for port, worker in list(self.workers.items()):
+    def check_alive(self) -> None:
+        """Every started worker still runs (the native engine has no stall exits to restart)."""
+        for port, worker in self.workers.items():
             if worker.poll() is not None:
-                assert worker.returncode == STALLED, f"worker exited {worker.returncode}"
-                del self.workers[port]
-                self.start()
-                restarted += 1
-        self.restarts += restarted
-        return restarted
+                tail = (self.logs / f"worker-{port}.log").read_text()[-3000:]
+                raise AssertionError(f"worker on port {port} exited {worker.returncode}:\n{tail}")
 
     def kill(self, port: int) -> None:
         """SIGKILL: no commit, no changelog flush, no goodbye to the group."""
@@ -223,11 +209,11 @@ def orders_only(count: int, seed: int) -> list[Event]:
 
 
 def wait_exact(app: StreamApp, want: Aggregates, timeout: float) -> Aggregates:
-    """Poll the changelogs until the aggregates equal ``want``, restarting stalled workers."""
+    """Poll the changelogs until the aggregates equal ``want`` (every worker still running)."""
     last: list[Aggregates] = []
 
     def matches() -> Aggregates | None:
-        app.restart_stalled()  # a worker that detected a stalled partition exits 75: restart it
+        app.check_alive()
         got = app.aggregates()
         last[:] = [got]
         same = (got.totals, got.orders, got.tiers, got.revenue) == (

@@ -62,4 +62,3 @@ def test_three_workers_share_the_partitions_and_survive_a_kill(
 
     wait_until(settled, timeout=120, what="the survivors committed every orders partition", interval=1.0)
     assert len(stream_app.workers) == 2
-    assert stream_app.restarts == 0, "a worker stalled and had to be restarted"

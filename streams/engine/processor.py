@@ -1,0 +1,272 @@
+"""What happens to one record, whoever feeds it: decode, route, run handlers, hold, publish.
+
+The :class:`Processor` knows nothing of Kafka clients: the worker's loop
+(:mod:`evstream.streams.engine.runner`) feeds it records from a consumer and gives it a producer
+as its :class:`Outputs`; the testing harness (:mod:`evstream.testing.streams`) feeds it records
+from memory and captures what it outputs. Both run the same apply logic.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pydantic import ValidationError
+
+from evstream.errors import DecodeError, EnvelopeError, SkipEvent, UnknownEventTypeError, WaitForRow
+from evstream.schemas import Envelope, Event
+from evstream.schemas.causation import child_traceparent
+from evstream.schemas.events import envelope_headers
+from evstream.streams.context import ORIGIN_HEADER, Published, Received, RecordLike, Sent, enter, leave
+from evstream.streams.metrics import STREAM_EVENTS, STREAM_LATENCY
+
+if TYPE_CHECKING:
+    from evstream.streams.joins import Waiting
+    from evstream.streams.state.tables import TableState
+    from evstream.streams.topics import EventTopic
+
+__all__ = ["Handler", "Outputs", "Processor", "Route"]
+
+log = logging.getLogger("evstream.streams")
+
+Handler = Callable[[Any, Received], Awaitable[None] | None]
+Headers = list[tuple[str, bytes]]
+
+
+class Outputs(Protocol):
+    """Where derived events, forwards and dead letters go (a producer, or a test's capture)."""
+
+    def produce(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers) -> None: ...
+
+
+@dataclass(slots=True)
+class Route:
+    """One handler: its topic, the event types it takes, the tables it reads and writes."""
+
+    topic: EventTopic
+    types: tuple[type[Event], ...]
+    handler: Handler
+    lookups: tuple[TableState[Any], ...]
+    updates: tuple[TableState[Any], ...]
+    is_async: bool = False
+    waiting: Waiting | None = None
+    name: str = field(default="")
+
+    def tables(self) -> list[TableState[Any]]:
+        found = [*self.lookups, *self.updates]
+        if self.waiting is not None:
+            found.append(self.waiting.state)
+        return found
+
+
+def _bytes_headers(headers: Sequence[tuple[str, str | bytes | None]]) -> Headers:
+    return [(k, v if isinstance(v, bytes) else (v or "").encode()) for k, v in headers]
+
+
+class Processor:
+    """The routes and tables of one app and the processing of its records."""
+
+    def __init__(self, app_id: str, source: str) -> None:
+        self.app_id = app_id
+        self.source = source
+        self.routes: list[Route] = []
+        self.by_topic: dict[str, list[Route]] = {}
+        self.tables: list[TableState[Any]] = []
+        self.ready: set[tuple[Waiting, int]] = set()  # partitions whose held events may go on
+        self.outputs: Outputs | None = None
+        self.dead_letter_topic = f"{app_id}-dlq"
+        self.dead_lettered = 0
+        self._latency: dict[str, Any] = {}
+
+    def add_route(self, route: Route) -> None:
+        self.routes.append(route)
+        self.by_topic.setdefault(route.topic.name, []).append(route)
+
+    def _out(self) -> Outputs:
+        if self.outputs is None:
+            from evstream.errors import ConfigError  # noqa: PLC0415
+
+            raise ConfigError("the app is not running: publish and forward work inside its handlers")
+        return self.outputs
+
+    # -- records ------------------------------------------------------------------------------------
+
+    async def process(self, records: Sequence[RecordLike]) -> None:
+        """Handle a batch of records in order (each record's handlers, then held events it freed)."""
+        perf = time.perf_counter
+        for record in records:
+            topic = record.topic() or ""
+            routes = self.by_topic.get(topic)
+            if not routes:
+                continue
+            started = perf()
+            event = self._decode(record, routes[0].topic)
+            if event is not None:
+                received: Received | None = None
+                for route in routes:
+                    if route.types and not isinstance(event, route.types):
+                        continue
+                    received = self.receive(record, event)
+                    await self._process(route, received)
+            histogram = self._latency.get(topic)
+            if histogram is None:
+                histogram = self._latency[topic] = (STREAM_LATENCY.labels(topic), STREAM_EVENTS.labels(topic))
+            histogram[0].observe(perf() - started)
+            histogram[1].inc()
+
+    def _decode(self, record: RecordLike, topic: EventTopic) -> Event | None:
+        value = record.value()
+        try:
+            if not isinstance(value, bytes):
+                raise DecodeError(f"{topic.name}: a record without a value cannot be an event")
+            return topic.codec.decode(value)
+        except (DecodeError, UnknownEventTypeError, ValidationError) as exc:
+            self.dead_letter(record, "undecodable" if not isinstance(exc, UnknownEventTypeError) else "unknown_schema", exc)
+            return None
+
+    def dead_letter(self, record: RecordLike, reason: str, error: BaseException | None) -> None:
+        """Send ``record`` as it was to ``<app_id>-dlq``, with ``evstream.dlq.*`` headers saying why."""
+        from evstream.consumers.failures import Origin, dead_letter_headers  # noqa: PLC0415
+
+        log.warning(
+            "dead-lettering %s[%s]@%s (%s): %s",
+            record.topic(),
+            record.partition(),
+            record.offset(),
+            reason,
+            error,
+        )
+        headers = dead_letter_headers(record, Origin.of(record), reason=reason, error=error)  # type: ignore[arg-type]  # a Message's methods
+        key = record.key()
+        value = record.value()
+        self._out().produce(
+            self.dead_letter_topic,
+            key.encode() if isinstance(key, str) else key,
+            value.encode() if isinstance(value, str) else value,
+            _bytes_headers(headers),
+        )
+        self.dead_lettered += 1
+
+    def receive(self, record: RecordLike, event: Event) -> Received:
+        """The :class:`Received` of a decoded record (origin from its header; a foreign record's
+        envelope derived from its position)."""
+        topic = record.topic() or ""
+        partition, offset = record.partition() or 0, record.offset() or 0
+        headers: Any = record.headers() or []
+        origin, origin_offset = f"{topic}:{partition}", offset
+        for name, value in headers:
+            if name == ORIGIN_HEADER:
+                where, _, at = (value.decode() if isinstance(value, bytes) else str(value)).rpartition(":")
+                origin, origin_offset = where, int(at)
+                break
+        try:
+            envelope = Envelope.from_headers(headers)
+        except EnvelopeError:  # a foreign producer's record: the envelope derived from its position
+            source_topic, _, source_partition = origin.rpartition(":")
+            stamp_type, stamp = record.timestamp()
+            envelope = Envelope.derived(
+                type(event).event_type(),
+                source_topic,
+                int(source_partition),
+                origin_offset,
+                stamp if stamp_type else None,
+            )
+        return Received(event, envelope, topic, partition, offset, origin, origin_offset, record)
+
+    async def _process(self, route: Route, received: Received) -> None:
+        """Handle one event of ``route`` (or hold it, with ``wait=``), then release held events
+        whose rows it wrote."""
+        waiting = route.waiting
+        if waiting is None:
+            await self.handle(route, received)
+        elif waiting.holds(received):  # an earlier event of its partition waits: it goes behind
+            await waiting.hold(received, None)
+        else:
+            waits_for = await self.handle(route, received)
+            if waits_for is not None:
+                await waiting.hold(received, waits_for)
+        if self.ready:  # rows that held events wait for were written
+            await self.release()
+
+    async def handle(self, route: Route, received: Received) -> tuple[str, str] | None:
+        """Run the handler of ``route``; the (table, key) it waits for when it raised WaitForRow."""
+        received._waiting = route.waiting
+        token = enter(received)
+        try:
+            result = route.handler(received.event, received)
+            if route.is_async:
+                await result  # type: ignore[misc]  # an async handler's coroutine
+            while received._pending:  # on_close coroutines the handler did not await
+                await received._pending.pop(0)
+        except SkipEvent:
+            pass
+        except WaitForRow as wait:
+            return wait.table, wait.key
+        finally:
+            leave(token)
+        return None
+
+    async def release(self) -> None:
+        while self.ready:
+            waiting, partition = self.ready.pop()
+            await waiting.drain(partition)
+
+    async def tick(self) -> None:
+        """Every second: expire held events past their wait, release those whose row is there."""
+        for route in self.routes:
+            if route.waiting is not None:
+                await route.waiting.tick(sorted(route.waiting.state.stores))
+        await self.release()
+
+    # -- effects ------------------------------------------------------------------------------------
+
+    def publish(self, event: Event, *, cause: Received, topic: EventTopic, key: str | None) -> Published:
+        """See :meth:`evstream.streams.App.publish`."""
+        cause._published += 1
+        event_id = Published(bytes=uuid.uuid5(cause.envelope.event_id, f"{topic.name}/{cause._published}").bytes)
+        envelope = cause.envelope
+        headers = envelope_headers(
+            event_id,
+            type(event).event_type(),
+            None,
+            self.source,
+            envelope.correlation_id or str(envelope.event_id),
+            str(envelope.event_id),
+            child_traceparent(envelope.traceparent),
+        )
+        value = topic.codec.encode(event)
+        self._out().produce(
+            topic.name,
+            (key if key is not None else event.aggregate_id()).encode(),
+            value,
+            _bytes_headers(headers),
+        )
+        return event_id
+
+    def forward(self, received: Received, topic: EventTopic, *, key: str | None = None) -> Sent[None]:
+        """See :meth:`evstream.streams.App.forward`."""
+        raw = received.raw
+        pairs: Any = raw.headers() or []
+        headers = [(k, v if isinstance(v, bytes) else (v or "").encode()) for k, v in pairs if k != ORIGIN_HEADER]
+        if not any(k == "ce_id" for k, _ in headers):  # foreign: carry the derived envelope along
+            headers += _bytes_headers(received.envelope.to_headers())
+        headers.append((ORIGIN_HEADER, f"{received.origin}:{received.origin_offset}".encode()))
+        value = raw.value()
+        self._out().produce(
+            topic.name,
+            key.encode() if key is not None else received.key,
+            value.encode() if isinstance(value, str) else value,
+            headers,
+        )
+        return Sent(None)
+
+
+def is_async(handler: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+        getattr(handler, "__call__", None)  # noqa: B004 - an object with an async __call__
+    )

@@ -1,0 +1,2 @@
+"""Stream state: typed stored records (:mod:`.records`), per-partition stores (:mod:`.stores`) and
+tables (:mod:`.tables`)."""
