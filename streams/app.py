@@ -218,7 +218,9 @@ class App:
                 if not tables:
                     raise ConfigError(f"{name}: wait= needs the tables it waits for in lookups=")
                 dead_letter = (
-                    self.events_topic(f"{self.app_id}-{name}-unjoined", partitions=tables[0].partitions, internal=True)
+                    self.events_topic(
+                        f"{self.app_id}-{name}-unjoined", partitions=tables[0].partitions, internal=True
+                    )
                     if wait.then == "dead_letter"
                     else None
                 )

@@ -30,7 +30,8 @@ from evstream.schemas.domain import (
     OrderPlaced,
 )
 from evstream.settings import KafkaSettings, RegistrySettings
-from evstream.streams.app import App, Received
+from evstream.streams.app import App
+from evstream.streams.context import Received
 from evstream.streams.settings import StreamsSettings
 
 __all__ = ["CustomerTotals", "Person", "Revenue", "create_app", "tier_for"]

@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import faust
-
 from faust.sensors import Sensor
 
 from evstream.consumers.worker import WorkerSettings
 from evstream.errors import AuthorizationError, ConfigError
 from evstream.ops import OpsServer
+from evstream.settings import KafkaSettings, aiokafka_config
 from evstream.streams.metrics import (
     RECOVERY_REMAINING,
     STALL_RESTARTS,
@@ -42,6 +42,7 @@ __all__ = [
     "LagTracker",
     "PrometheusSensor",
     "SendErrors",
+    "broker_credentials",
     "faust_readiness",
     "prepare_table_files",
     "run_faust",
@@ -49,6 +50,27 @@ __all__ = [
 ]
 
 log = logging.getLogger("evstream.worker")
+
+
+def broker_credentials(kafka: KafkaSettings) -> faust.types.auth.CredentialsT | None:
+    """faust's ``broker_credentials`` for ``kafka``: the connection of :func:`aiokafka_config`
+    (SASL user, password and mechanism; an ``ssl.SSLContext`` that verifies the brokers), for a
+    user's ``faust.App(..., broker_credentials=broker_credentials(KafkaSettings()))``; None for
+    PLAINTEXT. The password is read here (from ``EVSTREAM_SASL_PASSWORD_FILE`` when given)."""
+    protocol = kafka.security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    conf = aiokafka_config(kafka)
+    if protocol == "SSL":
+        return faust.SSLCredentials(conf["ssl_context"])
+    if kafka.sasl_mechanism == "OAUTHBEARER":
+        raise ConfigError("a faust app cannot use SASL OAUTHBEARER (faust needs a token provider)")
+    return faust.SASLCredentials(
+        username=conf["sasl_plain_username"],
+        password=conf["sasl_plain_password"],
+        ssl_context=conf.get("ssl_context"),  # None: SASL_PLAINTEXT
+        mechanism=conf["sasl_mechanism"],
+    )
 
 
 def faust_readiness(app: faust.App) -> str | None:
@@ -218,15 +240,26 @@ def prepare_table_files(app: faust.App) -> Path | None:
     return marker
 
 
+_RECOVERY_LABELS: set[tuple[str, str]] = set()  # the series update_recovery set last
+
+
 def update_recovery(app: Any) -> None:
-    """``evstream_stream_recovery_remaining{topic,partition}`` from faust's recovery."""
+    """``evstream_stream_recovery_remaining{topic,partition}`` from faust's recovery: its active
+    changelog partitions (series of partitions no longer recovered here are removed)."""
     recovery = getattr(app.tables, "recovery", None)
     highwaters = dict(getattr(recovery, "active_highwaters", {}) or {})
     offsets = getattr(recovery, "active_offsets", {}) or {}
+    current = set()
     for tp, highwater in sorted(highwaters.items()):
         offset = offsets.get(tp)
         left = 0 if highwater is None or offset is None else max(0, highwater - offset)
-        RECOVERY_REMAINING.labels(tp.topic, str(tp.partition)).set(left)
+        labels = (tp.topic, str(tp.partition))
+        RECOVERY_REMAINING.labels(*labels).set(left)
+        current.add(labels)
+    for labels in _RECOVERY_LABELS - current:
+        RECOVERY_REMAINING.remove(*labels)
+    _RECOVERY_LABELS.clear()
+    _RECOVERY_LABELS.update(current)
 
 
 class SendErrors(Sensor):

@@ -155,7 +155,7 @@ class Waiting:
         entry: Entry = {
             "o": received.offset,
             "k": _b64(received.key),
-            "v": _b64(raw.value()),  # type: ignore[arg-type]  # bytes as read
+            "v": _b64(raw.value()),
             "h": [[k, _b64(v)] for k, v in header_pairs(raw)],
             "ts": received.timestamp_ms,
             "since": int(time.time() * 1000),

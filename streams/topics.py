@@ -52,7 +52,9 @@ class StreamCodec:
 
     def encode(self, event: Any) -> bytes:
         if not isinstance(event, Event):
-            raise EncodeError(f"{self.topic}: only evstream events can be written, not {type(event).__name__}")
+            raise EncodeError(
+                f"{self.topic}: only evstream events can be written, not {type(event).__name__}"
+            )
         model = type(event)
         encode = self._encoders.get(model)
         if encode is None:

@@ -1,7 +1,8 @@
 """faust's aiokafka transport with two fixes for partitions that are never processed after a rebalance.
 
-The demo app consumes through ``evkafka://`` (:data:`SCHEME`): faust's own aiokafka transport,
-with a consumer that differs in two methods.
+A faust app opts in with ``broker_consumer=["evkafka://host:port"]`` (:data:`SCHEME`, registered
+when this module is imported; see ``streams/examples/faust_totals.py``): faust's own aiokafka
+transport, with a consumer that differs in two methods.
 
 1. **Fetch only the partitions faust asked for.** faust hands its *live* set of active partitions
    to aiokafka's ``Fetcher.fetched_records``, which runs later in the consumer thread. A rebalance
@@ -46,7 +47,8 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from faust.types.transports import ConsumerT
 
-from evstream.errors import AuthorizationError, GroupAuthorizationError
+from evstream.errors import AuthorizationError
+from evstream.streams.engine.refusals import group_refused, topic_refused
 
 __all__ = ["SCHEME", "Consumer", "ConsumerThread", "Transport", "refused", "rewind_uncommitted"]
 
@@ -88,24 +90,6 @@ async def rewind_uncommitted(
     if moved:
         log.info("no committed offset: %s rewound (auto offset reset %s)", sorted(moved), reset)
     return moved
-
-
-def topic_refused(topic: str, operation: str) -> AuthorizationError:
-    return AuthorizationError(
-        f"the stream worker is not authorized to {operation} topic {topic!r}: its principal needs an ACL "
-        f"{{topic: {topic}, operations: [read, describe]}} (README: ACLs per component)",
-        resource_type="topic",
-        resource=topic,
-        operation=operation,
-    )
-
-
-def group_refused(group: str) -> GroupAuthorizationError:
-    return GroupAuthorizationError(
-        f"the stream worker is not authorized to READ its consumer group {group!r} (the app id): its "
-        f"principal needs an ACL {{group: {group}, operations: [read]}} (README: ACLs per component)",
-        resource=group,
-    )
 
 
 def refused(app: Any) -> AuthorizationError | None:
@@ -162,13 +146,6 @@ class Consumer(faust_aiokafka.Consumer):
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
-    async def _commit_offsets(self, offsets: Mapping[TP, int], start_new_transaction: bool = True) -> bool:
-        """Write an evstream App's pending table state first (its checkpoint), then commit."""
-        checkpoint = getattr(self.app, "evstream_checkpoint", None)
-        if checkpoint is not None:
-            await checkpoint()
-        return await super()._commit_offsets(offsets, start_new_transaction=start_new_transaction)
 
     async def _getmany(self, active_partitions: Set[TP] | None, timeout: float) -> Any:
         if getattr(self.app, "evstream_refused", None) is not None:  # stopping: nothing to fetch

@@ -23,7 +23,13 @@ def read_changelog(kafka: KafkaSettings, topic: str, timeout: float = 60.0) -> d
     """The last value of every key of ``topic`` up to its current end (None: deleted)."""
     conf = librdkafka_config(kafka)
     consumer = Consumer(
-        {**conf, "group.id": f"evstream-view-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False}
+        {
+            **conf,
+            "group.id": f"evstream-view-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",  # exactly_once apps: only committed state
+            "enable.partition.eof": True,
+        }
     )
     latest: dict[bytes, bytes | None] = {}
     try:
@@ -45,6 +51,7 @@ def read_changelog(kafka: KafkaSettings, topic: str, timeout: float = 60.0) -> d
                 if err is not None:
                     if err.code() != KafkaError._PARTITION_EOF:
                         raise EvstreamError(f"reading {topic}: {err.str()}")
+                    remaining.discard(msg.partition() or 0)  # the end (a commit marker may follow)
                     continue
                 key = msg.key()
                 latest[key if isinstance(key, bytes) else (key or "").encode()] = msg.value()

@@ -126,23 +126,24 @@ class _TimedTable(TableState[M]):
             if row is None:
                 index.pop(skey, None)
                 continue
+            if not closed:  # final now: closed (and on_close called) before any expiry
+                self._close(received, skey, row, due)
             if due + self.expires <= t:
                 self.put(partition, skey, None)
                 index.pop(skey, None)
-                continue
-            if closed:
-                continue
-            value = self.value(row)
-            closed_row = Row(row.value, row.applied, row.end, True, row.start, model=value)
-            self.put(partition, skey, closed_row)
-            index[skey] = (due, True)
-            WINDOWS_CLOSED.labels(self.name).inc()
-            if self.on_close is not None:
-                key = skey.rpartition("@")[0]
-                start = row.start if row.start is not None else int(skey.rpartition("@")[2])
-                result = self.on_close(key, Window(dt(start), dt(row.end or start)), value, received)
-                if inspect.isawaitable(result):
-                    received._pending.append(result)
+
+    def _close(self, received: Received, skey: str, row: Row, due: int) -> None:
+        partition = received.partition
+        value = self.value(row)
+        self.put(partition, skey, Row(row.value, row.applied, row.end, True, row.start, model=value))
+        self.index(partition)[skey] = (due, True)
+        WINDOWS_CLOSED.labels(self.name).inc()
+        if self.on_close is not None:
+            key = skey.rpartition("@")[0]
+            start = row.start if row.start is not None else int(skey.rpartition("@")[2])
+            result = self.on_close(key, Window(dt(start), dt(row.end or start)), value, received)
+            if inspect.isawaitable(result):
+                received._pending.append(result)
 
 
 class WindowedTable(_TimedTable[M]):
@@ -293,9 +294,10 @@ class SessionTable(_TimedTable[M]):
             if closed or not skey.startswith(prefix) or skey.rpartition("@")[0] != key:
                 continue
             row = self.row(partition, skey)
-            if row is not None and row.start is not None and row.end is not None:
-                if row.start - self.gap <= t <= row.end + self.gap:
-                    near.append((skey, row))
+            if row is None or row.start is None or row.end is None:
+                continue
+            if row.start - self.gap <= t <= row.end + self.gap:
+                near.append((skey, row))
         near.sort(key=lambda item: item[1].start or 0)
         start = min([t, *(r.start for _, r in near if r.start is not None)])
         end = max([t, *(r.end for _, r in near if r.end is not None)])
@@ -315,7 +317,9 @@ class SessionTable(_TimedTable[M]):
                     self.put(partition, skey, None)
                     index.pop(skey, None)
                 skey = f"{key}@{start}"
-                self.put(partition, skey, Row({}, applied).applied_after(received, after, end=end, start=start))
+                self.put(
+                    partition, skey, Row({}, applied).applied_after(received, after, end=end, start=start)
+                )
                 index[skey] = (end + self.gap, False)
                 changes.append(Change(before, after))
         self._advance(received, t)

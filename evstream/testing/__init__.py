@@ -2,6 +2,8 @@
 
 - :class:`HandlerHarness`: run a ``Handlers`` set through the real dispatcher on in-memory
   records (no Kafka; milliseconds per test);
+- :class:`StreamHarness`: run a stream ``App``'s handlers, tables, windows, waits and publishes
+  through the engine's processor on in-memory records;
 - the pytest plugin (:mod:`evstream.testing.plugin`, installed with evstream): the
   ``evstream_stack`` fixture gives a test session a real broker + schema registry.
 
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
         OutcomeKind,
         RoutedRecord,
     )
+    from evstream.testing.streams import StreamHarness
 
 __all__ = [
     "HandlerHarness",
@@ -31,6 +34,7 @@ __all__ = [
     "OutcomeKind",
     "RoutedRecord",
     "StackEndpoints",
+    "StreamHarness",
 ]
 
 _HARNESS = {"HandlerHarness", "InMemorySchemaStore", "Outcome", "OutcomeKind", "RoutedRecord"}
@@ -39,4 +43,6 @@ _HARNESS = {"HandlerHarness", "InMemorySchemaStore", "Outcome", "OutcomeKind", "
 def __getattr__(name: str) -> Any:
     if name in _HARNESS:
         return getattr(importlib.import_module("evstream.testing.harness"), name)
+    if name == "StreamHarness":
+        return getattr(importlib.import_module("evstream.testing.streams"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

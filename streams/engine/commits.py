@@ -34,7 +34,7 @@ log = logging.getLogger("evstream.streams")
 Headers = list[tuple[str, bytes]]
 
 
-class TransactionAborted(EvstreamError):  # noqa: N818 - a state, not a failure of the caller
+class TransactionAborted(EvstreamError):
     """An exactly-once commit was aborted: the interval's state is dropped and its records re-read."""
 
 
@@ -75,12 +75,14 @@ class ProducerOutputs:
         on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
     ) -> None:
         self._begin()
-        extra = {} if partition is None else {"partition": partition}
+        callback = on_delivery or self._delivered
+        pairs: Any = headers
         while True:
             try:
-                self.producer.produce(
-                    topic, value, key, headers=headers, on_delivery=on_delivery or self._delivered, **extra
-                )
+                if partition is None:
+                    self.producer.produce(topic, value, key, headers=pairs, on_delivery=callback)
+                else:
+                    self.producer.produce(topic, value, key, partition, headers=pairs, on_delivery=callback)
                 break
             except BufferError:  # the local queue is full: serve delivery reports, then again
                 self.producer.poll(0.05)
@@ -117,7 +119,9 @@ class Committer:
     def due(self, interval_s: float) -> bool:
         return time.monotonic() - self.last >= interval_s
 
-    def _changelogs(self) -> tuple[list[tuple[TableState[Any], int, dict[str, Any]]], dict[tuple[str, int], int]]:
+    def _changelogs(
+        self,
+    ) -> tuple[list[tuple[TableState[Any], int, dict[str, Any]]], dict[tuple[str, int], int]]:
         written: dict[tuple[str, int], int] = {}
 
         def delivered(err: KafkaError | None, msg: Message) -> None:
@@ -136,7 +140,12 @@ class Committer:
                 for key, row in rows.items():
                     value = None if row is None else row.to_bytes()
                     self.outputs.produce(
-                        table.changelog, encode_key(key), value, [], partition=partition, on_delivery=delivered
+                        table.changelog,
+                        encode_key(key),
+                        value,
+                        [],
+                        partition=partition,
+                        on_delivery=delivered,
                     )
         return pending, written
 
@@ -218,13 +227,13 @@ class Committer:
         log.warning("aborting the transaction (%s): its records will be read again", why)
         out = self.outputs
         if out.in_transaction:
+            out.in_transaction = False
             try:
                 out.producer.abort_transaction(out.timeout_s)
-            except KafkaException as exc:
+            except KafkaException as exc:  # fatal (fenced): the runner renews the producer
+                log.warning("abort_transaction: %s", exc.args[0].str())
                 if exc.args[0].fatal():
                     raise
-                log.warning("abort_transaction: %s", exc.args[0].str())
-            out.in_transaction = False
         out.errors = []
         for table in self.tables:
             table.discard()

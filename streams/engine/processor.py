@@ -123,10 +123,12 @@ class Processor:
         value = record.value()
         try:
             if not isinstance(value, bytes):
-                raise DecodeError(f"{topic.name}: a record without a value cannot be an event")
+                where = f"{record.topic()}[{record.partition()}]@{record.offset()}"
+                raise DecodeError(where, "a record without a value cannot be an event")
             return topic.codec.decode(value)
         except (DecodeError, UnknownEventTypeError, ValidationError) as exc:
-            self.dead_letter(record, "undecodable" if not isinstance(exc, UnknownEventTypeError) else "unknown_schema", exc)
+            reason = "unknown_schema" if isinstance(exc, UnknownEventTypeError) else "undecodable"
+            self.dead_letter(record, reason, exc)
             return None
 
     def dead_letter(self, record: RecordLike, reason: str, error: BaseException | None) -> None:
@@ -142,14 +144,7 @@ class Processor:
             error,
         )
         headers = dead_letter_headers(record, Origin.of(record), reason=reason, error=error)  # type: ignore[arg-type]  # a Message's methods
-        key = record.key()
-        value = record.value()
-        self._out().produce(
-            self.dead_letter_topic,
-            key.encode() if isinstance(key, str) else key,
-            value.encode() if isinstance(value, str) else value,
-            _bytes_headers(headers),
-        )
+        self._out().produce(self.dead_letter_topic, record.key(), record.value(), _bytes_headers(headers))
         self.dead_lettered += 1
 
     def receive(self, record: RecordLike, event: Event) -> Received:
@@ -216,11 +211,11 @@ class Processor:
             waiting, partition = self.ready.pop()
             await waiting.drain(partition)
 
-    async def tick(self) -> None:
+    async def tick(self, now_ms: float | None = None) -> None:
         """Every second: expire held events past their wait, release those whose row is there."""
         for route in self.routes:
             if route.waiting is not None:
-                await route.waiting.tick(sorted(route.waiting.state.stores))
+                await route.waiting.tick(sorted(route.waiting.state.stores), now_ms)
         await self.release()
 
     # -- effects ------------------------------------------------------------------------------------
@@ -228,7 +223,9 @@ class Processor:
     def publish(self, event: Event, *, cause: Received, topic: EventTopic, key: str | None) -> Published:
         """See :meth:`evstream.streams.App.publish`."""
         cause._published += 1
-        event_id = Published(bytes=uuid.uuid5(cause.envelope.event_id, f"{topic.name}/{cause._published}").bytes)
+        event_id = Published(
+            bytes=uuid.uuid5(cause.envelope.event_id, f"{topic.name}/{cause._published}").bytes
+        )
         envelope = cause.envelope
         headers = envelope_headers(
             event_id,
@@ -252,16 +249,14 @@ class Processor:
         """See :meth:`evstream.streams.App.forward`."""
         raw = received.raw
         pairs: Any = raw.headers() or []
-        headers = [(k, v if isinstance(v, bytes) else (v or "").encode()) for k, v in pairs if k != ORIGIN_HEADER]
+        headers = [
+            (k, v if isinstance(v, bytes) else (v or "").encode()) for k, v in pairs if k != ORIGIN_HEADER
+        ]
         if not any(k == "ce_id" for k, _ in headers):  # foreign: carry the derived envelope along
             headers += _bytes_headers(received.envelope.to_headers())
         headers.append((ORIGIN_HEADER, f"{received.origin}:{received.origin_offset}".encode()))
-        value = raw.value()
         self._out().produce(
-            topic.name,
-            key.encode() if key is not None else received.key,
-            value.encode() if isinstance(value, str) else value,
-            headers,
+            topic.name, key.encode() if key is not None else received.key, raw.value(), headers
         )
         return Sent(None)
 

@@ -29,7 +29,9 @@ log = logging.getLogger("evstream.streams")
 APPLY_EVERY = 5000  # rows per store write while recovering
 
 
-def create_topics(admin: AdminClient, wanted: dict[str, tuple[int, dict[str, str]]], replication: int) -> None:
+def create_topics(
+    admin: AdminClient, wanted: dict[str, tuple[int, dict[str, str]]], replication: int
+) -> None:
     """Create the app's topics that do not exist yet (``name -> (partitions, config)``)."""
     existing = admin.list_topics(timeout=30).topics
     missing = [
@@ -42,7 +44,7 @@ def create_topics(admin: AdminClient, wanted: dict[str, tuple[int, dict[str, str
     for name, future in admin.create_topics(missing, operation_timeout=30, request_timeout=30).items():
         try:
             future.result()
-        except Exception as exc:  # noqa: BLE001 - one already made by another worker is fine
+        except Exception as exc:
             error = exc.args[0] if exc.args else None
             if not (isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS):
                 raise EvstreamError(f"could not create the app's topic {name}: {exc}") from exc
@@ -58,12 +60,18 @@ def watermarks(consumer: Consumer, tp: TopicPartition, timeout_s: float = 30.0) 
             low, high = consumer.get_watermark_offsets(tp, timeout=max(1.0, deadline - time.monotonic()))
             return low, high
         except KafkaException as exc:
-            if not exc.args[0].retriable() and exc.args[0].code() not in _NOT_READY or time.monotonic() > deadline:
+            if (
+                not exc.args[0].retriable() and exc.args[0].code() not in _NOT_READY
+            ) or time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
 
 
-_NOT_READY = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART)
+_NOT_READY = (
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+)
 
 
 class Recovery:
@@ -110,12 +118,12 @@ class Recovery:
         finally:
             self.active = False
 
-    def _read(self, todo: list[tuple[TableState[Any], int]]) -> int:
+    def _plan(
+        self, todo: list[tuple[TableState[Any], int]]
+    ) -> dict[tuple[str, int], tuple[TableState[Any], int, int]]:
+        """(changelog, partition) -> (table, start, end) of what is left to read."""
         consumer = self.consumer()
-        started = time.monotonic()
-        ends: dict[tuple[str, int], int] = {}
-        owners: dict[tuple[str, int], TableState[Any]] = {}
-        assign = []
+        plan = {}
         for table, partition in todo:
             store = table.stores[partition]
             low, high = watermarks(consumer, TopicPartition(table.changelog, partition))
@@ -123,50 +131,63 @@ class Recovery:
                 log.warning("%s[%d]: store ahead of its changelog; rebuilding it", table.changelog, partition)
                 store.wipe()
             start = max(store.changelog_offset, low)
-            where = (table.changelog, partition)
-            RECOVERY_REMAINING.labels(*map(str, where)).set(max(0, high - start))
+            RECOVERY_REMAINING.labels(table.changelog, str(partition)).set(max(0, high - start))
             if start < high:
-                ends[where], owners[where] = high, table
-                assign.append(TopicPartition(table.changelog, partition, start))
-        if not assign:
+                plan[(table.changelog, partition)] = (table, start, high)
+        return plan
+
+    def _read(self, todo: list[tuple[TableState[Any], int]]) -> int:
+        started = time.monotonic()
+        plan = self._plan(todo)
+        if not plan:
             log.info("recovered 0 changelog rows: %d table partitions up to date", len(todo))
             return 0
-        consumer.assign(assign)
-        batches: dict[tuple[str, int], dict[str, Row | None]] = {w: {} for w in ends}
-        nexts: dict[tuple[str, int], int] = {}
-        remaining = set(ends)
+        consumer = self.consumer()
+        consumer.assign([TopicPartition(t, p, start) for (t, p), (_table, start, _end) in plan.items()])
+        remaining = set(plan)
         read = 0
         try:
             while remaining:
                 if time.monotonic() - started > self.timeout_s:
                     raise EvstreamError(
-                        f"tables not recovered within {self.timeout_s:g} s: {sorted(remaining)} not read to their end"
+                        f"tables not recovered within {self.timeout_s:g} s: {sorted(remaining)} not read"
                     )
-                for msg in consumer.consume(APPLY_EVERY, 0.5):
-                    where = (msg.topic() or "", msg.partition() or 0)
-                    err = msg.error()
-                    if err is not None:
-                        if err.code() == KafkaError._PARTITION_EOF:
-                            remaining.discard(where)
-                            continue
-                        raise EvstreamError(f"recovering {where[0]}[{where[1]}]: {err.str()}")
-                    value = msg.value()
-                    batches[where][decode_key(msg.key())] = None if value is None else Row.from_bytes(value)
-                    offset = msg.offset() or 0
-                    nexts[where] = offset + 1
-                    read += 1
-                    if offset + 1 >= ends[where]:
-                        remaining.discard(where)
-                for where, rows in batches.items():
-                    if rows:
-                        owners[where].stores[where[1]].apply(rows, nexts[where])
-                        batches[where] = {}
-                        RECOVERY_REMAINING.labels(where[0], str(where[1])).set(
-                            0 if where not in remaining else max(0, ends[where] - nexts[where])
-                        )
+                read += self._apply(consumer.consume(APPLY_EVERY, 0.5), plan, remaining)
         finally:
             consumer.unassign()
-        for where in ends:
-            RECOVERY_REMAINING.labels(where[0], str(where[1])).set(0)
-        log.info("recovered %d changelog rows of %d partitions in %.1f s", read, len(ends), time.monotonic() - started)
+        for topic, partition in plan:
+            RECOVERY_REMAINING.labels(topic, str(partition)).set(0)
+        elapsed = time.monotonic() - started
+        log.info("recovered %d changelog rows of %d partitions in %.1f s", read, len(plan), elapsed)
         return read
+
+    @staticmethod
+    def _apply(
+        messages: list[Any],
+        plan: dict[tuple[str, int], tuple[TableState[Any], int, int]],
+        remaining: set[tuple[str, int]],
+    ) -> int:
+        """Apply one batch of changelog records to their stores; returns how many."""
+        batches: dict[tuple[str, int], dict[str, Row | None]] = {}
+        nexts: dict[tuple[str, int], int] = {}
+        for msg in messages:
+            where = (msg.topic() or "", msg.partition() or 0)
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    raise EvstreamError(f"recovering {where[0]}[{where[1]}]: {err.str()}")
+                remaining.discard(where)
+                continue
+            value = msg.value()
+            batches.setdefault(where, {})[decode_key(msg.key())] = (
+                None if value is None else Row.from_bytes(value)
+            )
+            nexts[where] = (msg.offset() or 0) + 1
+            if nexts[where] >= plan[where][2]:
+                remaining.discard(where)
+        for where, rows in batches.items():
+            table, _start, end = plan[where]
+            table.stores[where[1]].apply(rows, nexts[where])
+            left = 0 if where not in remaining else max(0, end - nexts[where])
+            RECOVERY_REMAINING.labels(where[0], str(where[1])).set(left)
+        return sum(len(rows) for rows in batches.values())

@@ -30,6 +30,7 @@ from evstream.security import security_error
 from evstream.settings import librdkafka_config
 from evstream.streams.engine.commits import Committer, ProducerOutputs, TransactionAborted
 from evstream.streams.engine.recovery import Recovery, create_topics
+from evstream.streams.engine.refusals import group_refused, topic_refused
 from evstream.streams.metrics import STREAM_LAG
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ class StreamRunner:
         self.joined = False
         self.assigned: set[tuple[str, int]] = set()
         self.refused: KafkaSecurityError | None = None
+        self._fatal: KafkaError | None = None  # a fatal producer error met inside a rebalance callback
         self._consumer: Consumer | None = None
         self._outputs: ProducerOutputs | None = None
         self._committer: Committer | None = None
@@ -124,9 +126,27 @@ class StreamRunner:
         return conf
 
     def _on_error(self, error: KafkaError) -> None:
-        found = security_error(error, group=self.app.app_id)
+        if error.code() == KafkaError.GROUP_AUTHORIZATION_FAILED:
+            found: KafkaSecurityError | None = group_refused(self.app.app_id)
+        elif error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+            return  # named by the consume error that follows
+        else:
+            found = security_error(error, group=self.app.app_id)
         if found is not None and self.refused is None:
             self.refused = found
+
+    def _refused(self, error: KafkaError, topic: str | None) -> KafkaSecurityError | None:
+        """The typed one-line error of a refused consume (which ACL: READ, or DESCRIBE when even
+        the topic's metadata is refused)."""
+        code = error.code()
+        if code == KafkaError.GROUP_AUTHORIZATION_FAILED:
+            return group_refused(self.app.app_id)
+        if code == KafkaError.TOPIC_AUTHORIZATION_FAILED and topic:
+            admin = AdminClient(librdkafka_config(self.app.kafka))
+            found = admin.list_topics(topic, timeout=10).topics.get(topic)
+            described = found is not None and found.error is None
+            return topic_refused(topic, "READ" if described else "DESCRIBE")
+        return security_error(error, topic=topic, group=self.app.app_id)
 
     # -- rebalances ---------------------------------------------------------------------------------
 
@@ -159,7 +179,9 @@ class StreamRunner:
         try:
             self._commit()
         except TransactionAborted:
-            pass  # re-read by the next owner
+            pass  # aborted: re-read by the next owner
+        except KafkaException as exc:  # fatal (fenced): renewed by the loop once the rebalance is done
+            self._fatal = exc.args[0]
         assert self._committer is not None
         for where in leaving:
             self._committer.positions.pop(where, None)
@@ -173,22 +195,28 @@ class StreamRunner:
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         leaving = {(tp.topic, tp.partition) for tp in partitions}
-        log.warning("partitions lost (no longer in the group): %s; their interval is dropped", sorted(leaving))
+        log.warning(
+            "partitions lost (no longer in the group): %s; their interval is dropped", sorted(leaving)
+        )
         assert self._committer is not None
-        self._committer.abort("partitions lost")
         self.assigned -= leaving
         for where in leaving:
             self._committer.positions.pop(where, None)
         for table, partition in self._needed(leaving):
             table.close_partition(partition)
+        try:
+            self._committer.abort("partitions lost")
+        except KafkaException as exc:  # fatal (fenced): renewed by the loop
+            self._fatal = exc.args[0]
         self._rewind()
 
     def _rewind(self) -> None:
         """Back to the committed offsets of every owned partition (the interval was dropped)."""
-        assert self._consumer is not None and self._committer is not None
+        assert self._consumer is not None
+        assert self._committer is not None
         self.app.processor.ready.clear()
         owned = [TopicPartition(t, p) for t, p in sorted(self.assigned)]
-        self._committer.positions = {}
+        self._committer.positions.clear()
         if not owned:
             return
         for tp in self._consumer.committed(owned, timeout=30):
@@ -219,14 +247,18 @@ class StreamRunner:
         create_topics(admin, self._wanted_topics(), settings.replication_factor)
         transactional = settings.processing_guarantee == "exactly_once"
         timeout = max(30.0, settings.transaction_timeout_s) if transactional else 60.0
-        self._outputs = outputs = ProducerOutputs(self._producer_conf(base), transactional=transactional, timeout_s=timeout)
+        self._outputs = outputs = ProducerOutputs(
+            self._producer_conf(base), transactional=transactional, timeout_s=timeout
+        )
         outputs.start()
         self._consumer = consumer = Consumer(self._consumer_conf(base))
         self._committer = committer = Committer(outputs, consumer, list(app.tables))
         self._recovery = Recovery(base, settings.store, self.data_dir)
         app.processor.outputs = outputs
         topics = sorted(app.processor.by_topic)
-        consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
+        consumer.subscribe(
+            topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
         log.info("stream app %s: subscribed to %s (%s)", app.app_id, topics, settings.processing_guarantee)
         try:
             self._loop_until(stop, consumer, committer)
@@ -239,45 +271,90 @@ class StreamRunner:
             self._close()
 
     def _loop_until(self, stop: Event, consumer: Consumer, committer: Committer) -> None:
-        processor = self.app.processor
         settings = self.settings
-        positions = committer.positions
         next_tick = next_lag = time.monotonic() + 1.0
-        batch = settings.batch_size
-        run = self._loop.run_until_complete
         while not stop.is_set():
             if self.refused is not None:
                 raise self.refused
-            records = consumer.consume(batch, 0.1)
-            good = []
-            for msg in records:
-                err = msg.error()
-                if err is None:
-                    good.append(msg)
-                elif err.code() != KafkaError._PARTITION_EOF:
-                    refused = security_error(err, topic=msg.topic(), group=self.app.app_id)
-                    if refused is not None:
-                        raise refused
-                    log.warning("consumer: %s", err.str())
-            if good:
-                run(processor.process(good))
-                for msg in good:
-                    positions[(msg.topic() or "", msg.partition() or 0)] = (msg.offset() or 0) + 1
             now = time.monotonic()
-            if now >= next_tick:
-                next_tick = now + 1.0
-                run(processor.tick())
-            if committer.due(settings.commit_interval_s):
-                try:
+            try:
+                self._step(consumer, committer)
+                if self._fatal is not None:
+                    error, self._fatal = self._fatal, None
+                    raise KafkaException(error)
+                now = time.monotonic()
+                if now >= next_tick:
+                    next_tick = now + 1.0
+                    self._loop.run_until_complete(self.app.processor.tick())
+                if committer.due(settings.commit_interval_s):
                     self._commit()
-                except TransactionAborted:
-                    self._rewind()
+            except TransactionAborted:
+                self._rewind()
+            except KafkaException as exc:
+                if not (self._outputs and self._outputs.transactional):
+                    raise
+                self._recover_transaction(exc.args[0])
             if now >= next_lag:
                 next_lag = now + self.lag_interval_s
-                self._update_lag(consumer, positions)
+                self._update_lag(consumer, committer.positions)
+
+    def _step(self, consumer: Consumer, committer: Committer) -> None:
+        """One batch: consume, process, note the positions."""
+        records = consumer.consume(self.settings.batch_size, 0.1)
+        good = []
+        for msg in records:
+            err = msg.error()
+            if err is None:
+                good.append(msg)
+            elif err.code() != KafkaError._PARTITION_EOF:
+                refused = self._refused(err, msg.topic())
+                if refused is not None:
+                    raise refused
+                log.warning("consumer: %s", err.str())
+        if good:
+            self._loop.run_until_complete(self.app.processor.process(good))
+            positions = committer.positions
+            for msg in good:
+                positions[(msg.topic() or "", msg.partition() or 0)] = (msg.offset() or 0) + 1
+
+    def _recover_transaction(self, error: KafkaError) -> None:
+        """The transactional producer failed mid-interval: abort (an abortable error) or renew the
+        producer (a fatal one); either way the interval is re-read from the committed offsets."""
+        assert self._committer is not None
+        if not error.fatal():
+            try:
+                self._committer.abort(f"the transaction failed: {error.str()}")
+            except KafkaException as exc:
+                if not exc.args[0].fatal():
+                    raise
+                error = exc.args[0]
+            else:
+                self._rewind()
+                return
+        self._renew_producer(error)
+
+    def _renew_producer(self, error: KafkaError) -> None:
+        """A fatal error of the transactional producer (fenced: the broker aborted its transaction
+        after the transaction timeout, or a newer instance took over): nothing it wrote since the
+        last commit is visible. A new producer takes over from the committed offsets."""
+        assert self._outputs is not None
+        assert self._committer is not None
+        log.warning("the transactional producer hit a fatal error (%s): a new one takes over", error.str())
+        old = self._outputs
+        old.in_transaction, old.errors = False, []
+        for table in self.app.tables:
+            table.discard()
+        base = librdkafka_config(self.app.kafka)
+        self._outputs = outputs = ProducerOutputs(
+            self._producer_conf(base), transactional=True, timeout_s=old.timeout_s
+        )
+        outputs.start()
+        self._committer.outputs = outputs
+        self.app.processor.outputs = outputs
+        self._rewind()
 
     def _update_lag(self, consumer: Consumer, positions: dict[tuple[str, int], int]) -> None:
-        labels = set()
+        labels: set[tuple[str, str]] = set()
         for topic, partition in sorted(self.assigned):
             tp = TopicPartition(topic, partition)
             try:
@@ -296,8 +373,8 @@ class StreamRunner:
                 lag = 0
             STREAM_LAG.labels(topic, str(partition)).set(lag)
             labels.add((topic, str(partition)))
-        for topic, partition in self._lag_labels - labels:
-            STREAM_LAG.remove(topic, partition)
+        for gone in self._lag_labels - labels:
+            STREAM_LAG.remove(*gone)
         self._lag_labels = labels
 
     def _close(self) -> None:
@@ -307,7 +384,10 @@ class StreamRunner:
             except (KafkaException, RuntimeError) as exc:
                 log.warning("consumer close: %s", exc)
         if self._outputs is not None:
-            self._outputs.producer.flush(10)
+            try:
+                self._outputs.producer.flush(10)
+            except (KafkaException, SystemError) as exc:  # a fatal producer has nothing to flush
+                log.warning("producer flush at close: %s", exc)
         if self._recovery is not None:
             self._recovery.close()
         for table in self.app.tables:

@@ -190,4 +190,3 @@ class Table(TableState[M]):
         for partition in list(self.stores):
             for key, row in self.partition_rows(partition):
                 yield key, self.value(row)
-

@@ -534,7 +534,7 @@ def test_aiokafka_config_connects_the_faust_client_library(secured: Secured) -> 
 def stream_worker_acls(app_id: str, sources: list[str], sinks: list[str]) -> list[dict[str, Any]]:
     """What the README lists for `evstream worker` of a stream app: read its source topics, the
     producer's ACLs on the topics it publishes to, read its group (the app id), create, read and
-    write its own topics (``<app id>-``: re-keyed topics, changelogs, faust's leader topic). Each
+    write its own topics (``<app id>-``: re-keyed topics, changelogs, its dead-letter topic). Each
     of create/read/write on the prefix and the group's read was found necessary by dropping it;
     no cluster ACL, describe_configs or group describe is needed."""
     return [
@@ -571,7 +571,7 @@ def distinct_event_ids(secured: Secured, topic: str, count: int, timeout: float)
 
 
 def test_stream_worker_with_the_app_user_and_no_secret_in_its_log(secured: Secured, tmp_path: Path) -> None:
-    """`evstream worker evstream.streams.demo:app` (faust over aiokafka) as the app user with the
+    """`evstream worker evstream.streams.demo:app` (the native engine) as the app user with the
     README's stream worker ACLs: SCRAM-SHA-512 over verified TLS for its consumer, its producer
     and the topics it creates; exact table totals, one derived event per tier change."""
     from evstream.schemas.domain import OrderPlaced  # noqa: PLC0415
@@ -624,7 +624,6 @@ def test_stream_worker_with_the_app_user_and_no_secret_in_its_log(secured: Secur
         log_text = "\n".join(p.read_text(errors="replace") for p in sorted(logs.glob("worker-*.log")))
         OUTPUTS.append(log_text)
     assert codes == [0], log_text[-3000:]
-    assert app.restarts == 0
     assert log_text.strip(), "the worker wrote no log"
     for name, password in secured.passwords.items():
         assert password not in log_text, f"the {name} password appears in the worker's output"
@@ -635,9 +634,8 @@ def test_a_stream_worker_refused_an_acl_exits_in_one_line_instead_of_hanging(
 ) -> None:
     """`evstream worker` of the demo app missing one of the README's stream worker ACLs (READ on
     a source topic, READ on its group, DESCRIBE on a source topic): exits 1 with one ``error:``
-    line naming the resource, no traceback, well before the 120 s startup watchdog. Without
-    evstream's check faust waits for ever for the group error and crashes with a traceback on
-    the fetch. The three workers run at once (one stack, one wait)."""
+    line naming the resource (DESCRIBE when even the topic's metadata is refused), no traceback,
+    within a minute. The three workers run at once (one stack, one wait)."""
     cases = {"read": ("topic", "READ"), "group": ("group", "READ"), "describe": ("topic", "DESCRIBE")}
     runs: dict[str, tuple[str, dict[str, str]]] = {}
     for case in cases:

@@ -260,9 +260,9 @@ def _without(
         ),
         (
             ["faust"],
-            ["worker", "evstream.streams.demo:app"],
+            ["worker", "evstream.streams.examples.faust_totals:app"],
             {},
-            "stream processing needs the 'streams' extra: pip install 'evstream[streams]'",
+            "running faust apps needs the 'faust' extra: pip install 'evstream[faust]'",
         ),
         (
             ["rocksdict"],
@@ -309,3 +309,26 @@ def test_require_extra_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     assert caught.value.module == "opentelemetry"
     assert str(caught.value) == "OpenTelemetry tracing needs the 'otel' extra: pip install 'evstream[otel]'"
     assert isinstance(caught.value, ConfigError)
+
+
+def test_a_stream_app_needs_no_faust() -> None:
+    """The stream API runs on evstream's own engine: the demo app and its engine import with
+    faust, mode and aiokafka unimportable."""
+    script = (
+        "import sys\n"
+        "for name in ('faust', 'mode', 'aiokafka'):\n"
+        "    sys.modules[name] = None\n"
+        "from evstream.streams.demo import app\n"
+        "from evstream.streams.engine.runner import StreamRunner\n"
+        "print(app.app_id, StreamRunner.__name__)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=_clean_env(),
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["evstream-demo", "StreamRunner"]
