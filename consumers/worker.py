@@ -1,7 +1,7 @@
 """A consumer group worker: a :class:`Handlers` module run by :class:`ConsumerRunner` next to
 ``/healthz``, ``/readyz`` and ``/metrics``, and the settings every worker process shares.
 
-Needs no stream extra: ``evstream worker my.module:handlers --group G`` runs without faust.
+Needs no extra: ``evstream worker my.module:handlers --group G``.
 """
 
 from __future__ import annotations
@@ -36,14 +36,15 @@ class WorkerSettings(BaseSettings):
     stall_timeout_s: float = Field(
         default=120.0,
         gt=0,
-        description="Exit with code 75 when a partition with lag makes no progress this long (a stall).",
+        description="faust apps only: exit with code 75 when a partition with lag makes no progress"
+        " this long (a faust stall; evstream stream apps have no such failure mode).",
     )
     startup_timeout_s: float = Field(
         default=120.0,
         gt=0,
         description=(
-            "Exit with code 75 (for the supervisor to restart it) if a stream app has not joined its group"
-            " by then: faust occasionally stalls before subscribing. Table recovery is not limited."
+            "faust apps only: exit with code 75 (for the supervisor to restart it) if the app has not"
+            " joined its group by then: faust occasionally stalls before subscribing."
         ),
     )
     log_level: str = "INFO"

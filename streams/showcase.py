@@ -98,8 +98,8 @@ def main() -> None:
     try:
         deadline = time.monotonic() + 120
         while not _ready(port):
-            if worker.poll() is not None:  # stalled before joining (exit 75): start it again
-                worker = _start(env, port)
+            if worker.poll() is not None:
+                raise SystemExit(f"error: the stream worker exited ({worker.returncode}) before it was ready")
             if time.monotonic() > deadline:
                 raise SystemExit("error: the stream worker did not become ready in 120 s")
             time.sleep(0.5)
