@@ -77,7 +77,47 @@ def _unb64(text: str | None) -> bytes | None:
     return None if text is None else base64.b64decode(text)
 
 
-Entry = dict[str, Any]
+@dataclass(slots=True)
+class HeldRecord:
+    """A held event as stored in ``<handler>-waiting``: the record as read, when it started
+    waiting, and the (table, key) of the row it waits for (None: it waits behind another)."""
+
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    timestamp_ms: int
+    since_ms: int
+    table: str | None
+    table_key: str | None
+
+    def to_value(self) -> dict[str, Any]:
+        return {
+            "offset": self.offset,
+            "key": _b64(self.key),
+            "value": _b64(self.value),
+            "headers": [[k, _b64(v)] for k, v in self.headers],
+            "timestamp_ms": self.timestamp_ms,
+            "since_ms": self.since_ms,
+            "table": self.table,
+            "table_key": self.table_key,
+        }
+
+    @classmethod
+    def from_value(cls, stored: dict[str, Any]) -> HeldRecord:
+        return cls(
+            int(stored["offset"]),
+            _unb64(stored["key"]),
+            _unb64(stored["value"]),
+            [(name, _unb64(value) or b"") for name, value in stored["headers"]],
+            int(stored["timestamp_ms"]),
+            int(stored["since_ms"]),
+            stored["table"],
+            stored["table_key"],
+        )
+
+    def waits_for(self) -> tuple[str | None, str | None]:
+        return self.table, self.table_key
 
 
 class HeldTable(TableState[_Held]):
@@ -109,7 +149,7 @@ class Waiting:
         self.state = HeldTable(f"{self.name}-waiting", partitions, changelog, self)
         self.dead_letter = dead_letter
         self.tables = [t for t in route.lookups if isinstance(t, Table)]
-        self._queues: dict[int, deque[tuple[str, Entry]]] = {}
+        self._queues: dict[int, deque[tuple[str, HeldRecord]]] = {}
         self._draining: dict[int, asyncio.Event] = {}  # partition -> set when its drain ends
 
     def forget(self, partition: int | None) -> None:
@@ -118,12 +158,12 @@ class Waiting:
         else:
             self._queues.pop(partition, None)
 
-    def queue(self, partition: int) -> deque[tuple[str, Entry]]:
+    def queue(self, partition: int) -> deque[tuple[str, HeldRecord]]:
         """The held events of ``partition`` in order (rebuilt from the table when forgotten)."""
         found = self._queues.get(partition)
         if found is None:
-            held = sorted((k, row.value) for k, row in self.state.partition_rows(partition))
-            found = self._queues[partition] = deque(held)
+            rows = sorted(self.state.partition_rows(partition), key=lambda item: item[0])
+            found = self._queues[partition] = deque((k, HeldRecord.from_value(row.value)) for k, row in rows)
         return found
 
     def holds(self, received: Received) -> bool:
@@ -137,7 +177,7 @@ class Waiting:
         """Append ``received`` to its partition's queue (``waits_for``: the head's table and key)."""
         partition = received.partition
         q = self.queue(partition)
-        if q and received.offset <= q[-1][1]["o"]:  # a replay of a held record
+        if q and received.offset <= q[-1][1].offset:  # a replay of a held record
             return
         while len(q) >= self.wait.max_events:  # full: the oldest gets ``then`` now
             draining = self._draining.get(partition)
@@ -152,38 +192,31 @@ class Waiting:
                 return
         raw = received.raw
         seq = int(q[-1][0].rpartition("#")[2]) + 1 if q else 0
-        entry: Entry = {
-            "o": received.offset,
-            "k": _b64(received.key),
-            "v": _b64(raw.value()),
-            "h": [[k, _b64(v)] for k, v in header_pairs(raw)],
-            "ts": received.timestamp_ms,
-            "since": int(time.time() * 1000),
-            "wt": waits_for[0] if waits_for else None,
-            "wk": waits_for[1] if waits_for else None,
-        }
+        held = HeldRecord(
+            received.offset,
+            received.key,
+            raw.value(),
+            header_pairs(raw),
+            received.timestamp_ms,
+            int(time.time() * 1000),
+            waits_for[0] if waits_for else None,
+            waits_for[1] if waits_for else None,
+        )
         skey = f"{partition}#{seq:012d}"
-        q.append((skey, entry))
-        self.state.put(partition, skey, Row(entry))
+        q.append((skey, held))
+        self.state.put(partition, skey, Row(held.to_value()))
         if waits_for is not None:
             JOIN_MISSING.labels(waits_for[0], "wait").inc()
         self.count()
 
     def row_written(self, table: str, key: str) -> None:
         for partition, q in self._queues.items():
-            if q and q[0][1]["wt"] == table and q[0][1]["wk"] == key:
+            if q and q[0][1].waits_for() == (table, key):
                 self.processor.ready.add((self, partition))
 
-    def restore(self, partition: int, entry: Entry) -> Received:
-        record = Record(
-            self.route.topic.name,
-            partition,
-            int(entry["o"]),
-            _unb64(entry["k"]),
-            _unb64(entry["v"]),
-            [(name, _unb64(value) or b"") for name, value in entry["h"]],
-            int(entry["ts"]),
-        )
+    def restore(self, partition: int, held: HeldRecord) -> Received:
+        topic = self.route.topic.name
+        record = Record(topic, partition, held.offset, held.key, held.value, held.headers, held.timestamp_ms)
         value = record.value()
         assert value is not None  # a held record has its bytes
         received = self.processor.receive(record, self.route.topic.codec.decode(value))
@@ -200,18 +233,17 @@ class Waiting:
         try:
             q = self.queue(partition)
             while q:
-                skey, entry = q[0]
-                received = self.restore(partition, entry)
+                skey, held = q[0]
+                received = self.restore(partition, held)
                 if expire:
                     await self._expire(received)
                     expire = False
                 else:
                     waits_for = await self.processor.handle(self.route, received)
                     if waits_for is not None:  # the head misses a row (again): it waits on
-                        if (entry["wt"], entry["wk"]) != waits_for:
-                            entry = {**entry, "wt": waits_for[0], "wk": waits_for[1]}
-                            q[0] = (skey, entry)
-                            self.state.put(partition, skey, Row(entry))
+                        if held.waits_for() != waits_for:
+                            held.table, held.table_key = waits_for
+                            self.state.put(partition, skey, Row(held.to_value()))
                             JOIN_MISSING.labels(waits_for[0], "wait").inc()
                         return
                 q.popleft()
@@ -237,13 +269,17 @@ class Waiting:
         limit = self.wait.max_wait.total_seconds() * 1000
         for partition in partitions:
             q = self.queue(partition)
-            while q and partition not in self._draining and now - q[0][1]["since"] >= limit:
+            while q and partition not in self._draining and now - q[0][1].since_ms >= limit:
                 await self.drain(partition, expire=True)  # and the ones behind it that find rows
             if not q or partition in self._draining:
                 continue
             head = q[0][1]
-            table = next((t for t in self.tables if t.name == head["wt"]), None)
-            if table is not None and self._row_exists(table, partition, head["wk"]):
+            table = next((t for t in self.tables if t.name == head.table), None)
+            if (
+                table is not None
+                and head.table_key is not None
+                and self._row_exists(table, partition, head.table_key)
+            ):
                 await self.drain(partition)
         self.count()  # queues recovered after a restart or rebalance are counted from here
 

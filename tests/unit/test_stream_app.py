@@ -712,7 +712,9 @@ def waiting_app(
 
 def queued(h: StreamHarness, waiting: Waiting) -> list[tuple[int, str | None]]:
     """The held records (offset, key of the row it waits for: the heads only), by partition, as stored."""
-    return [(row.value["o"], row.value["wk"]) for _key, row in sorted(h.rows(waiting.state).items())]
+    return [
+        (row.value["offset"], row.value["table_key"]) for _key, row in sorted(h.rows(waiting.state).items())
+    ]
 
 
 def later(seconds: float) -> datetime:
