@@ -14,8 +14,9 @@ from collections.abc import Awaitable, Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from evstream.errors import ConfigError
+from evstream.errors import ConfigError, EnvelopeError
 from evstream.schemas import Envelope, Event
+from evstream.schemas.events import check_traceparent
 
 if TYPE_CHECKING:
     from evstream.streams.joins import Waiting
@@ -35,6 +36,8 @@ ORIGIN_HEADER = "evs-origin"
 """Header of a re-keyed record: ``topic:partition:offset`` of the record it was forwarded from."""
 
 T = TypeVar("T")
+
+_CAUSE_HEADERS = frozenset({"ce_id", "ce_type", "ce_correlationid", "traceparent"})
 
 _RECEIVED: contextvars.ContextVar[Received | None] = contextvars.ContextVar("evstream_received", default=None)
 
@@ -104,10 +107,10 @@ def header_pairs(record: RecordLike) -> list[tuple[str, bytes]]:
 
 @dataclass(slots=True)
 class Received:
-    """The event a handler is called with: its envelope and where it was read."""
+    """The event a handler is called with: its envelope and where it was read. The envelope is
+    read from the headers when first asked for (a foreign record's is derived from its position)."""
 
     event: Event
-    envelope: Envelope
     topic: str
     partition: int
     offset: int
@@ -119,6 +122,44 @@ class Received:
     _waiting: Waiting | None = field(default=None, repr=False)  # the handler's wait=, if any
     _expired: bool = False  # held past its wait: lookup(missing="wait") now returns None
     _pending: list[Awaitable[Any]] = field(default_factory=list, repr=False)  # on_close coroutines
+    _envelope: Envelope | None = field(default=None, repr=False)
+
+    @property
+    def envelope(self) -> Envelope:
+        if self._envelope is None:
+            self._envelope = self._read_envelope()
+        return self._envelope
+
+    def _read_envelope(self) -> Envelope:
+        try:
+            return Envelope.from_headers(self.raw.headers())
+        except EnvelopeError:  # a foreign producer's record: the envelope derived from its position
+            source_topic, _, source_partition = self.origin.rpartition(":")
+            stamp_type, stamp = self.raw.timestamp()
+            return Envelope.derived(
+                type(self.event).event_type(),
+                source_topic,
+                int(source_partition),
+                self.origin_offset,
+                stamp if stamp_type else None,
+            )
+
+    def cause(self) -> tuple[uuid.UUID, str | None, str | None]:
+        """(event id, correlation id, traceparent) for a derived event, read without building
+        the envelope when the headers carry them."""
+        if self._envelope is None:
+            found: dict[str, Any] = {}
+            for name, value in self.raw.headers() or ():
+                if name in _CAUSE_HEADERS:
+                    found[name] = value.decode() if isinstance(value, bytes) else value
+            if "ce_id" in found and "ce_type" in found:
+                try:
+                    parent = check_traceparent(found.get("traceparent"))
+                    return uuid.UUID(found["ce_id"]), found.get("ce_correlationid"), parent
+                except ValueError:
+                    pass  # malformed: the envelope decides (derived for a foreign record)
+        envelope = self.envelope
+        return envelope.event_id, envelope.correlation_id, envelope.traceparent
 
     @property
     def key(self) -> bytes | None:

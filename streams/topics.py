@@ -63,13 +63,17 @@ class StreamCodec:
             encode = self._encoders[model] = codec.encoder(subject, model.avro_schema_dict(), strict=False)
         return bytes(encode(event.model_dump()))
 
-    def decode(self, payload: bytes) -> Event:
+    def model_for(self, payload: bytes) -> type[Event]:
+        """The catalog model ``payload`` was written as (by its writer schema id: cached)."""
         reader = self._reader or self._bind()[2]
         try:
-            model = reader.model_for(payload)
+            return reader.model_for(payload)
         except UnknownEventTypeError as exc:
             raise UnknownEventTypeError(f"{self.topic}: {exc}") from exc
-        return reader.decode(model, payload)
+
+    def decode(self, payload: bytes, model: type[Event] | None = None) -> Event:
+        reader = self._reader or self._bind()[2]
+        return reader.decode(model or self.model_for(payload), payload)
 
 
 class EventTopic:

@@ -135,7 +135,7 @@ class _TimedTable(TableState[M]):
     def _close(self, received: Received, skey: str, row: Row, due: int) -> None:
         partition = received.partition
         value = self.value(row)
-        self.put(partition, skey, Row(row.value, row.applied, row.end, True, row.start, model=value))
+        self.put(partition, skey, Row(None, row.applied, row.end, True, row.start, model=value))
         self.index(partition)[skey] = (due, True)
         WINDOWS_CLOSED.labels(self.name).inc()
         if self.on_close is not None:

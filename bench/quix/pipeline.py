@@ -1,10 +1,18 @@
 """The demo aggregation written with Quix Streams, for bench/streams.py (runs in bench/.venv-quix).
 
-orders (Avro via the registry) -> OrderPlaced only -> re-key by customer -> running totals per
-customer and currency (state) -> one update per order to an output topic. Exits when it has
-produced ``--expect`` updates.
+Per order event: Avro decode with the writer schema from the registry (Quix's ``AvroDeserializer``:
+fastavro into a dict, no model validation); only OrderPlaced kept (the records with ``lines`` and
+``placed_at``). Per OrderPlaced: a dict of customer id, total and order id, JSON-serialized through
+Quix's ``group_by`` repartition topic (re-keyed by customer, the input's partition count) and read
+back; the customer's running totals per currency in Quix's state (RocksDB, with a changelog
+topic); one JSON record ``{"customer_id", "total_minor"}`` per order to the output topic.
 
-    bench/.venv-quix/bin/python bench/quix/pipeline.py --broker B --registry R --topic T --out O --expect N
+``--guarantee``: Quix's ``processing_guarantee`` (``exactly-once``: each checkpoint, every
+``--commit-interval`` seconds, is one Kafka transaction). Runs until SIGTERM/SIGINT, or until it
+has produced ``--expect`` updates when given.
+
+    bench/.venv-quix/bin/python bench/quix/pipeline.py --broker B --registry R --topic T --out O \
+        [--guarantee at-least-once|exactly-once] [--commit-interval 5] [--group G] [--expect N]
 """
 
 from __future__ import annotations
@@ -23,14 +31,22 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     for name in ("--broker", "--registry", "--topic", "--out"):
         parser.add_argument(name, required=True)
-    parser.add_argument("--expect", type=int, required=True)
+    parser.add_argument("--guarantee", choices=("at-least-once", "exactly-once"), default="at-least-once")
+    parser.add_argument(
+        "--commit-interval", type=float, default=5.0, help="seconds between checkpoints (Quix: 5)"
+    )
+    parser.add_argument("--group", default=None, help="consumer group (default: a fresh one)")
+    parser.add_argument("--state-dir", default=None, help="default: a fresh temporary directory")
+    parser.add_argument("--expect", type=int, default=0, help="stop after this many updates (0: never)")
     args = parser.parse_args()
     app = Application(
         broker_address=args.broker,
-        consumer_group=f"quix-bench-{uuid.uuid4().hex[:8]}",
+        consumer_group=args.group or f"quix-bench-{uuid.uuid4().hex[:8]}",
         auto_offset_reset="earliest",
-        state_dir=tempfile.mkdtemp(),
+        state_dir=args.state_dir or tempfile.mkdtemp(),
         use_changelog_topics=True,
+        processing_guarantee=args.guarantee,
+        commit_interval=args.commit_interval,
     )
     orders = app.topic(
         args.topic,
@@ -63,7 +79,8 @@ def main() -> None:
 
     sdf = sdf.apply(total, stateful=True)
     sdf = sdf.to_topic(out)
-    sdf.update(count)
+    if args.expect > 0:
+        sdf.update(count)
     app.run()
 
 

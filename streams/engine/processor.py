@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import ValidationError
 
-from evstream.errors import DecodeError, EnvelopeError, SkipEvent, UnknownEventTypeError, WaitForRow
-from evstream.schemas import Envelope, Event
+from evstream.errors import DecodeError, SkipEvent, UnknownEventTypeError, WaitForRow
+from evstream.schemas import Event
 from evstream.schemas.causation import child_traceparent
 from evstream.schemas.events import envelope_headers
 from evstream.streams.context import ORIGIN_HEADER, Published, Received, RecordLike, Sent, enter, leave
@@ -35,6 +35,7 @@ __all__ = ["Handler", "Outputs", "Processor", "Route"]
 log = logging.getLogger("evstream.streams")
 
 Handler = Callable[[Any, Received], Awaitable[None] | None]
+FORWARD_CACHE = 10_000  # forwarded events kept for their read-back (in flight: popped when read)
 Headers = list[tuple[str, bytes]]
 
 
@@ -81,7 +82,12 @@ class Processor:
         self.outputs: Outputs | None = None
         self.dead_letter_topic = f"{app_id}-dlq"
         self.dead_lettered = 0
-        self._latency: dict[str, Any] = {}
+        self._metrics: dict[str, Any] = {}
+        # events this worker forwarded to its own topics, by (topic, origin, origin offset): read
+        # back from Kafka, the same bytes need no second decode and validation (bounded, FIFO)
+        self._forwarded: dict[tuple[str, str, int], Event] = {}
+        self._targets: set[str] = set()  # topics this worker forwards to and reads
+        self._wanted: dict[tuple[str, type[Event]], bool] = {}  # (topic, model): a route takes it
 
     def add_route(self, route: Route) -> None:
         self.routes.append(route)
@@ -97,35 +103,59 @@ class Processor:
     # -- records ------------------------------------------------------------------------------------
 
     async def process(self, records: Sequence[RecordLike]) -> None:
-        """Handle a batch of records in order (each record's handlers, then held events it freed)."""
+        """Handle a batch of records in order (each record's handlers, then held events it freed).
+        Metrics per batch and topic: the records counted, the mean time per record observed."""
         perf = time.perf_counter
+        spent: dict[str, list[float]] = {}
         for record in records:
             topic = record.topic() or ""
             routes = self.by_topic.get(topic)
             if not routes:
                 continue
             started = perf()
-            event = self._decode(record, routes[0].topic)
+            event = None
+            if topic in self._targets and self._forwarded:  # maybe one this worker forwarded
+                event = self._forwarded.pop((topic, *self._origin(record)), None)
+            if event is None:
+                event = self._decode(record, routes)
             if event is not None:
                 received: Received | None = None
                 for route in routes:
                     if route.types and not isinstance(event, route.types):
                         continue
-                    received = self.receive(record, event)
+                    if received is None or received._decisions or received._published or received._waiting:
+                        received = self.receive(record, event)  # a fresh one per handler
                     await self._process(route, received)
-            histogram = self._latency.get(topic)
-            if histogram is None:
-                histogram = self._latency[topic] = (STREAM_LATENCY.labels(topic), STREAM_EVENTS.labels(topic))
-            histogram[0].observe(perf() - started)
-            histogram[1].inc()
+            tally = spent.get(topic)
+            if tally is None:
+                tally = spent[topic] = [0, 0.0]
+            tally[0] += 1
+            tally[1] += perf() - started
+        for topic, (count, seconds) in spent.items():
+            metrics = self._metrics.get(topic)
+            if metrics is None:
+                metrics = self._metrics[topic] = (STREAM_LATENCY.labels(topic), STREAM_EVENTS.labels(topic))
+            metrics[0].observe(seconds / count)
+            metrics[1].inc(count)
 
-    def _decode(self, record: RecordLike, topic: EventTopic) -> Event | None:
+    def _decode(self, record: RecordLike, routes: list[Route]) -> Event | None:
+        """The record's event; None when no route takes its type (not decoded at all: its writer
+        schema id names the model) or it cannot be read (dead-lettered)."""
         value = record.value()
+        codec = routes[0].topic.codec
         try:
             if not isinstance(value, bytes):
                 where = f"{record.topic()}[{record.partition()}]@{record.offset()}"
                 raise DecodeError(where, "a record without a value cannot be an event")
-            return topic.codec.decode(value)
+            model = codec.model_for(value)
+            wanted = self._wanted.get((routes[0].topic.name, model))
+            if wanted is None:
+                wanted = self._wanted[(routes[0].topic.name, model)] = any(
+                    not r.types or issubclass(model, r.types) for r in routes
+                )
+            if not wanted:
+                return None  # other event types on the topic pass by
+            return codec.decode(value, model)
         except (DecodeError, UnknownEventTypeError, ValidationError) as exc:
             reason = "unknown_schema" if isinstance(exc, UnknownEventTypeError) else "undecodable"
             self.dead_letter(record, reason, exc)
@@ -147,31 +177,20 @@ class Processor:
         self._out().produce(self.dead_letter_topic, record.key(), record.value(), _bytes_headers(headers))
         self.dead_lettered += 1
 
-    def receive(self, record: RecordLike, event: Event) -> Received:
-        """The :class:`Received` of a decoded record (origin from its header; a foreign record's
-        envelope derived from its position)."""
-        topic = record.topic() or ""
-        partition, offset = record.partition() or 0, record.offset() or 0
-        headers: Any = record.headers() or []
-        origin, origin_offset = f"{topic}:{partition}", offset
-        for name, value in headers:
+    @staticmethod
+    def _origin(record: RecordLike) -> tuple[str, int]:
+        """Where the record was first read: the ``evs-origin`` header, else its own position."""
+        for name, value in record.headers() or ():
             if name == ORIGIN_HEADER:
                 where, _, at = (value.decode() if isinstance(value, bytes) else str(value)).rpartition(":")
-                origin, origin_offset = where, int(at)
-                break
-        try:
-            envelope = Envelope.from_headers(headers)
-        except EnvelopeError:  # a foreign producer's record: the envelope derived from its position
-            source_topic, _, source_partition = origin.rpartition(":")
-            stamp_type, stamp = record.timestamp()
-            envelope = Envelope.derived(
-                type(event).event_type(),
-                source_topic,
-                int(source_partition),
-                origin_offset,
-                stamp if stamp_type else None,
-            )
-        return Received(event, envelope, topic, partition, offset, origin, origin_offset, record)
+                return where, int(at)
+        return f"{record.topic()}:{record.partition()}", record.offset() or 0
+
+    def receive(self, record: RecordLike, event: Event) -> Received:
+        """The :class:`Received` of a decoded record."""
+        origin, origin_offset = self._origin(record)
+        topic, partition, offset = record.topic() or "", record.partition() or 0, record.offset() or 0
+        return Received(event, topic, partition, offset, origin, origin_offset, record)
 
     async def _process(self, route: Route, received: Received) -> None:
         """Handle one event of ``route`` (or hold it, with ``wait=``), then release held events
@@ -223,26 +242,21 @@ class Processor:
     def publish(self, event: Event, *, cause: Received, topic: EventTopic, key: str | None) -> Published:
         """See :meth:`evstream.streams.App.publish`."""
         cause._published += 1
-        event_id = Published(
-            bytes=uuid.uuid5(cause.envelope.event_id, f"{topic.name}/{cause._published}").bytes
-        )
-        envelope = cause.envelope
+        cause_id, correlation, parent = cause.cause()
+        event_id = Published(bytes=uuid.uuid5(cause_id, f"{topic.name}/{cause._published}").bytes)
+        cause_text = str(cause_id)
         headers = envelope_headers(
             event_id,
             type(event).event_type(),
             None,
             self.source,
-            envelope.correlation_id or str(envelope.event_id),
-            str(envelope.event_id),
-            child_traceparent(envelope.traceparent),
+            correlation or cause_text,
+            cause_text,
+            child_traceparent(parent),
         )
         value = topic.codec.encode(event)
-        self._out().produce(
-            topic.name,
-            (key if key is not None else event.aggregate_id()).encode(),
-            value,
-            _bytes_headers(headers),
-        )
+        key_bytes = (key if key is not None else event.aggregate_id()).encode()
+        self._out().produce(topic.name, key_bytes, value, _bytes_headers(headers))
         return event_id
 
     def forward(self, received: Received, topic: EventTopic, *, key: str | None = None) -> Sent[None]:
@@ -255,6 +269,12 @@ class Processor:
         if not any(k == "ce_id" for k, _ in headers):  # foreign: carry the derived envelope along
             headers += _bytes_headers(received.envelope.to_headers())
         headers.append((ORIGIN_HEADER, f"{received.origin}:{received.origin_offset}".encode()))
+        if topic.name in self.by_topic:
+            self._targets.add(topic.name)
+            forwarded = self._forwarded
+            forwarded[(topic.name, received.origin, received.origin_offset)] = received.event
+            if len(forwarded) > FORWARD_CACHE:
+                del forwarded[next(iter(forwarded))]
         self._out().produce(
             topic.name, key.encode() if key is not None else received.key, raw.value(), headers
         )

@@ -300,7 +300,8 @@ class StreamRunner:
 
     def _step(self, consumer: Consumer, committer: Committer) -> None:
         """One batch: consume, process, note the positions."""
-        records = consumer.consume(self.settings.batch_size, 0.1)
+        # what is there now, without waiting for a full batch; when nothing is, wait for one record
+        records = consumer.consume(self.settings.batch_size, 0) or consumer.consume(1, 0.1)
         good = []
         for msg in records:
             err = msg.error()

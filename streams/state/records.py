@@ -16,7 +16,6 @@ Rows are stored (and written to changelogs) as JSON objects: ``{"value": ..., "a
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
@@ -27,17 +26,49 @@ from evstream.streams.metrics import SKIPPED_UPDATES
 __all__ = ["Row", "decode_key", "encode_key", "first_application"]
 
 
-@dataclass(slots=True)
 class Row:
     """A stored value: the user's value (JSON form), the origin offsets applied to it, and for
-    windows their bounds. ``model`` caches the value's model instance (never stored)."""
+    windows their bounds. ``model`` is the value's model instance (never stored): a row made by an
+    update keeps only the model, and its JSON form is made when first needed (at the commit that
+    writes it to the changelog: once per key and interval, however many updates it had)."""
 
-    value: dict[str, Any]
-    applied: dict[str, int] = field(default_factory=dict)
-    end: int | None = None  # window end (ms), sessions: the last event's time
-    closed: bool = False
-    start: int | None = None  # sessions: the first event's time
-    model: BaseModel | None = field(default=None, compare=False)
+    __slots__ = ("_value", "applied", "closed", "end", "model", "start")
+
+    def __init__(
+        self,
+        value: dict[str, Any] | None,
+        applied: dict[str, int] | None = None,
+        end: int | None = None,
+        closed: bool = False,
+        start: int | None = None,
+        *,
+        model: BaseModel | None = None,
+    ) -> None:
+        self._value = value
+        self.applied = applied if applied is not None else {}
+        self.end = end  # window end (ms), sessions: the last event's time
+        self.closed = closed
+        self.start = start  # sessions: the first event's time
+        self.model = model
+
+    @property
+    def value(self) -> dict[str, Any]:
+        if self._value is None:
+            assert self.model is not None  # a row has its value in one form or the other
+            self._value = self.model.model_dump(mode="json")
+        return self._value
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Row):
+            return NotImplemented
+        mine = (self.value, self.applied, self.end, self.closed, self.start)
+        return mine == (other.value, other.applied, other.end, other.closed, other.start)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        bounds = f"end={self.end!r}, closed={self.closed!r}, start={self.start!r}"
+        return f"Row(value={self.value!r}, applied={self.applied!r}, {bounds})"
 
     def to_bytes(self) -> bytes:
         stored: dict[str, Any] = {"value": self.value, "applied": self.applied}
@@ -62,7 +93,7 @@ class Row:
     def applied_after(self, received: Received, value: BaseModel, **bounds: Any) -> Row:
         """The row that ``received``'s update leaves: ``value`` with its origin offset noted."""
         applied = {**self.applied, received.origin: received.origin_offset}
-        return Row(value.model_dump(mode="json"), applied, model=value, **bounds)
+        return Row(None, applied, model=value, **bounds)
 
 
 def first_application(table: str, slot: int, received: Received, key: str, row: Row | None) -> bool:

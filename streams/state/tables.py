@@ -171,7 +171,9 @@ class Table(TableState[M]):
 
     def update(self, key: str, change: Callable[[M], M]) -> Change[M] | None:
         """Apply ``change`` to the value of ``key`` (the model's defaults when absent) unless this
-        event was already applied to it; returns the change, or None for an event applied before."""
+        event was already applied to it; returns the change, or None for an event applied before.
+        ``change`` returns a new value and leaves its argument as it is (it is the stored value:
+        rows keep their model instances, and an aborted interval must not have changed them)."""
         received = current_received()
         partition = received.partition
         row = self.row(partition, key)
