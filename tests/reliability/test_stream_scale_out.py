@@ -20,14 +20,17 @@ from evstream.consumers.groups import describe_group
 from tests.conftest import Endpoints
 from tests.consumer_helpers import publish
 from tests.helpers import wait_until
-from tests.stream_helpers import StreamApp, expected, http, metric, orders_only, wait_exact
+from tests.integration.test_streams_exactly_once import assert_exactly_once
+from tests.stream_helpers import StreamApp, expected, http, metric, orders_only, transitions, wait_exact
 
 pytestmark = [pytest.mark.slow, pytest.mark.long]  # three workers: make reliability
 
 
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 def test_three_workers_share_the_partitions_and_survive_a_kill(
-    endpoints: Endpoints, stream_app: StreamApp
+    endpoints: Endpoints, stream_app: StreamApp, guarantee: str
 ) -> None:
+    stream_app.extra_env = {"EVSTREAM_STREAMS_PROCESSING_GUARANTEE": guarantee}
     ports = [stream_app.start_ready() for _ in range(3)]
     admin = AdminClient({"bootstrap.servers": endpoints.bootstrap_servers})
 
@@ -54,6 +57,8 @@ def test_three_workers_share_the_partitions_and_survive_a_kill(
     stream_app.kill(ports[1])
     wait_exact(stream_app, expected(events), timeout=300)
     assert sum(1 for w in worked if w > 0) >= 2  # the work was shared before the kill
+    if guarantee == "exactly_once":
+        assert_exactly_once(endpoints, stream_app, transitions(events))
 
     def settled() -> bool:  # the survivors own every partition and committed all of it
         group = describe_group(admin, stream_app.app_id)

@@ -835,3 +835,37 @@ def test_wait_is_declared_with_its_tables_and_comes_before_updates() -> None:
 
     with StreamHarness(app2) as h, pytest.raises(ConfigError, match="before the handler's updates"):
         h.send(order("A"), partition=0)
+
+
+def test_a_foreign_record_gets_a_derived_envelope_and_its_derived_events_follow_it() -> None:
+    """A record written by Confluent's own serializer carries no envelope headers: the handler
+    sees the envelope derived from its position (stable id), and a re-keyed copy and a derived
+    event keep that id as their cause, replayed or not."""
+    from evstream.schemas.ids import derived_event_id  # noqa: PLC0415
+
+    app = new_app()
+    orders, tiers = app.events_topic("orders"), app.events_topic("customer-tiers")
+    by_customer = app.group_by(orders, OrderPlaced, key=lambda o: o.customer_id, name="by-customer")
+    seen: list[Received] = []
+
+    @app.on(by_customer, OrderPlaced)
+    def derive(event: OrderPlaced, received: Received) -> None:
+        seen.append(received)
+        changed = CustomerTierChanged(customer_id=event.customer_id, tier=CustomerTier.BRONZE, orders=1,
+                                      changed_at=event.placed_at)  # fmt: skip
+        app.publish(changed, cause=received, topic=tiers)
+
+    with StreamHarness(app) as h:
+        native = h.record(order("A"), partition=1)
+        foreign = Record("orders", 1, native.offset(), b"A", native.value(), [], ms(T0))  # no headers
+        h.deliver([foreign])
+        h.deliver([foreign])  # read again: the same derived id
+        expected_id = derived_event_id("orders", 1, native.offset())
+        assert [r.envelope.event_id for r in seen] == [expected_id, expected_id]
+        assert seen[0].envelope.event_type == "OrderPlaced"
+        assert seen[0].origin == "orders:1"
+        forwarded = h.written["unit-app-by-customer"][0]
+        assert forwarded.envelope.event_id == expected_id  # the derived envelope travels with it
+        published = [w.envelope for w in h.written["customer-tiers"]]
+        assert [e.causation_id for e in published] == [str(expected_id)] * 2
+        assert published[0].event_id == published[1].event_id
