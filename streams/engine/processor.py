@@ -12,6 +12,7 @@ import inspect
 import logging
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -85,7 +86,7 @@ class Processor:
         self._metrics: dict[str, Any] = {}
         # events this worker forwarded to its own topics, by (topic, origin, origin offset): read
         # back from Kafka, the same bytes need no second decode and validation (bounded, FIFO)
-        self._forwarded: dict[tuple[str, str, int], Event] = {}
+        self._forwarded: OrderedDict[tuple[str, str, int], Event] = OrderedDict()
         self._targets: set[str] = set()  # topics this worker forwards to and reads
         self._wanted: dict[tuple[str, type[Event]], bool] = {}  # (topic, model): a route takes it
 
@@ -274,7 +275,7 @@ class Processor:
             forwarded = self._forwarded
             forwarded[(topic.name, received.origin, received.origin_offset)] = received.event
             if len(forwarded) > FORWARD_CACHE:
-                del forwarded[next(iter(forwarded))]
+                forwarded.popitem(last=False)  # the oldest (O(1); a dict's first key is not)
         self._out().produce(
             topic.name, key.encode() if key is not None else received.key, raw.value(), headers
         )
