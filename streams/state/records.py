@@ -81,7 +81,11 @@ class Row:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Row:
+        """A stored row; the faust-era form (``{"v": ..., "o": {...}}``, before issue 22) is read
+        too, so an app's existing changelogs recover under the new engine."""
         stored = json.loads(data)
+        if "value" not in stored and "v" in stored:
+            stored = {**stored, "value": stored["v"], "applied": stored.get("o", {})}
         return cls(
             stored["value"],
             stored.get("applied", {}),

@@ -869,3 +869,12 @@ def test_a_foreign_record_gets_a_derived_envelope_and_its_derived_events_follow_
         published = [w.envelope for w in h.written["customer-tiers"]]
         assert [e.causation_id for e in published] == [str(expected_id)] * 2
         assert published[0].event_id == published[1].event_id
+
+
+def test_a_faust_era_row_is_read() -> None:
+    """Changelogs written before the native engine (``{"v": ..., "o": ...}``) still recover."""
+    from evstream.streams.state.records import Row  # noqa: PLC0415
+
+    row = Row.from_bytes(b'{"v": {"n": 3}, "o": {"orders:2": 41}}')
+    assert (row.value, row.applied) == ({"n": 3}, {"orders:2": 41})
+    assert Row.from_bytes(row.to_bytes()) == row
