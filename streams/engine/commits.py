@@ -235,5 +235,6 @@ class Committer:
                 if exc.args[0].fatal():
                     raise
         out.errors = []
+        self.positions.clear()  # the interval's offsets go with its state: never committed without it
         for table in self.tables:
             table.discard()
