@@ -28,18 +28,19 @@ from evstream.errors import ConfigError, GatewayRequestError
 from evstream.producers.gateway.auth import TokenStore
 from evstream.producers.gateway.avro import bound_integers, explicit_patterns
 from evstream.producers.gateway.handlers import HEADER_PATTERN, Gateway, internal_error
-from evstream.producers.gateway.http import PROBLEM_JSON, Problem, problem_response
+from evstream.producers.gateway.http import KEY_PATTERN, PROBLEM_JSON, Problem, problem_response
 from evstream.producers.gateway.publisher import Publisher
 from evstream.producers.gateway.settings import GatewaySettings
 from evstream.producers.settings import ProducerSettings
-from evstream.schemas import Catalog
+from evstream.schemas import Catalog, Event
 from evstream.schemas.catalog import load_catalog
 from evstream.settings import KafkaSettings, RegistrySettings
 
 __all__ = ["BatchPublished", "FastPath", "Published", "create_app"]
 
 _ERRORS = {
-    400: "Malformed JSON, or a malformed header (Idempotency-Key, X-Correlation-Id, X-Causation-Id)",
+    400: "Malformed JSON, a JSON object with a key twice, a malformed header (Idempotency-Key, "
+    "X-Correlation-Id, X-Causation-Id), or one of these or Authorization or Content-Type sent twice",
     401: "Missing or unknown bearer token",
     403: "The token may not publish this event type",
     408: "The request's head or body did not arrive in time (the connection is closed)",
@@ -102,7 +103,10 @@ def batch_model(catalog: Catalog, max_events: int) -> type[BaseModel]:
     return create_model(
         "BatchRequest",
         events=(list[item], Field(min_length=1, max_length=max_events)),  # type: ignore[valid-type]
-        atomic=(bool, Field(default=False, description="All events in one transaction: all or none.")),
+        atomic=(  # strict like the events: 0 or "true" is no boolean
+            bool,
+            Field(default=False, strict=True, description="All events in one transaction: all or none."),
+        ),
     )
 
 
@@ -251,6 +255,7 @@ def _openapi(
         schemas = defs.get("$defs", {})
         bound_integers(schemas, avro)
         explicit_patterns(schemas)
+        _key_patterns(schemas, [m for m in models if issubclass(m, Event)])
         components = doc.setdefault("components", {})
         components.setdefault("schemas", {}).update(schemas)
         components["securitySchemes"] = {
@@ -275,6 +280,19 @@ def _openapi(
                     op["responses"] = {"200": {"description": "Alive", **_TEXT}}
         app.openapi_schema = doc
     return app.openapi_schema
+
+
+def _key_patterns(schemas: dict[str, Any], events: list[type[Event]]) -> None:
+    """Each event's key field (its Kafka key) says which characters it refuses (KEY_PATTERN)."""
+    for model in events:
+        field = model.aggregate_field
+        prop = schemas.get(model.__name__, {}).get("properties", {}).get(field)
+        if not field or not isinstance(prop, dict) or prop.get("type") != "string":
+            continue
+        if "pattern" in prop:  # both must hold
+            prop.setdefault("allOf", []).append({"pattern": KEY_PATTERN})
+        else:
+            prop["pattern"] = KEY_PATTERN
 
 
 def _publish_operation(op: dict[str, Any]) -> None:

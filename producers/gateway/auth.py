@@ -6,28 +6,15 @@ nothing to brute-force, unlike a password, and every request can afford the chec
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from limits import RateLimitItem, parse
 
 from evstream.producers.gateway.settings import TokenSpec
+from evstream.producers.gateway.tokens import hash_token, new_token
 
 __all__ = ["Principal", "TokenStore", "hash_token", "new_token"]
-
-_PREFIX = "evs_"
-
-
-def new_token() -> str:
-    """A fresh random token (256 bits), prefixed so scanners can spot leaked ones."""
-    return _PREFIX + secrets.token_urlsafe(32)
-
-
-def hash_token(token: str) -> str:
-    """The hex SHA-256 to put in the gateway's token config."""
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

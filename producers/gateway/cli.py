@@ -1,4 +1,9 @@
-"""``evstream gateway``: serve the HTTP publishing gateway; ``evstream gateway token``: make a token."""
+"""``evstream gateway``: serve the HTTP publishing gateway; ``evstream gateway token``: make a token.
+
+Only serving needs the ``gateway`` extra: its modules (and the settings, which parse rates with
+``limits``) are imported inside :func:`serve` and :func:`from_environment`, so ``--help`` and
+``token`` work without it, as ``evstream console`` does.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +18,7 @@ from evstream.endpoints import kafka_settings, load_settings, registry_settings
 from evstream.errors import ConfigError
 from evstream.imports import require_extra
 from evstream.output import err_console
-from evstream.producers.gateway.auth import hash_token, new_token
-from evstream.producers.gateway.settings import GatewaySettings
+from evstream.producers.gateway.tokens import hash_token, new_token
 
 __all__ = ["app", "from_environment"]
 
@@ -49,8 +53,10 @@ def serve(
     """
     if ctx.invoked_subcommand is not None:
         return
-    require_extra("gateway", "fastapi", "uvicorn", "uvloop", "httptools")
+    require_extra("gateway", "fastapi", "starlette", "uvicorn", "uvloop", "httptools", "limits")
     import uvicorn  # noqa: PLC0415 - only serving needs the server
+
+    from evstream.producers.gateway.settings import GatewaySettings  # noqa: PLC0415 - needs limits
 
     overrides: dict[str, Any] = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = load_settings(lambda: GatewaySettings(**overrides), prefix="EVSTREAM_GATEWAY_")
@@ -109,6 +115,7 @@ def from_environment() -> object:
     """The app built from EVSTREAM_* variables (what each uvicorn worker process calls)."""
     from evstream.producers.gateway.app import FastPath, create_app  # noqa: PLC0415
     from evstream.producers.gateway.server import GatewayHttpProtocol  # noqa: PLC0415
+    from evstream.producers.gateway.settings import GatewaySettings  # noqa: PLC0415
 
     settings = load_settings(GatewaySettings, prefix="EVSTREAM_GATEWAY_")
     GatewayHttpProtocol.configure(settings)  # header limits and timeouts of this process

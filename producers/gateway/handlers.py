@@ -1,12 +1,14 @@
 """The gateway's request handling: who is calling, within which limits, publishing what.
 
-Checks run in this order: 401 (token), 429 (rate), 403 (type), 415 (content type), 413 (size,
-then JSON values), 400 (JSON), 422 (schema), then Kafka: 201 after the broker's acknowledgement,
-or 503 saying whether anything was written. A batch is read as plain JSON first: its event types
-are authorized (403) and its events counted against the token's rate (429) before any event is
-validated. The work per request is bounded: at most ``max_json_values`` JSON values per event
-(413), the first ``max_errors`` field errors listed (with their count). A client that goes away
-before its body arrived is counted as status 499 and logged without a traceback.
+Checks run in this order: 400 (a header that must come once came twice), 401 (token), 429
+(rate), 403 (type), 415 (content type), 413 (size, then JSON values), 400 (JSON: malformed, or
+an object with a key twice), 422 (schema, then the Kafka key's characters), then Kafka: 201
+after the broker's acknowledgement, or 503 saying whether anything was written. A batch is read
+as plain JSON first: its event types are authorized (403) and its events counted against the
+token's rate (429) before any event is validated. The work per request is bounded: at most
+``max_json_values`` JSON values per event (413), the first ``max_errors`` field errors listed
+(with their count). A client that goes away before its body arrived is counted as status 499
+and logged without a traceback.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, cast
 from uuid import UUID
 
@@ -30,7 +32,10 @@ from evstream.producers.gateway.auth import Principal, TokenStore
 from evstream.producers.gateway.http import (
     PROBLEM_JSON,
     InvalidEvent,
+    canonical,
     check_json_content_type,
+    check_key,
+    check_unique_keys,
     check_values,
     from_validation,
     json_response,
@@ -38,6 +43,7 @@ from evstream.producers.gateway.http import (
     read_body,
     too_many,
     truncated,
+    unique_object,
     upper_bound,
 )
 from evstream.producers.gateway.idempotency import IdempotencyStore, Stored, event_id_for
@@ -94,6 +100,36 @@ at either end (what the OpenAPI document says)."""
 _HEADER_VALUE = re.compile(HEADER_PATTERN)
 
 
+_ONCE = {
+    name.lower().encode(): name
+    for name in ("Authorization", "Content-Type", "Idempotency-Key", "X-Correlation-Id", "X-Causation-Id")
+}
+"""Headers a request may carry at most once: with two, which one counts would be a guess."""
+
+
+def check_unrepeated(request: Request) -> None:
+    """400 when a header of :data:`_ONCE` comes more than once (checked before the token)."""
+    seen: set[bytes] = set()
+    for name, _ in request.scope["headers"]:
+        if name in _ONCE:
+            if name in seen:
+                raise GatewayRequestError(
+                    400, "ambiguous request", f"{_ONCE[name]} was sent more than once; send it once"
+                )
+            seen.add(name)
+
+
+def key_errors(events: Iterable[tuple[Event, list[str | int]]]) -> list[dict[str, Any]]:
+    """The 422 errors of events whose Kafka key (aggregate field) holds a control character."""
+    errors = []
+    for event, loc in events:
+        field = event.aggregate_field
+        error = check_key(field, getattr(event, field, None), loc) if field else None
+        if error is not None:
+            errors.append(error)
+    return errors
+
+
 def _header(request: Request, name: str) -> str | None:
     value = request.headers.get(name)
     if value is None:
@@ -126,7 +162,9 @@ class Gateway:
     # ------------------------------------------------------------------ checks
 
     def admit(self, request: Request) -> Principal:
-        """The caller (401 without a known token), within its rate (429)."""
+        """The caller (401 without a known token), within its rate (429); first, 400 for a
+        repeated header (two tokens: which one is the caller?)."""
+        check_unrepeated(request)
         principal = self.tokens.authenticate(request.headers.get("authorization"))
         if principal is None:
             raise GatewayRequestError(
@@ -178,11 +216,13 @@ class Gateway:
         )
 
     async def once(
-        self, request: Request, principal: Principal, route: str, body: bytes, run: Run
+        self, request: Request, principal: Principal, route: str, content: Callable[[], bytes], run: Run
     ) -> Response:
         """Run ``run(key, fingerprint)`` once per Idempotency-Key; repeats get the first response.
 
-        Every header is checked first: a malformed one is a 400 also for a repeat."""
+        The key is bound to ``content()``: the validated request in a canonical form, so a retry
+        serialised again (other key order or spacing) is the same request, and another content a
+        409. Every header is checked first: a malformed one is a 400 also for a repeat."""
         _header(request, "x-correlation-id")
         _header(request, "x-causation-id")
         key = _header(request, "idempotency-key")
@@ -190,7 +230,7 @@ class Gateway:
             status, payload = await run(None, "")
             return json_response(status, payload)
         scope = (principal.name, route, key)
-        fingerprint = hashlib.sha256(body).hexdigest()
+        fingerprint = hashlib.sha256(content()).hexdigest()
         stored = await self.keys.claim(scope, fingerprint)
         if stored is not None:
             return Response(
@@ -235,10 +275,14 @@ class Gateway:
                     )
                 body = await self.body(request)
                 check_values(body, self.settings.max_json_values, event_type)
+                check_unique_keys(body)
                 try:
                     event = model.model_validate_json(body)  # strict: 1.0 is no integer
                 except ValidationError as exc:
                     raise from_validation(exc, event_type, self.settings.max_errors) from exc
+                bad_key = key_errors([(event, [])])
+                if bad_key:
+                    raise truncated(bad_key, self.settings.max_errors, event_type)
 
                 async def run(key: str | None, fingerprint: str) -> tuple[int, dict[str, Any]]:
                     event_id = (
@@ -247,7 +291,9 @@ class Gateway:
                     out = self.outgoing(request, principal, event, topic, event_id)
                     return 201, published(await self.publisher.publish(out))
 
-                response = await self.once(request, principal, event_type, body, run)
+                response = await self.once(
+                    request, principal, event_type, lambda: canonical(event.model_dump(mode="json")), run
+                )
             except GatewayRequestError as exc:
                 response = problem_response(exc)
             except ClientDisconnect:
@@ -282,7 +328,7 @@ class Gateway:
                 ]
                 return await self._publish_batch(outgoing, atomic=batch.atomic)
 
-            response = await self.once(request, principal, "batch", body, run)
+            response = await self.once(request, principal, "batch", lambda: batch_content(batch), run)
         except GatewayRequestError as exc:
             response = problem_response(exc)
         except ClientDisconnect:
@@ -293,12 +339,20 @@ class Gateway:
         return response
 
     def validate_batch(self, principal: Principal, body: bytes) -> Any:
-        """The validated batch. Read as plain JSON first: its event types authorized (403) and its
-        size charged to the token's rate (429) before any event is validated."""
+        """The validated batch. Read as plain JSON first (an object with a key twice: 400): its
+        event types authorized (403) and its size charged to the token's rate (429) before any
+        event is validated; then each event's Kafka key checked (422)."""
+        batch = self._validated_batch(principal, body)
+        bad_keys = key_errors((item.data, ["events", n, "data"]) for n, item in enumerate(batch.events))
+        if bad_keys:
+            raise truncated(bad_keys, self.settings.max_errors, "batch")
+        return batch
+
+    def _validated_batch(self, principal: Principal, body: bytes) -> Any:
         if upper_bound(body) > self.settings.max_batch_values:
             check_values(body, self.settings.max_batch_values, "the batch")
         try:
-            envelope = json.loads(body)
+            envelope = json.loads(body, object_pairs_hook=unique_object)
         except RecursionError:
             raise GatewayRequestError(400, "malformed JSON", "the body is nested too deeply") from None
         except ValueError as exc:
@@ -393,6 +447,19 @@ class Gateway:
                 headers={"Retry-After": "1"},
             )
         return 201, {"atomic": False, "results": [published(r) for r in results if isinstance(r, Delivery)]}
+
+
+def batch_content(batch: Any) -> bytes:
+    """A validated batch in canonical form (what its Idempotency-Key is bound to)."""
+    return canonical(
+        {
+            "atomic": batch.atomic,
+            "events": [
+                {"event_type": item.event_type, "data": item.data.model_dump(mode="json")}
+                for item in batch.events
+            ],
+        }
+    )
 
 
 def _batch_loc(loc: list[Any], offset: int) -> list[Any]:

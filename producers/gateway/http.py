@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
@@ -13,10 +14,15 @@ from starlette.responses import Response
 from evstream.errors import GatewayRequestError
 
 __all__ = [
+    "KEY_CONTROL_CHARACTERS",
+    "KEY_PATTERN",
     "PROBLEM_JSON",
     "InvalidEvent",
     "Problem",
+    "canonical",
     "check_json_content_type",
+    "check_key",
+    "check_unique_keys",
     "check_values",
     "count_values",
     "from_validation",
@@ -25,6 +31,7 @@ __all__ = [
     "read_body",
     "too_many",
     "truncated",
+    "unique_object",
 ]
 
 PROBLEM_JSON = "application/problem+json"
@@ -144,6 +151,53 @@ def too_many_values(limit: int, what: str) -> GatewayRequestError:
         "payload too large",
         f"{what} holds more than {limit} JSON values (the gateway's limit)",
     )
+
+
+def unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` for :func:`json.loads`: 400 for an object with a key twice (JSON
+    leaves that undefined: parsers keep the first or the last value, so the request is ambiguous)."""
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                shown = key if len(key) <= 64 else key[:64] + "..."
+                raise GatewayRequestError(
+                    400, "ambiguous JSON", f"the key {shown!r} appears twice in one JSON object; send it once"
+                )
+            seen.add(key)
+    return found
+
+
+def check_unique_keys(body: bytes) -> None:
+    """400 when an object anywhere in ``body`` has a key twice. A body that is not JSON passes:
+    the model's validation says what is wrong with it, as before."""
+    try:
+        json.loads(body, object_pairs_hook=unique_object)
+    except (ValueError, RecursionError):
+        return
+
+
+def canonical(content: Any) -> bytes:
+    """One byte string per JSON content: sorted keys, no spaces (what an Idempotency-Key is bound
+    to, so a retry serialised again, in another key order or spacing, is the same request)."""
+    return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+KEY_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
+"""What the OpenAPI document says of every event's key field (:data:`KEY_CONTROL_CHARACTERS`)."""
+KEY_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+"""Refused in an event's Kafka key (its aggregate field): the C0 controls U+0000-U+001F, DEL
+U+007F and the C1 controls U+0080-U+009F (Unicode category Cc). Keys are logged, compared and
+shown in tools; a NUL, newline or escape in one hides or forges what is shown."""
+_KEY_MESSAGE = "The Kafka key must not contain control characters (U+0000-U+001F, U+007F-U+009F)"
+
+
+def check_key(field: str, value: object, loc: list[str | int]) -> dict[str, Any] | None:
+    """The 422 error (as pydantic lists them) for a key field ``value`` with a control character."""
+    if isinstance(value, str) and KEY_CONTROL_CHARACTERS.search(value) is not None:
+        return {"loc": [*loc, field], "msg": _KEY_MESSAGE, "type": "key_control_character"}
+    return None
 
 
 def truncated(errors: list[dict[str, Any]], limit: int, what: str, total: int | None = None) -> InvalidEvent:

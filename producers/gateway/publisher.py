@@ -101,6 +101,13 @@ def unavailable(exc: BaseException) -> GatewayRequestError:
     return retry_later(f"{exc}; written: {written}")
 
 
+def _outcome(exc: BaseException) -> str:
+    """One line for a failure that nobody is waiting for any more (no traceback)."""
+    if isinstance(exc, GatewayRequestError):
+        return exc.detail
+    return f"{type(exc).__name__}: {exc}"
+
+
 def registry_unavailable(exc: RegistryError) -> GatewayRequestError:
     return retry_later(f"{exc}; written: no", "schema registry unavailable")
 
@@ -239,15 +246,36 @@ class Publisher:
         except TimeoutError as exc:
             raise retry_later("earlier atomic batches are still running; written: no") from exc
         work = asyncio.ensure_future(asyncio.to_thread(self._atomic_batch, batch))
-        work.add_done_callback(lambda _: self._atomic_lock.release())
+        abandoned = False  # the request was answered (503) or cancelled while the work ran on
+
+        def finished(task: asyncio.Future[list[Delivery]]) -> None:
+            # Every outcome is retrieved here: once the request stopped waiting (shield's waiter
+            # cancelled) nobody else would, and asyncio would log "Task exception was never
+            # retrieved" with its traceback. The late outcome is one warning line instead.
+            self._atomic_lock.release()
+            if task.cancelled():
+                return
+            exc = task.exception()
+            if abandoned:
+                log.warning(
+                    "an atomic batch of %d event(s) finished after its request was answered: %s",
+                    len(batch),
+                    "committed" if exc is None else _outcome(exc),
+                )
+
+        work.add_done_callback(finished)
         try:
             async with asyncio.timeout_at(deadline):
                 return await asyncio.shield(work)
         except TimeoutError as exc:
+            abandoned = True
             raise retry_later(
                 "the transaction did not finish in time; written: unknown (it may still commit "
                 "or abort; retry with the same Idempotency-Key)"
             ) from exc
+        except BaseException:  # cancelled (the client went away, shutdown): the work runs on
+            abandoned = not work.done()
+            raise
 
     def _atomic_batch(self, batch: Sequence[Outgoing]) -> list[Delivery]:
         """In a worker thread: (re)create the transactional producer if needed, run the transaction."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -228,6 +229,44 @@ def test_idempotency_key_gives_one_record_and_the_same_response(
     assert len({r.text for r in burst}) == 1
     assert sum(1 for r in burst if r.headers.get("idempotent-replayed") == "true") == 9
     assert sum(end_offsets(endpoints.bootstrap_servers, topics["orders"])) - before == 2
+
+
+def test_a_reserialised_retry_gets_the_stored_answer(
+    endpoints: Endpoints, gateway: Gateway, topics: dict[str, str]
+) -> None:
+    """Issue 23 (4): the key was bound to the body's bytes, so a client that serialised its retry
+    again (other key order, other spacing) got a 409. The key is bound to the validated content."""
+    body = orders(1, seed=23)[0]
+    before = sum(end_offsets(endpoints.bootstrap_servers, topics["orders"]))
+    key = {"Idempotency-Key": f"reserialised-{uuid.uuid4()}", "Content-Type": "application/json"}
+    compact = json.dumps(body, separators=(",", ":")).encode()
+    shuffled = json.dumps(dict(reversed(list(body.items()))), indent=2).encode()
+    assert compact != shuffled
+    first = post(gateway, "/v1/events/OrderPlaced", WRITER, content=compact, headers=key)
+    again = post(gateway, "/v1/events/OrderPlaced", WRITER, content=shuffled, headers=key)
+    assert first.status_code == again.status_code == 201, again.text
+    assert again.json() == first.json()
+    assert again.headers["idempotent-replayed"] == "true"
+    other = post(gateway, "/v1/events/OrderPlaced", WRITER, {**body, "coupon_code": "OTHER"}, headers=key)
+    assert other.status_code == 409, other.text
+
+    items = [{"event_type": "OrderPlaced", "data": b} for b in orders(2, seed=25)]
+    batch_key = {"Idempotency-Key": f"reserialised-batch-{uuid.uuid4()}", "Content-Type": "application/json"}
+    batch = {"events": items, "atomic": False}  # not atomic: no commit markers in the offsets
+    one = post(gateway, "/v1/events:batch", WRITER, content=json.dumps(batch).encode(), headers=batch_key)
+    two = post(
+        gateway,
+        "/v1/events:batch",
+        WRITER,
+        content=json.dumps(batch, sort_keys=True, indent=1).encode(),
+        headers=batch_key,
+    )
+    assert one.status_code == two.status_code == 201, two.text
+    assert two.json() == one.json()
+    assert two.headers["idempotent-replayed"] == "true"
+    atomic = post(gateway, "/v1/events:batch", WRITER, {**batch, "atomic": True}, headers=batch_key)
+    assert atomic.status_code == 409, atomic.text
+    assert sum(end_offsets(endpoints.bootstrap_servers, topics["orders"])) - before == 3
 
 
 def test_batches_plain_and_atomic(endpoints: Endpoints, gateway: Gateway, topics: dict[str, str]) -> None:

@@ -325,3 +325,92 @@ def test_the_document_says_what_is_served(gateway: Gateway) -> None:
     assert money["maximum"] == 2**63 - 1
     for path in ("/healthz", "/readyz", "/metrics"):
         assert list(doc["paths"][path]["get"]["responses"]["200"]["content"]) == ["text/plain"]
+
+
+def problem(response: httpx.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    return body
+
+
+def test_ambiguous_requests_are_400s_that_name_the_reason(gateway: Gateway, unchanged: None) -> None:
+    """Issue 23 (3): a repeated Authorization or Idempotency-Key header, or a JSON object with a
+    key twice, was read as one of its values (the first header, the last key)."""
+    body = orders(1, seed=41)[0]
+    other = token("other")  # unknown to the gateway: which one was meant must not matter
+    writer, stranger = (
+        ("Authorization", f"Bearer {WRITER.secret}"),
+        ("Authorization", f"Bearer {other.secret}"),
+    )
+    for headers, name in [
+        ([writer, stranger], "Authorization"),
+        ([writer, writer], "Authorization"),
+        ([*WRITER.headers.items(), ("Idempotency-Key", "a"), ("Idempotency-Key", "b")], "Idempotency-Key"),
+        ([*WRITER.headers.items(), ("X-Correlation-Id", "a"), ("X-Correlation-Id", "a")], "X-Correlation-Id"),
+    ]:
+        for path, payload in [
+            ("/v1/events/OrderPlaced", body),
+            ("/v1/events:batch", {"events": [{"event_type": "OrderPlaced", "data": body}]}),
+        ]:
+            refused = httpx.post(gateway.url + path, json=payload, headers=headers, timeout=30)
+            found = problem(refused, 400)
+            assert found["title"] == "ambiguous request"
+            assert name in found["detail"], found
+
+    def obj(*members: str) -> str:  # a JSON object from its members, as written (keys may repeat)
+        return "{" + ", ".join(members) + "}"
+
+    def events(*items: str) -> str:
+        return '"events": [' + ", ".join(items) + "]"
+
+    event = json.dumps(body)[1:-1]  # the event's members, to repeat one of them
+    line = json.dumps(body["lines"][0])[1:-1]
+    placed = '"event_type": "OrderPlaced"'
+    data = '"data": ' + obj(event)
+    for path, raw, key in [
+        ("/v1/events/OrderPlaced", obj(event, '"order_id": "o-other"'), "order_id"),
+        ("/v1/events/OrderPlaced", obj('"order_id": "o-first"', event), "order_id"),
+        (
+            "/v1/events/OrderPlaced",
+            obj(event.replace('"lines"', '"_x"'), '"lines": [' + obj(line, '"quantity": 1000') + "]"),
+            "quantity",
+        ),
+        (
+            "/v1/events:batch",
+            obj(events(obj(placed, '"data": ' + obj(event, '"customer_id": "c-2"')))),
+            "customer_id",
+        ),
+        ("/v1/events:batch", obj('"atomic": false', events(obj(placed, data)), '"atomic": true'), "atomic"),
+        ("/v1/events:batch", obj(events(obj(placed, '"event_type": "OrderShipped"', data))), "event_type"),
+    ]:
+        refused = post(gateway, path, WRITER, **json_body(raw.encode()))
+        found = problem(refused, 400)
+        assert found["title"] == "ambiguous JSON", found
+        assert repr(key) in found["detail"], found
+
+
+def test_control_characters_in_a_kafka_key_are_422s(gateway: Gateway, unchanged: None) -> None:
+    """Issue 23 (3): the event's key field (the Kafka key) refuses C0 and C1 control characters
+    and DEL; the 422 locates the field like any validation error."""
+    body = orders(1, seed=43)[0]
+    for bad in ("o-1\x00", "o\n1", "\to-1", "o-1\x1f", "o-1\x7f", "o-1\x85", "o-1\x9f"):
+        single = post(gateway, "/v1/events/OrderPlaced", WRITER, json={**body, "order_id": bad})
+        found = problem(single, 422)
+        assert found["errors"] == [
+            {
+                "loc": ["order_id"],
+                "msg": "The Kafka key must not contain control characters (U+0000-U+001F, U+007F-U+009F)",
+                "type": "key_control_character",
+            }
+        ], found
+        assert found["error_count"] == 1
+        items = [
+            {"event_type": "OrderPlaced", "data": body},
+            {"event_type": "OrderPlaced", "data": {**body, "order_id": bad}},
+        ]
+        batch = post(gateway, "/v1/events:batch", WRITER, json={"events": items, "atomic": True})
+        found = problem(batch, 422)
+        assert [e["loc"] for e in found["errors"]] == [["events", 1, "data", "order_id"]], found
+        assert found["errors"][0]["type"] == "key_control_character"

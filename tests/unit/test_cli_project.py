@@ -292,6 +292,34 @@ def test_missing_extra_is_one_line_and_exit_2(
     assert one_line_error(proc) == f"error: {line}"
 
 
+GATEWAY_EXTRA = ["fastapi", "starlette", "uvicorn", "uvloop", "httptools", "limits"]
+
+
+def test_gateway_help_and_token_need_no_gateway_extra() -> None:
+    """As for the console: only serving needs the extra; its help and a token are plain Python."""
+    helped = _without(GATEWAY_EXTRA, "gateway", "--help")
+    assert helped.returncode == 0, helped.stderr
+    assert "Serve the HTTP publishing gateway" in helped.stdout
+    assert "token" in helped.stdout
+    proc = _without(
+        GATEWAY_EXTRA, "gateway", "token", "--name", "billing", "--types", "OrderPlaced", "-o", "json"
+    )
+    assert proc.returncode == 0, proc.stderr
+    token, entry = proc.stdout.splitlines()
+    assert token.startswith("evs_")
+    assert json.loads(entry) == {
+        "name": "billing",
+        "sha256": hash_token(token),
+        "event_types": ["OrderPlaced"],
+    }
+    served = _without(["limits"], "gateway", "--port", "0")  # serving still names the extra
+    assert served.returncode == 2, served.stderr
+    assert (
+        one_line_error(served)
+        == "error: the gateway needs the 'gateway' extra: pip install 'evstream[gateway]'"
+    )
+
+
 def test_console_token_needs_no_console_extra() -> None:
     """Making an operator token is plain Python: it works where the server cannot be installed."""
     proc = _without(["starlette", "uvicorn"], "console", "token", "--name", "ops")

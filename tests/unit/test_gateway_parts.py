@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 import yaml
 from limits import parse
 from pydantic import ValidationError
 
-from evstream.errors import ConfigError, GatewayRequestError
+from evstream.errors import ConfigError, DeliveryIndeterminateError, GatewayRequestError
+from evstream.producers import EventProducer
 from evstream.producers.gateway import (
     GatewaySettings,
     IdempotencyStore,
@@ -23,8 +30,10 @@ from evstream.producers.gateway import (
 )
 from evstream.producers.gateway.http import from_validation
 from evstream.producers.gateway.idempotency import Stored
+from evstream.producers.gateway.publisher import Outgoing, Publisher
 from evstream.producers.gateway.ratelimit import RateLimiter
-from evstream.schemas.domain import OrderPlaced
+from evstream.schemas import Event
+from evstream.schemas.domain import CATALOG, OrderPlaced
 from tests.helpers import run_cli
 
 
@@ -330,3 +339,107 @@ def test_an_avro_encode_refusal_is_located_without_internals() -> None:
     ]
     for leak in ("Python", "C long", "schema", "orders-evstream"):
         assert leak not in error.detail
+
+
+DEMO = "evstream.schemas.domain:CATALOG"
+ORDER = {
+    "order_id": "o-1",
+    "customer_id": "c-1",
+    "placed_at": "2026-11-27T10:00:00Z",
+    "shipping_country": "DE",
+    "lines": [{"sku": "S", "quantity": 1, "unit_price": {"amount_minor": 1, "currency": "EUR"}}],
+    "total": {"amount_minor": 1, "currency": "EUR"},
+}
+
+
+def _order() -> OrderPlaced:
+    return OrderPlaced.model_validate(ORDER)
+
+
+class _HangingTransactions:
+    """A transactional producer whose commit, then abort, time out: the block ends only when
+    ``release`` is set, then raises what EventProducer raises when the abort timed out too."""
+
+    healthy = True
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.closed = False
+
+    def encoder(self, topic: str, model: type[Event]) -> Callable[[dict[str, Any]], bytes]:
+        return lambda data: b"encoded"
+
+    def publish(self, event: Event, **envelope: Any) -> None:
+        return None
+
+    @contextmanager
+    def transaction(self, timeout: float) -> Iterator[_HangingTransactions]:
+        yield self
+        self.release.wait(30)
+        raise DeliveryIndeterminateError("commit timed out, then the abort did: it may or may not be visible")
+
+    def close(self, timeout: float | None = None) -> int:
+        self.closed = True
+        return 0
+
+
+class _QuickPublisher(Publisher):
+    @property
+    def deadline_s(self) -> float:
+        return 0.05  # the request's deadline passes while the transaction hangs (a broker pause)
+
+
+def test_an_atomic_batch_outliving_its_request_leaves_no_unretrieved_task_exception(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The transaction's task runs on after the 503 (``written: unknown``); its late failure is
+    retrieved and logged as one warning line, not "Task exception was never retrieved"."""
+    unhandled: list[dict[str, Any]] = []
+
+    async def scenario() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda loop, context: unhandled.append(context))
+        publisher = _QuickPublisher(GatewaySettings(catalog=DEMO), CATALOG)
+        hanging = _HangingTransactions()
+        publisher._atomic = cast(EventProducer, hanging)
+        with pytest.raises(GatewayRequestError) as answered:
+            await publisher.publish_atomic([Outgoing(_order(), "orders", "gateway/test")])
+        assert answered.value.status == 503
+        assert "written: unknown" in answered.value.detail
+        del answered  # its traceback holds the request's frame, and so the task
+        hanging.release.set()
+        await publisher._atomic_lock.acquire()  # released when the transaction's task is done
+        publisher._atomic_lock.release()
+        gc.collect()  # an unretrieved exception is reported when its task is collected
+
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(scenario())
+    assert unhandled == []
+    assert "never retrieved" not in caplog.text
+    late = [r for r in caplog.records if r.name == "evstream.gateway" and "atomic batch" in r.getMessage()]
+    assert len(late) == 1, caplog.text
+    assert late[0].levelno == logging.WARNING
+    assert late[0].exc_info is None
+    assert "written: unknown" in late[0].getMessage()
+
+
+def test_ambiguous_json_keys_and_canonical_content() -> None:
+    from evstream.producers.gateway.http import canonical, check_key, check_unique_keys  # noqa: PLC0415
+
+    check_unique_keys(b'{"a": 1, "b": {"a": 2}, "c": [{"a": 3}, {"a": 4}]}')  # one per object: fine
+    check_unique_keys(b"{not json")  # left to the model's validation (400 malformed JSON)
+    for raw, key in [(b'{"a": 1, "a": 1}', "a"), (b'{"x": [{"b": {"c": 1, "c": 2}}]}', "c")]:
+        with pytest.raises(GatewayRequestError) as refused:
+            check_unique_keys(raw)
+        assert refused.value.status == 400
+        assert refused.value.title == "ambiguous JSON"
+        assert repr(key) in refused.value.detail
+    assert canonical(json.loads('{"b": [1, {"y": 2, "x": 1}], "a": "é"}')) == canonical(
+        {"a": "é", "b": [1, {"x": 1, "y": 2}]}
+    )
+    for allowed in ("o-1", "o 1", "ø-\u00a0-€", "订单-1", ""):
+        assert check_key("order_id", allowed, []) is None, allowed
+    for refused_char in ("\x00", "\t", "\n", "\x1f", "\x7f", "\x80", "\x85", "\x9f"):
+        error = check_key("order_id", f"o{refused_char}1", ["events", 2, "data"])
+        assert error is not None, repr(refused_char)
+        assert error["loc"] == ["events", 2, "data", "order_id"]
+        assert error["type"] == "key_control_character"
