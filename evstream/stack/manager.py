@@ -31,7 +31,7 @@ from importlib import metadata
 from pathlib import Path
 
 import httpx
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, ClusterMetadata
 
 from evstream.errors import (
     ConfigError,
@@ -70,6 +70,8 @@ _MARKER = ".evstream-stack"
 _KAFKA_HEAP = ["-Xms256m", "-Xmx512m"]
 _REGISTRY_HEAP = ["-Xms128m", "-Xmx512m"]
 _PORT_GRACE_S = 10.0
+#: Longest a readiness probe waits for one node's metadata answer (capped by the start deadline).
+_PROBE_TIMEOUT_S = 2.0
 _RESET_HINT = "wipe it with `evstream stack reset`"
 _KAFKA_JAR = re.compile(r"^kafka_\d+\.\d+-(\d+\.\d+\.\d+)\.jar$")
 
@@ -96,10 +98,11 @@ class ProcessStatus:
 class LocalStack:
     """A local stack rooted at ``data_dir``. Constructing it does no I/O.
 
-    ``start_timeout`` bounds how long ``up`` waits for readiness (Admin metadata answers with
-    every broker; the registry's API answers); ``stop_timeout`` is how long ``down`` waits after
-    SIGTERM before SIGKILL. After ``up``, :attr:`notices` says what differed from last time
-    (a port that was taken, processes that were restarted).
+    ``start_timeout`` bounds how long ``up`` waits for readiness (every node answers an Admin
+    metadata call on its own listener, and each answer lists every node; the registry's API
+    answers); ``stop_timeout`` is how long ``down`` waits after SIGTERM before SIGKILL. After
+    ``up``, :attr:`notices` says what differed from last time (a port that was taken, processes
+    that were restarted).
     """
 
     def __init__(
@@ -651,22 +654,35 @@ class LocalStack:
     # ------------------------------------------------------------------ readiness and stop
 
     def _wait_kafka(self, state: StackState, deadline: float) -> None:
-        conf = admin_config(state)
-        self._wait(state, deadline, "kafka", lambda: _brokers_up(conf) >= len(state.nodes))
+        """Wait until every node answers on its own listener and each answer lists every node.
+
+        One bootstrap-everything metadata call is not enough: after a SIGKILL the controller keeps
+        the dead broker registered (and listed by every survivor) until its session times out, so
+        the survivors' stale metadata would pass while the restarted node does not listen yet.
+        """
+        self._wait(state, deadline, "kafka", lambda: _kafka_pending(state, deadline))
 
     def _wait_registry(self, state: StackState, deadline: float) -> None:
         reg = state.registry
         if reg is not None:
-            self._wait(state, deadline, "registry", lambda: _registry_up(reg.url))
+            self._wait(
+                state,
+                deadline,
+                "registry",
+                lambda: None if _registry_up(reg.url) else "its API does not answer",
+            )
 
-    def _wait(self, state: StackState, deadline: float, what: str, check: Callable[[], bool]) -> None:
+    def _wait(self, state: StackState, deadline: float, what: str, pending: Callable[[], str | None]) -> None:
+        """Poll ``pending`` (None = ready, else what is missing) until ``deadline``, checking the pids."""
         while True:
             self._check_alive(state)
-            if check():
+            missing = pending()
+            if missing is None:
                 return
             if time.monotonic() > deadline:
                 raise StackTimeoutError(
-                    f"{what} not ready after {self.start_timeout:.0f}s; logs are in {self.data_dir}"
+                    f"{what} not ready after {self.start_timeout:.0f}s ({missing}); "
+                    f"logs are in {self.data_dir}"
                 )
             time.sleep(0.25)
 
@@ -889,12 +905,48 @@ def _overlay(base: str, overlay: str) -> str:
     return "\n".join(kept) + "\n" + overlay
 
 
-def _brokers_up(conf: dict[str, str]) -> int:
-    admin = AdminClient(conf | {"log_level": 0, "socket.connection.setup.timeout.ms": 2000})
+def _kafka_pending(state: StackState, deadline: float) -> str | None:
+    """None when every node is ready, else what the first node that is not ready lacks.
+
+    Each node is asked with a client bootstrapped to that node's listener alone: the client knows
+    no other address until that node has answered a metadata request, so a success proves the
+    node serves clients (a just-killed node still listed in a survivor's stale metadata does not
+    count). librdkafka may route the call itself to a broker it just learnt about, so
+    ``orig_broker_id`` is not checked. Every answer must list every node at its recorded port.
+    """
+    expected = {node.node_id: node.port for node in state.nodes}
+    base = admin_config(state)
+    for node in state.nodes:
+        timeout = min(_PROBE_TIMEOUT_S, deadline - time.monotonic())
+        if timeout <= 0:
+            return f"kafka-{node.node_id} not asked before the deadline"
+        meta = _node_metadata(base | {"bootstrap.servers": node.bootstrap}, timeout)
+        if meta is None:
+            return f"kafka-{node.node_id} does not answer on {node.bootstrap}"
+        seen = {broker_id: broker.port for broker_id, broker in meta.brokers.items()}
+        if seen != expected:
+            missing = sorted(set(expected) - set(seen))
+            return f"kafka-{node.node_id} lists brokers {sorted(seen)}" + (
+                f" (not yet {missing})" if missing else f", ports {seen} instead of {expected}"
+            )
+    return None
+
+
+def _node_metadata(conf: dict[str, str], timeout: float) -> ClusterMetadata | None:
+    """A metadata answer within ``timeout`` seconds through the one broker ``conf`` names, or None."""
+    timeout = max(timeout, 0.1)
+    admin = AdminClient(
+        conf
+        | {
+            "log_level": 0,
+            "socket.connection.setup.timeout.ms": max(1000, int(timeout * 1000)),
+            "socket.timeout.ms": max(1000, int(timeout * 1000)),
+        }
+    )
     try:
-        return len(admin.list_topics(timeout=2).brokers)
+        return admin.list_topics(timeout=timeout)
     except Exception:
-        return 0
+        return None
 
 
 def _registry_up(url: str) -> bool:
