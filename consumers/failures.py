@@ -3,6 +3,10 @@
 A record that failed keeps its *origin* (the source topic, partition, offset and timestamp, the
 first failure time and the attempts so far) in ``evstream.retry.*`` headers while it travels
 through retry topics, so the dead-letter record finally written says where it really came from.
+
+A dead letter also names the consumer group that failed it (``evstream.dlq.group``): the
+dead-letter topic ``<topic>.dlq`` is shared by every group reading ``<topic>``, and a redrive goes
+back to that group only (its ``<topic>.<group>.redrive`` topic), never to the shared source topic.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ __all__ = [
     "dead_letter_headers",
     "due_ms",
     "header_pairs",
+    "origin_headers",
+    "redrive_topic",
     "retry_headers",
 ]
 
@@ -27,6 +33,12 @@ DLQ_PREFIX = "evstream.dlq."
 RETRY_PREFIX = "evstream.retry."
 Headers = list[tuple[str, str | bytes | None]]
 """Record headers as written: ``(name, value)`` pairs."""
+
+
+def redrive_topic(source: str, group: str) -> str:
+    """Where ``evstream dlq redrive`` sends ``group``'s dead letters of ``source``:
+    ``<source>.<group>.redrive``, read by that group's runner only."""
+    return f"{source}.{group}.redrive"
 
 
 def header_pairs(msg: Message) -> list[tuple[str, bytes]]:
@@ -112,6 +124,21 @@ def retry_headers(msg: Message, origin: Origin, error: BaseException, *, tier: i
     ]
 
 
+def origin_headers(origin: Origin) -> list[tuple[str, bytes]]:
+    """``evstream.retry.*`` origin headers of tier 0 (no due time, attempts as given): what a
+    redriven copy carries, so :meth:`Origin.of` reads the original coordinates back (a new
+    failure is dead-lettered with them; a foreign record keeps its derived event id)."""
+    return [
+        (f"{RETRY_PREFIX}topic", origin.topic.encode()),
+        (f"{RETRY_PREFIX}partition", str(origin.partition).encode()),
+        (f"{RETRY_PREFIX}offset", str(origin.offset).encode()),
+        (f"{RETRY_PREFIX}timestamp", str(origin.timestamp_ms).encode()),
+        (f"{RETRY_PREFIX}first-failure-at", origin.first_failure.isoformat().encode()),
+        (f"{RETRY_PREFIX}attempts", str(origin.attempts).encode()),
+        (f"{RETRY_PREFIX}tier", b"0"),
+    ]
+
+
 def due_ms(msg: Message) -> int:
     """When a retry-topic record may be tried again (epoch ms; 0 when it carries no due time)."""
     for key, value in header_pairs(msg):
@@ -123,11 +150,21 @@ def due_ms(msg: Message) -> int:
     return 0
 
 
-def dead_letter_headers(msg: Message, origin: Origin, *, reason: str, error: BaseException | None) -> Headers:
-    """Original headers, then ``evstream.dlq.*``: where it came from and what went wrong."""
+def dead_letter_headers(
+    msg: Message,
+    origin: Origin,
+    *,
+    reason: str,
+    error: BaseException | None,
+    group: str | None = None,
+) -> Headers:
+    """Original headers, then ``evstream.dlq.*``: the consumer group that failed it (the runner
+    and stream apps name it: a stream app's group is its app id), where it came from and what went
+    wrong."""
     error_type, message = _error(error, reason)
     return [
         *_original(msg),
+        *([(f"{DLQ_PREFIX}group", group.encode())] if group is not None else []),
         (f"{DLQ_PREFIX}reason", reason.encode()),
         (f"{DLQ_PREFIX}topic", origin.topic.encode()),
         (f"{DLQ_PREFIX}partition", str(origin.partition).encode()),

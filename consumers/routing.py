@@ -6,6 +6,11 @@ see this group's retries): ``<source>.<group>.retry.<delay>``, for example
 each record back (pausing that partition) until its due time. Writes are acknowledged before
 the source offset is stored, so a failed record is never dropped on the way.
 
+Dead letters of every group go to the shared ``<source><suffix>`` (``orders.dlq``), each record
+naming its group (``evstream.dlq.group``); ``evstream dlq redrive`` sends a record back to the
+group's own ``<source>.<group>.redrive`` topic, which the runner reads (like its source) when it
+exists.
+
 The runner does not create these topics: they are declared with the others (topics as code,
 :func:`evstream.consumers.add_failure_topics` or ``evstream topics add-retry-topics`` writes the
 declarations) and :meth:`RetryTopics.check` refuses to start without them.
@@ -17,14 +22,14 @@ import os
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient
 
-from evstream.consumers.failures import Headers, Origin, dead_letter_headers, retry_headers
+from evstream.consumers.failures import Headers, Origin, dead_letter_headers, redrive_topic, retry_headers
 from evstream.consumers.settings import ConsumerSettings
 from evstream.errors import MissingTopicsError, PublishError, TopicsAdminError, TopicsFileError
 from evstream.security import topic_write_error
@@ -69,6 +74,14 @@ class RetryTopics:
     def all(self) -> list[str]:
         return [self.topic(s, t) for s in self.sources for t in range(1, len(self.delays_s) + 1)]
 
+    def redrive(self, source: str) -> str:
+        """The group's redrive topic of ``source`` (``<source>.<group>.redrive``)."""
+        return redrive_topic(source, self.group_id)
+
+    def source_of(self, topic: str) -> str:
+        """The source topic a subscribed redrive topic belongs to (``topic`` itself otherwise)."""
+        return next((s for s in self.sources if self.redrive(s) == topic), topic)
+
     def tier_of(self, topic: str) -> int:
         """The tier a subscribed topic belongs to (0 for a source topic)."""
         return self._tiers.get(topic, 0)
@@ -84,8 +97,9 @@ class RetryTopics:
             *(f"{source}{dead_letter_suffix}" for source in self.sources),
         ]
 
-    def check(self, admin: AdminClient, dead_letter_suffix: str, timeout: float = 30.0) -> None:
-        """Make sure the source, retry and dead-letter topics exist, before anything is consumed.
+    def check(self, admin: AdminClient, dead_letter_suffix: str, timeout: float = 30.0) -> list[str]:
+        """Make sure the source, retry and dead-letter topics exist, before anything is consumed;
+        returns the group's redrive topics that exist (optional: read only when declared).
 
         A missing source topic is :class:`TopicsAdminError`; missing retry or dead-letter topics
         are one :class:`MissingTopicsError` listing them all (the runner creates nothing).
@@ -104,6 +118,8 @@ class RetryTopics:
         ]
         if missing:
             raise MissingTopicsError(self.group_id, self.sources, missing)
+        redrive = [self.redrive(source) for source in self.sources]
+        return [t for t in redrive if t in metadata.topics and metadata.topics[t].error is None]
 
 
 class KafkaFailureWriter:
@@ -155,8 +171,8 @@ class FailureRouter:
         self._suffix = dead_letter_suffix
 
     def dead_letter_topic(self, origin: Origin) -> str:
-        """``<source topic><suffix>``, also for a record read back from a retry topic."""
-        return f"{origin.topic}{self._suffix}"
+        """``<source topic><suffix>``, also for a record read back from a retry or redrive topic."""
+        return f"{self.retry.source_of(origin.topic)}{self._suffix}"
 
     def next_tier(self, origin: Origin) -> int | None:
         """The tier a record failing at ``origin.tier`` goes to, or None when it is the DLQ's turn."""
@@ -164,38 +180,54 @@ class FailureRouter:
 
     def to_retry(self, msg: Message, origin: Origin, error: BaseException, tier: int) -> str:
         """Write ``msg`` to its retry topic of ``tier``, due after that tier's delay; the topic."""
+        origin = replace(origin, topic=self.retry.source_of(origin.topic))
         target = self.retry.topic(origin.topic, tier)
         due = int((time.time() + self.retry.delays_s[tier - 1]) * 1000)
         self._write(msg, target, retry_headers(msg, origin, error, tier=tier, due_ms=due))
         return target
 
     def to_dead_letter(self, msg: Message, origin: Origin, reason: str, error: BaseException | None) -> str:
-        """Write ``msg`` to the dead-letter topic of its source, with the why; the topic."""
+        """Write ``msg`` to the dead-letter topic of its source, with the why and the group; the topic."""
+        origin = replace(origin, topic=self.retry.source_of(origin.topic))
         target = self.dead_letter_topic(origin)
-        self._write(msg, target, dead_letter_headers(msg, origin, reason=reason, error=error))
+        headers = dead_letter_headers(msg, origin, group=self.retry.group_id, reason=reason, error=error)
+        self._write(msg, target, headers)
         return target
 
 
 def failure_topic_specs(
-    group_id: str, sources: dict[str, int], settings: ConsumerSettings | None = None
+    group_id: str,
+    sources: dict[str, int],
+    settings: ConsumerSettings | None = None,
+    *,
+    redrive: bool = False,
 ) -> list[TopicSpec]:
     """Declarations of the retry topics of ``group_id`` and the dead-letter topics of ``sources``
     (source name -> partitions; each gets as many partitions as its source), for ``settings``'
-    ``retry_topic_delays_s`` and ``dead_letter_suffix``."""
+    ``retry_topic_delays_s`` and ``dead_letter_suffix``; with ``redrive``, also the group's redrive
+    topics ``<source>.<group>.redrive`` (optional: the runner reads them when they exist)."""
     settings = settings or ConsumerSettings()
     retry = RetryTopics(group_id, tuple(sources), settings.retry_topic_delays_s)
     specs = []
     for source, partitions in sources.items():
         names = [retry.topic(source, t) for t in range(1, len(retry.delays_s) + 1)]
         names.append(f"{source}{settings.dead_letter_suffix}")
+        if redrive:
+            names.append(retry.redrive(source))
         specs += [TopicSpec(name=name, partitions=partitions) for name in names]
     return specs
 
 
 def add_failure_topics(
-    path: Path, group_id: str, topics: Sequence[str], settings: ConsumerSettings | None = None
+    path: Path,
+    group_id: str,
+    topics: Sequence[str],
+    settings: ConsumerSettings | None = None,
+    *,
+    redrive: bool = True,
 ) -> list[TopicSpec]:
-    """Append the declarations of ``group_id``'s retry and dead-letter topics over ``topics`` to the
+    """Append the declarations of ``group_id``'s retry, dead-letter and (``redrive``) redrive
+    topics over ``topics`` to the
     topics file at ``path`` (comments and layout kept); returns those added (none when all are
     declared already). The source topics must be declared in the file: their partition counts
     are copied. Apply the file afterwards (``evstream topics apply``).
@@ -207,14 +239,15 @@ def add_failure_topics(
         raise TopicsFileError(
             f"{path}: source topic(s) not declared: {', '.join(undeclared)}; declare them first"
         )
-    wanted = failure_topic_specs(group_id, {t: by_name[t].partitions for t in topics}, settings)
+    sources = {t: by_name[t].partitions for t in topics}
+    wanted = failure_topic_specs(group_id, sources, settings, redrive=redrive)
     added = [spec for spec in wanted if spec.name not in by_name]
     if not added:
         return []
     text = path.read_text()
     item = re.search(r"^( *)- ", text, re.MULTILINE)
     indent = item.group(1) if item else "  "
-    block = [f"{indent}# retry and dead-letter topics of consumer group {group_id}"]
+    block = [f"{indent}# retry, dead-letter and redrive topics of consumer group {group_id}"]
     for spec in added:
         block += [f"{indent}- name: {spec.name}", f"{indent}  partitions: {spec.partitions}"]
     appended = text + ("" if text.endswith("\n") or not text else "\n") + "\n".join(block) + "\n"

@@ -12,6 +12,8 @@ handler's block-and-retry) pauses only its own partition: the others keep flowin
 The runner creates no topics: the source, retry and dead-letter topics are declared as code, and
 :meth:`ConsumerRunner.run` checks they exist before it joins the group
 (:class:`evstream.errors.MissingTopicsError` names the missing ones and the command that declares them).
+The group's redrive topics (``<topic>.<group>.redrive``, where ``evstream dlq redrive`` sends its
+dead letters back) are read too when they exist, their records dispatched like source records.
 """
 
 from __future__ import annotations
@@ -117,7 +119,8 @@ class ConsumerRunner:
             if refused is not None:
                 raise refused
         conf = librdkafka_config(kafka)
-        self.retry.check(AdminClient(conf), self.settings.dead_letter_suffix)
+        # the group's redrive topics (<topic>.<group>.redrive) are read like its sources, when declared
+        redrive = self.retry.check(AdminClient(conf), self.settings.dead_letter_suffix)
         registry_client = None
         store = self._store
         if store is None:
@@ -154,7 +157,7 @@ class ConsumerRunner:
             }
         )
         consumer.subscribe(
-            [*self.topics, *self.retry.all()],
+            [*self.topics, *redrive, *self.retry.all()],
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,

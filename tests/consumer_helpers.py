@@ -41,13 +41,19 @@ def publish(endpoints: Endpoints, topic: str, events: list[Event]) -> list[uuid.
 
 
 def declare_failure_topics(
-    endpoints: Endpoints, group: str, topic: str, settings: ConsumerSettings | None = None
+    endpoints: Endpoints,
+    group: str,
+    topic: str,
+    settings: ConsumerSettings | None = None,
+    *,
+    redrive: bool = False,
 ) -> list[str]:
-    """Create the group's retry and dead-letter topics that do not exist yet, as a deployment
-    applying its topics file would (the runner creates none); the names created."""
+    """Create the group's retry and dead-letter topics (and with ``redrive`` its redrive topic)
+    that do not exist yet, as a deployment applying its topics file would (the runner creates
+    none); the names created."""
     admin = AdminClient({"bootstrap.servers": endpoints.bootstrap_servers})
     partitions = describe_topics(admin, [topic])[topic].partitions
-    specs = failure_topic_specs(group, {topic: partitions}, settings)
+    specs = failure_topic_specs(group, {topic: partitions}, settings, redrive=redrive)
     existing = describe_topics(admin, [s.name for s in specs])
     missing = [s for s in specs if s.name not in existing]
     apply_changes(admin, plan_changes(missing, {}))
@@ -57,9 +63,10 @@ def declare_failure_topics(
 def runner(
     endpoints: Endpoints, group: str, handlers: Handlers, topic: str, **options: Any
 ) -> ConsumerRunner:
-    """A runner on ``topic`` with fast in-place retries; its failure topics are declared first."""
+    """A runner on ``topic`` with fast in-place retries; its failure topics are declared first
+    (``redrive=True``: its redrive topic too)."""
     settings = ConsumerSettings(**{**FAST_RETRY, **options.pop("settings", {})})
-    declare_failure_topics(endpoints, group, topic, settings)
+    declare_failure_topics(endpoints, group, topic, settings, redrive=options.pop("redrive", False))
     return ConsumerRunner(
         group,
         handlers,

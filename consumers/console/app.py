@@ -29,8 +29,9 @@ from evstream.consumers.console.backend import Backend, BrowseQuery, LagSampler,
 from evstream.consumers.console.html import esc, field, form, hidden, lag_chart, layout, link, pre, table
 from evstream.consumers.console.settings import ConsoleSettings
 from evstream.consumers.replay.apply import apply_plan
-from evstream.consumers.replay.deadletters import read_dead_letters, redrive
+from evstream.consumers.replay.deadletters import read_dead_letters
 from evstream.consumers.replay.plan import ReplayPlan, Target, parse_datetime, plan_replay
+from evstream.consumers.replay.redrives import redrive
 from evstream.errors import EvstreamError, GroupActiveError, ReplayError, ReplayInputError, StalePlanError
 
 __all__ = ["Console", "create_app"]
@@ -464,6 +465,7 @@ class Console:
                 r.offset,
                 r.event_type,
                 r.event_id,
+                r.group or "-",
                 r.origin or "-",
                 s["reason"],
                 r.error_type,
@@ -490,6 +492,7 @@ class Console:
                 "offset",
                 "type",
                 "event id",
+                "group",
                 "original",
                 "reason",
                 "error type",
@@ -580,9 +583,9 @@ class Console:
                     + ("Would send" if dry else "Sent")
                     + "</h2>"
                     + table(
-                        ["partition", "offset", "type", "event id", "to"],
+                        ["partition", "offset", "type", "event id", "group", "to"],
                         [
-                            [r.partition, r.offset, r.event_type, r.event_id, r.header("evstream.dlq.topic")]
+                            [r.partition, r.offset, r.event_type, r.event_id, r.group, r.redrive_target()]
                             for r in result.redriven
                         ],
                         id_="redriven",

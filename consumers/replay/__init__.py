@@ -3,8 +3,9 @@
 from evstream.consumers.replay.apply import ApplyResult, apply_plan, recheck
 from evstream.consumers.replay.bounded import BoundedReplay, ReplayResult
 from evstream.consumers.replay.cluster import Cluster, GroupState
-from evstream.consumers.replay.deadletters import DeadLetterRecord, RedriveResult, read_dead_letters, redrive
+from evstream.consumers.replay.deadletters import DeadLetterRecord, read_dead_letters
 from evstream.consumers.replay.plan import PartitionPlan, ReplayPlan, Target, plan_replay
+from evstream.consumers.replay.redrives import RedriveResult, redrive
 
 __all__ = [
     "ApplyResult",

@@ -46,6 +46,14 @@ class Cluster:
             raise ReplayInputError(f"no topic {topic!r}; see `evstream topics list`")
         return sorted(found.partitions)
 
+    def existing(self, topics: Iterable[str]) -> set[str]:
+        """Those of ``topics`` that exist (one metadata request)."""
+        try:
+            found = self.admin.list_topics(timeout=_TIMEOUT).topics
+        except KafkaException as exc:
+            raise ReplayError(f"cannot read the cluster's topic metadata: {exc}") from exc
+        return {t for t in topics if t in found and found[t].error is None}
+
     def group(self, group_id: str) -> GroupState:
         try:
             info = self.admin.describe_consumer_groups([group_id], request_timeout=_TIMEOUT)[group_id].result(

@@ -1,41 +1,37 @@
-"""Dead-letter tools: list and show dead letters, and redrive them to the topic they came from.
+"""Dead-letter tools: list and show dead letters (redrive: :mod:`evstream.consumers.replay.redrives`).
 
 A dead letter from a foreign producer carries no ``ce_*`` headers: its event id is the one the
 consumer derived from its original position (:func:`evstream.schemas.derived_event_id`), and
-``evstream dlq show`` names its type by the writer schema's record name.
-
-Redrive copies each selected record back to its original topic (``evstream.dlq.topic``) with its
-original key, value and headers and an ``evstream.redrive.count`` header one higher than before.
-A record whose count already reached ``max_redrives`` is refused (the loop guard: a record that
-keeps failing cannot cycle forever). The dead-letter topic itself is never changed (it is the
-audit log); redrive remembers how far it got in the consumer group ``evstream-redrive.<dlq>``,
-so each run works on the dead letters that arrived since the last one. Records a filter passes
-over are not revisited unless ``from_beginning`` (``--from-beginning``) is given.
-
-A *selected* redrive (``only``: the ``(partition, offset)`` of chosen dead letters, ``--offset P:O``)
-sends exactly those records, with the same loop guard, dry run and redrive count, and does not move
-the position at all: records it did not choose stay where a later filtered redrive finds them, and
-so do the chosen ones (a later filtered run reaching them sends them again, with the same event id,
-which a consumer with a dedupe store handles once).
+``evstream dlq show`` names its type by the writer schema's record name. The dead-letter topic
+``<topic>.dlq`` is shared by every consumer group reading ``<topic>``; each dead letter names the
+group that failed it (``evstream.dlq.group``; empty in dead letters written before that header).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections import Counter
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from evstream.consumers.failures import DLQ_PREFIX, RETRY_PREFIX, header_pairs
+from evstream.consumers.failures import (
+    DLQ_PREFIX,
+    RETRY_PREFIX,
+    Headers,
+    Origin,
+    header_pairs,
+    origin_headers,
+    redrive_topic,
+)
 from evstream.consumers.replay.cluster import Cluster
-from evstream.errors import ReplayError, ReplayInputError
+from evstream.errors import ReplayError
 from evstream.schemas import derived_event_id
 from evstream.settings import KafkaSettings, librdkafka_config
 
-__all__ = ["REDRIVE_COUNT", "DeadLetterRecord", "RedriveResult", "read_dead_letters", "redrive"]
+__all__ = ["REDRIVE_COUNT", "DeadLetterRecord", "matching", "read_dead_letters", "read_range"]
 
 REDRIVE_COUNT = "evstream.redrive.count"
 
@@ -81,6 +77,50 @@ class DeadLetterRecord:
         return self.header(f"{DLQ_PREFIX}error-type")
 
     @property
+    def group(self) -> str:
+        """The consumer group that dead-lettered it ('' for a dead letter older than the header)."""
+        return self.header(f"{DLQ_PREFIX}group")
+
+    def redrive_target(self, to_topic: str | None = None) -> str | None:
+        """``to_topic`` when chosen, else the failing group's ``<topic>.<group>.redrive``; None when
+        the record names no group (an older dead letter) or no original topic."""
+        if to_topic:
+            return to_topic
+        source = self.header(f"{DLQ_PREFIX}topic")
+        return redrive_topic(source, self.group) if source and self.group else None
+
+    def redrive_headers(self) -> Headers:
+        """The copy's headers: the original ones, the origin (``evstream.retry.*``, tier 0, attempts
+        counted again from 0) and ``evstream.redrive.count`` one higher."""
+        kept = [
+            (k, v)
+            for k, v in self.headers
+            if not k.startswith((DLQ_PREFIX, RETRY_PREFIX)) and k != REDRIVE_COUNT
+        ]
+        meta = {
+            k[len(DLQ_PREFIX) :]: v.decode(errors="replace")
+            for k, v in self.headers
+            if k.startswith(DLQ_PREFIX)
+        }
+        try:
+            origin = Origin(
+                topic=meta["topic"],
+                partition=int(meta["partition"]),
+                offset=int(meta["offset"]),
+                timestamp_ms=int(meta["timestamp"]),
+                first_failure=datetime.fromisoformat(
+                    meta.get("first-failure-at") or datetime.now(UTC).isoformat()
+                ),
+            )
+        except (KeyError, ValueError):
+            origin = None  # damaged dlq headers: the copy is read with its own coordinates
+        return [
+            *kept,
+            *(origin_headers(origin) if origin else []),
+            (REDRIVE_COUNT, str(self.redrive_count + 1).encode()),
+        ]
+
+    @property
     def redrive_count(self) -> int:
         text = self.header(REDRIVE_COUNT, "0")
         return int(text) if text.isdigit() else 0
@@ -92,6 +132,7 @@ class DeadLetterRecord:
             "event_type": self.event_type,
             "event_id": self.event_id,
             "origin": self.origin,
+            "group": self.group,
             "reason": self.header(f"{DLQ_PREFIX}reason"),
             "error_type": self.error_type,
             "error_message": self.header(f"{DLQ_PREFIX}error-message"),
@@ -117,20 +158,25 @@ def read_dead_letters(
     dlq: str,
     *,
     error_type: str | None = None,
+    group: str | None = None,
     limit: int | None = None,
     partition: int | None = None,
     offset: int | None = None,
 ) -> list[DeadLetterRecord]:
-    """The dead letters in ``dlq`` up to its current end (oldest first), optionally filtered."""
-    records, _examined, _seen = _read(kafka, dlq, None, _by_type(error_type), limit, partition, offset)
+    """The dead letters in ``dlq`` up to its current end (oldest first), optionally filtered by
+    error type and by the group that failed them."""
+    keep = matching(error_type, group)
+    records, _examined, _seen = read_range(kafka, dlq, None, keep, limit, partition, offset)
     return records
 
 
-def _by_type(error_type: str | None) -> Callable[[DeadLetterRecord], bool]:
-    return lambda r: error_type is None or r.error_type == error_type
+def matching(error_type: str | None, group: str | None) -> Callable[[DeadLetterRecord], bool]:
+    return lambda r: (
+        (error_type is None or r.error_type == error_type) and (group is None or r.group == group)
+    )
 
 
-def _read(
+def read_range(
     kafka: KafkaSettings,
     dlq: str,
     group_id: str | None,
@@ -212,127 +258,3 @@ def _scan(
             if tp.offset >= work[(tp.topic, tp.partition)]:
                 del work[(tp.topic, tp.partition)]
     return seen
-
-
-@dataclass
-class RedriveResult:
-    """What :func:`redrive` did (or would do, on a dry run)."""
-
-    dry_run: bool
-    passed_over: int = 0  # examined but not matching the filter
-    sent: Counter[str] = field(default_factory=Counter)  # by original topic
-    refused: list[tuple[DeadLetterRecord, str]] = field(default_factory=list)  # record, why
-    redriven: list[DeadLetterRecord] = field(default_factory=list)  # sent (or would be, dry run)
-
-    @property
-    def total_sent(self) -> int:
-        return sum(self.sent.values())
-
-
-def redrive(
-    kafka: KafkaSettings,
-    dlq: str,
-    *,
-    error_type: str | None = None,
-    limit: int | None = None,
-    max_redrives: int = 3,
-    dry_run: bool = False,
-    from_beginning: bool = False,
-    only: Iterable[tuple[int, int]] | None = None,
-) -> RedriveResult:
-    """Send dead letters back to their original topics (acknowledged); see the module docstring.
-
-    ``only``: exactly these dead letters, by ``(partition, offset)`` in ``dlq`` (not combined with
-    ``error_type``, ``limit`` or ``from_beginning``); the position is then left as it is.
-    """
-    group_id = f"evstream-redrive.{dlq}"
-    if only is not None:
-        if error_type is not None or limit is not None or from_beginning:
-            raise ReplayInputError("a selected redrive takes no --error-type, --limit or --from-beginning")
-        records = _selected(kafka, dlq, set(only))
-        examined: dict[tuple[str, int], int] = {}  # the position is not moved
-        seen = len(records)
-    else:
-        records, examined, seen = _read(
-            kafka, dlq, None if from_beginning else group_id, _by_type(error_type), limit
-        )
-    result = RedriveResult(dry_run, passed_over=seen - len(records))
-    conf = librdkafka_config(kafka)
-    producer = (
-        None
-        if dry_run
-        else Producer(
-            {
-                **conf,
-                "acks": "all",
-                "enable.idempotence": True,
-                "linger.ms": 5,
-                "partitioner": "murmur2_random",
-            }
-        )
-    )
-    failures: list[str] = []
-    for record in records:
-        target = record.header(f"{DLQ_PREFIX}topic")
-        if not target:
-            result.refused.append((record, "no evstream.dlq.topic header: not an evstream dead letter"))
-            continue
-        if record.redrive_count >= max_redrives:
-            result.refused.append(
-                (record, f"redriven {record.redrive_count} times already (max {max_redrives})")
-            )
-            continue
-        result.sent[target] += 1
-        result.redriven.append(record)
-        if producer is None:
-            continue
-        headers = [
-            (k, v)
-            for k, v in record.headers
-            if not k.startswith((DLQ_PREFIX, RETRY_PREFIX)) and k != REDRIVE_COUNT
-        ]
-        producer.produce(
-            target,
-            value=record.value,
-            key=record.key,
-            headers=[*headers, (REDRIVE_COUNT, str(record.redrive_count + 1).encode())],
-            on_delivery=lambda err, _m: failures.append(err.str()) if err is not None else None,
-        )
-        producer.poll(0)
-    if producer is None:
-        return result
-    left = producer.flush(60)
-    if left or failures:  # nothing committed: the next run retries these records
-        raise ReplayError(
-            f"redrive of {dlq}: {left} not acknowledged, {len(failures)} failed"
-            + (f" (first: {failures[0]})" if failures else "")
-        )
-    if examined:  # remember how far this run got (only after every copy was acknowledged)
-        position = Consumer({**conf, "group.id": group_id, "enable.auto.commit": False})
-        try:
-            position.commit(
-                offsets=[TopicPartition(t, p, o) for (t, p), o in examined.items()], asynchronous=False
-            )
-        finally:
-            position.close()
-    return result
-
-
-def _at(offsets: frozenset[int]) -> Callable[[DeadLetterRecord], bool]:
-    return lambda r: r.offset in offsets
-
-
-def _selected(kafka: KafkaSettings, dlq: str, wanted: set[tuple[int, int]]) -> list[DeadLetterRecord]:
-    """The dead letters at exactly these ``(partition, offset)``s; one missing is an error."""
-    if not wanted:
-        raise ReplayInputError("select at least one dead letter")
-    found: list[DeadLetterRecord] = []
-    for partition in sorted({p for p, _ in wanted}):
-        offsets = frozenset(o for p, o in wanted if p == partition)
-        stops = {partition: max(offsets) + 1}
-        found += _read(kafka, dlq, None, _at(offsets), None, partition, min(offsets), stops)[0]
-    missing = wanted - {(r.partition, r.offset) for r in found}
-    if missing:
-        where = ", ".join(f"{dlq}[{p}]@{o}" for p, o in sorted(missing))
-        raise ReplayInputError(f"no dead letter at {where} (removed by retention, or never there)")
-    return sorted(found, key=lambda r: (r.partition, r.offset))

@@ -9,7 +9,8 @@ import typer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from evstream.cli_options import Bootstrap, Output, RegistryUrl
-from evstream.consumers.replay.deadletters import read_dead_letters, redrive
+from evstream.consumers.replay.deadletters import read_dead_letters
+from evstream.consumers.replay.redrives import redrive
 from evstream.endpoints import kafka_settings, registry_settings
 from evstream.errors import DecodeError, RegistryError, ReplayInputError
 from evstream.output import OutputFormat, console, print_json, table
@@ -17,10 +18,14 @@ from evstream.schemas import AvroCodec, RegistrySchemaStore
 
 __all__ = ["app"]
 
-app = typer.Typer(help="Dead-letter topics: list, show, redrive to the original topic.", no_args_is_help=True)
+app = typer.Typer(
+    help="Dead-letter topics: list, show, redrive to the consumer group that failed each record.",
+    no_args_is_help=True,
+)
 
 Dlq = Annotated[str, typer.Option("--dlq", help="The dead-letter topic, e.g. orders.dlq.")]
 ErrorType = Annotated[str | None, typer.Option("--error-type", help="Only records with this error type.")]
+Group = Annotated[str | None, typer.Option("--group", "-g", help="Only dead letters of this consumer group.")]
 Limit = Annotated[
     int | None, typer.Option("--limit", min=1, help="At most this many records (oldest first).")
 ]
@@ -30,23 +35,27 @@ Limit = Annotated[
 def list_(
     dlq: Dlq,
     error_type: ErrorType = None,
+    group: Group = None,
     limit: Limit = None,
     bootstrap_servers: Bootstrap = None,
     output: Output = OutputFormat.table,
 ) -> None:
-    """Dead letters with their origin, error and redrive count."""
-    records = read_dead_letters(kafka_settings(bootstrap_servers), dlq, error_type=error_type, limit=limit)
+    """Dead letters with the group that failed them, their origin, error and redrive count."""
+    records = read_dead_letters(
+        kafka_settings(bootstrap_servers), dlq, error_type=error_type, group=group, limit=limit
+    )
     if output is OutputFormat.json:
         print_json([r.summary() for r in records])
         return
     table(
         f"{dlq}: {len(records)} record(s)",
-        ["partition", "offset", "type", "origin", "error", "attempts", "redriven"],
+        ["partition", "offset", "type", "group", "origin", "error", "attempts", "redriven"],
         [
             [
                 r.partition,
                 r.offset,
                 r.event_type,
+                r.group or "-",
                 r.origin or "-",
                 r.error_type or "-",
                 r.summary()["attempts"],
@@ -125,6 +134,15 @@ def _coordinates(texts: list[str]) -> set[tuple[int, int]]:
 def redrive_(
     dlq: Dlq,
     error_type: ErrorType = None,
+    group: Group = None,
+    to_topic: Annotated[
+        str | None,
+        typer.Option(
+            "--to-topic",
+            help="Send the records here instead of <topic>.<group>.redrive of the group that failed "
+            "each (needed for dead letters without evstream.dlq.group).",
+        ),
+    ] = None,
     limit: Limit = None,
     max_redrives: Annotated[
         int, typer.Option(min=1, help="Refuse records already redriven this many times (loop guard).")
@@ -147,16 +165,20 @@ def redrive_(
     bootstrap_servers: Bootstrap = None,
     output: Output = OutputFormat.table,
 ) -> None:
-    """Send dead letters back to their original topics, with an incremented evstream.redrive.count.
+    """Send dead letters back to the consumer group that failed each, and to it only: to its
+    <topic>.<group>.redrive topic (declared in topics.yaml), with an incremented evstream.redrive.count.
 
     Each run works on the dead letters that arrived since the previous run (position kept in the
-    group evstream-redrive.<dlq>); the dead-letter topic itself is never changed. With --offset,
-    exactly the chosen records are sent and the position does not move.
+    group evstream-redrive.<dlq>, or evstream-redrive.<dlq>.<group> with --group); the dead-letter
+    topic itself is never changed. With --offset, exactly the chosen records are sent and the
+    position does not move.
     """
     result = redrive(
         kafka_settings(bootstrap_servers),
         dlq,
         error_type=error_type,
+        group=group,
+        to_topic=to_topic,
         limit=limit,
         max_redrives=max_redrives,
         dry_run=dry_run,

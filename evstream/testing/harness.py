@@ -115,6 +115,11 @@ class RoutedRecord:
         return self.header(prefix + name) or ""
 
     @property
+    def group(self) -> str:
+        """The consumer group that dead-lettered it ('' for a retry-topic record)."""
+        return self._meta("group") if self.is_dead_letter else ""
+
+    @property
     def reason(self) -> str:
         """Why it was dead-lettered: ``handler``, ``undecodable`` or ``unknown_type`` (retry: ``retry``)."""
         return self._meta("reason") if self.is_dead_letter else "retry"

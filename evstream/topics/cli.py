@@ -160,8 +160,16 @@ def add_retry_topics(
         list[float] | None,
         typer.Option(help="Retry tier delays in seconds (default: EVSTREAM_CONSUMER_RETRY_TOPIC_DELAYS_S)."),
     ] = None,
+    redrive: Annotated[
+        bool,
+        typer.Option(
+            "--redrive/--no-redrive",
+            help="Also declare <topic>.<group>.redrive, where `evstream dlq redrive` sends the group's "
+            "dead letters (the runner reads it when it exists).",
+        ),
+    ] = True,
 ) -> None:
-    """Declare a group's retry and dead-letter topics in the file (then run `apply`)."""
+    """Declare a group's retry, dead-letter and redrive topics in the file (then run `apply`)."""
     from evstream.consumers.routing import add_failure_topics  # noqa: PLC0415 - consumers load on use
     from evstream.consumers.settings import ConsumerSettings  # noqa: PLC0415
     from evstream.endpoints import load_settings  # noqa: PLC0415
@@ -174,7 +182,7 @@ def add_retry_topics(
             ),
             prefix="EVSTREAM_CONSUMER_",
         )
-    added = add_failure_topics(file, group, topic, settings)
+    added = add_failure_topics(file, group, topic, settings, redrive=redrive)
     names = ", ".join(spec.name for spec in added)
     console.print(f"declared {len(added)} topic(s) in {file}{': ' + names if names else ''}")
 

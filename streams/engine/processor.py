@@ -174,7 +174,8 @@ class Processor:
             reason,
             error,
         )
-        headers = dead_letter_headers(record, Origin.of(record), reason=reason, error=error)  # type: ignore[arg-type]  # a Message's methods
+        origin = Origin.of(record)  # type: ignore[arg-type]  # a Message's methods
+        headers = dead_letter_headers(record, origin, reason=reason, error=error, group=self.app_id)  # type: ignore[arg-type]
         self._out().produce(self.dead_letter_topic, record.key(), record.value(), _bytes_headers(headers))
         self.dead_lettered += 1
 

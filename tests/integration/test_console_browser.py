@@ -214,27 +214,29 @@ def test_dlq_redrive_through_the_ui_moves_records_and_the_loop_guard_refuses_the
         raise DeadLetter("downstream refused it")
 
     group = f"g-{uuid.uuid4().hex[:8]}"
-    assert runner(endpoints, group, handlers, topic).run(until_idle_s=1).dead_lettered == 20
-    ends = sum(end_offsets(endpoints.bootstrap_servers, topic))
+    assert runner(endpoints, group, handlers, topic, redrive=True).run(until_idle_s=1).dead_lettered == 20
+    back = f"{topic}.{group}.redrive"  # redrive goes to the failing group only
+    ends = sum(end_offsets(endpoints.bootstrap_servers, back))
     login(page, console.url)
     page.goto(f"{console.url}/dlq/{dlq}")
     assert page.locator("#dead-letters tbody tr").count() == 20
     assert "downstream refused it" in page.inner_text("#dead-letters")
+    assert group in page.inner_text("#dead-letters")  # the group that failed them
     shot(page, "dlq")
     page.fill("input[name=max_redrives]", "1")
     page.click("#dry-run")
     assert "would send 20" in page.inner_text("#result")
-    assert sum(end_offsets(endpoints.bootstrap_servers, topic)) == ends  # a dry run moves nothing
+    assert sum(end_offsets(endpoints.bootstrap_servers, back)) == ends  # a dry run moves nothing
     page.click("#redrive")
     assert "sent 20" in page.inner_text("#result")
-    assert sum(end_offsets(endpoints.bootstrap_servers, topic)) == ends + 20
+    assert sum(end_offsets(endpoints.bootstrap_servers, back)) == ends + 20
     page.go_back()
     page.click("#redrive")  # the same confirmation again: refused, nothing sent
     assert "used already" in page.inner_text("main")
-    assert sum(end_offsets(endpoints.bootstrap_servers, topic)) == ends + 20
+    assert sum(end_offsets(endpoints.bootstrap_servers, back)) == ends + 20
 
     # still failing downstream: the redriven records come back with redrive count 1
-    assert runner(endpoints, group, handlers, topic).run(until_idle_s=1).dead_lettered == 20
+    assert runner(endpoints, group, handlers, topic).run(until_idle_s=3).dead_lettered == 20
     dlq_end = sum(end_offsets(endpoints.bootstrap_servers, dlq))
     page.goto(f"{console.url}/dlq/{dlq}")
     page.fill("input[name=max_redrives]", "1")
@@ -243,7 +245,7 @@ def test_dlq_redrive_through_the_ui_moves_records_and_the_loop_guard_refuses_the
     refused = page.inner_text("#refused")
     assert refused.count("redriven 1 times already (max 1)") == 20  # the loop guard
     assert page.locator("#redrive").count() == 0
-    assert sum(end_offsets(endpoints.bootstrap_servers, topic)) == ends + 20
+    assert sum(end_offsets(endpoints.bootstrap_servers, back)) == ends + 20
     assert sum(end_offsets(endpoints.bootstrap_servers, dlq)) == dlq_end
     page.goto(f"{console.url}/audit")
     assert "ops-admin" in page.inner_text("#audit")
@@ -262,10 +264,11 @@ def test_dlq_redrive_of_two_ticked_records_sends_exactly_those_once(
         raise DeadLetter("downstream refused it")
 
     group = f"g-{uuid.uuid4().hex[:8]}"
-    assert runner(endpoints, group, handlers, topic).run(until_idle_s=1).dead_lettered == 6
+    assert runner(endpoints, group, handlers, topic, redrive=True).run(until_idle_s=1).dead_lettered == 6
+    back = f"{topic}.{group}.redrive"  # redrive goes to the failing group only
     letters = read_dead_letters(KafkaSettings(bootstrap_servers=endpoints.bootstrap_servers), dlq)
     chosen, others = [letters[1], letters[4]], [letters[0], letters[2], letters[3], letters[5]]
-    ends = sum(end_offsets(endpoints.bootstrap_servers, topic))
+    ends = sum(end_offsets(endpoints.bootstrap_servers, back))
     login(page, console.url)
     page.goto(f"{console.url}/dlq/{dlq}")
     assert page.locator("#dead-letters input[name=record]").count() == 6
@@ -276,15 +279,16 @@ def test_dlq_redrive_of_two_ticked_records_sends_exactly_those_once(
     listed = page.inner_text("#redriven")
     assert page.locator("#redriven tbody tr").count() == 2
     assert all(r.event_id in listed for r in chosen)
+    assert back in listed  # where each goes: the failing group's redrive topic
     assert not any(r.event_id in listed for r in others)
-    assert sum(end_offsets(endpoints.bootstrap_servers, topic)) == ends  # a dry run moves nothing
+    assert sum(end_offsets(endpoints.bootstrap_servers, back)) == ends  # a dry run moves nothing
     page.click("#redrive")
     assert "sent 2" in page.inner_text("#result")
-    assert sum(end_offsets(endpoints.bootstrap_servers, topic)) == ends + 2
+    assert sum(end_offsets(endpoints.bootstrap_servers, back)) == ends + 2
     page.go_back()
     page.click("#redrive")  # the same confirmation again: refused, nothing sent
     assert "used already" in page.inner_text("main")
-    assert sum(end_offsets(endpoints.bootstrap_servers, topic)) == ends + 2
+    assert sum(end_offsets(endpoints.bootstrap_servers, back)) == ends + 2
     # the shared position did not move: a filtered redrive still finds every dead letter
     assert committed_offsets(endpoints.bootstrap_servers, f"evstream-redrive.{dlq}", dlq, 1) == [-1001]
 

@@ -242,10 +242,11 @@ def test_missing_retry_and_dead_letter_topics_are_refused_until_declared(
     added = run_cli("topics", "add-retry-topics", "-f", str(topics_file), "-g", group, "-t", topic, env=env)
     assert added.returncode == 0, added.stderr
     assert "# the source" in topics_file.read_text()  # the file is appended to, not rewritten
+    assert f"name: {topic}.{group}.redrive" in topics_file.read_text()  # where dlq redrive sends
     applied = run_cli("topics", "apply", "-f", str(topics_file), env=env)
     assert applied.returncode == 0, applied.stderr
     try:
         assert bare_runner().run(until_idle_s=1).consumed == 0
     finally:
-        for future in admin.delete_topics(wanted, request_timeout=30).values():
+        for future in admin.delete_topics([*wanted, f"{topic}.{group}.redrive"], request_timeout=30).values():
             future.result(timeout=30)

@@ -176,7 +176,7 @@ def test_bounded_replay_stops_at_its_bounds_while_writes_continue_and_resumes(
         writer.join(30)
 
 
-def test_dlq_redrive_sends_back_to_the_source_and_guards_loops(
+def test_dlq_redrive_sends_back_to_the_failing_group_and_guards_loops(
     endpoints: Endpoints, new_topic: TopicFactory
 ) -> None:
     topic = new_topic(partitions=2)
@@ -194,15 +194,17 @@ def test_dlq_redrive_sends_back_to_the_source_and_guards_loops(
         handled.append((ctx.envelope.event_id, dict(ctx.headers).get("evstream.redrive.count", b"")))
 
     group = f"g-{uuid.uuid4().hex[:8]}"
-    assert runner(endpoints, group, handlers, topic).run(until_idle_s=2).dead_lettered == 100
+    assert runner(endpoints, group, handlers, topic, redrive=True).run(until_idle_s=2).dead_lettered == 100
+    back = f"{topic}.{group}.redrive"  # the group's own redrive topic, declared with its retry topics
     ends = end_offsets(endpoints.bootstrap_servers, topic)
     kafka = KafkaSettings(bootstrap_servers=endpoints.bootstrap_servers)
 
     dry = redrive(kafka, dlq, dry_run=True)
-    assert (dry.total_sent, end_offsets(endpoints.bootstrap_servers, topic)) == (100, ends)
+    assert (dry.total_sent, sum(end_offsets(endpoints.bootstrap_servers, back))) == (100, 0)
     sent = redrive(kafka, dlq)
-    assert sent.sent == {topic: 100}
-    assert sum(end_offsets(endpoints.bootstrap_servers, topic)) == sum(ends) + 100
+    assert sent.sent == {back: 100}
+    assert sum(end_offsets(endpoints.bootstrap_servers, back)) == 100
+    assert end_offsets(endpoints.bootstrap_servers, topic) == ends  # never the shared source topic
     broken.clear()  # the downstream is fixed, except for one event
     stats = runner(endpoints, group, handlers, topic).run(until_idle_s=2)
     assert (stats.handled, stats.dead_lettered) == (99, 1)
@@ -223,14 +225,15 @@ def test_dlq_redrive_of_selected_records_sends_exactly_those_and_keeps_the_rest_
     topic = new_topic(partitions=1)
     dlq = new_topic(partitions=1, name=f"{topic}.dlq")
     publish(endpoints, topic, mixed_events(5, seed=39))
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    back = f"{topic}.{group}.redrive"
     handlers = Handlers()
 
     @handlers.on(*ALL)
     def refuse(event: Event, ctx: MessageContext) -> None:
         raise DeadLetter("downstream refused it")
 
-    group = f"g-{uuid.uuid4().hex[:8]}"
-    assert runner(endpoints, group, handlers, topic).run(until_idle_s=1).dead_lettered == 5
+    assert runner(endpoints, group, handlers, topic, redrive=True).run(until_idle_s=1).dead_lettered == 5
     bootstrap = endpoints.bootstrap_servers
     kafka = KafkaSettings(bootstrap_servers=bootstrap)
     env = {"EVSTREAM_BOOTSTRAP_SERVERS": bootstrap}
@@ -240,15 +243,15 @@ def test_dlq_redrive_of_selected_records_sends_exactly_those_and_keeps_the_rest_
 
     dry = redrive(kafka, dlq, only={(0, 1), (0, 3)}, dry_run=True)
     assert [(r.partition, r.offset) for r in dry.redriven] == [(0, 1), (0, 3)]
-    assert end_offsets(bootstrap, topic) == [5]  # a dry run sends nothing
+    assert end_offsets(bootstrap, back) == [0]  # a dry run sends nothing
     chosen_args = ("--offset", "0:1", "--offset", "0:3")
     proc = run_cli("dlq", "redrive", "--dlq", dlq, *chosen_args, "-o", "json", env=env)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
-    assert (out["sent"], out["redriven"], out["refused"]) == ({topic: 2}, [[0, 1], [0, 3]], [])
-    assert end_offsets(bootstrap, topic) == [7]  # exactly the two chosen
-    for offset, letter in zip((5, 6), chosen, strict=True):
-        headers = dict(header_pairs(record_at(bootstrap, topic, 0, offset)))
+    assert (out["sent"], out["redriven"], out["refused"]) == ({back: 2}, [[0, 1], [0, 3]], [])
+    assert end_offsets(bootstrap, back) == [2]  # exactly the two chosen
+    for offset, letter in zip((0, 1), chosen, strict=True):
+        headers = dict(header_pairs(record_at(bootstrap, back, 0, offset)))
         assert headers["ce_id"].decode() == letter.event_id
         assert headers["evstream.redrive.count"] == b"1"
     redrive_group = f"evstream-redrive.{dlq}"
@@ -258,7 +261,7 @@ def test_dlq_redrive_of_selected_records_sends_exactly_those_and_keeps_the_rest_
     assert f"no dead letter at {dlq}[0]@99" in one_line_error(missing)
 
     # still failing: the two copies come back (DLQ offsets 5, 6) with redrive count 1
-    assert runner(endpoints, group, handlers, topic).run(until_idle_s=1).dead_lettered == 2
+    assert runner(endpoints, group, handlers, topic).run(until_idle_s=3).dead_lettered == 2
     guarded = run_cli(
         "dlq", "redrive", "--dlq", dlq, "--offset", "0:5", "--max-redrives", "1", "-o", "json", env=env
     )
@@ -267,14 +270,15 @@ def test_dlq_redrive_of_selected_records_sends_exactly_those_and_keeps_the_rest_
     assert (refused["sent"], refused["redriven"]) == ({}, [])
     ((why,),) = [[r["why"]] for r in refused["refused"]]
     assert "redriven 1 times already (max 1)" in why
-    assert end_offsets(bootstrap, topic) == [7]
+    assert end_offsets(bootstrap, back) == [2]
 
     # a later filtered redrive finds the three not chosen (and, as documented, the chosen two again)
     later = redrive(kafka, dlq, max_redrives=1)
-    assert later.sent == {topic: 5}
+    assert later.sent == {back: 5}
     assert [r.offset for r in later.redriven] == [0, 1, 2, 3, 4]
     assert sorted(r.offset for r, _ in later.refused) == [5, 6]
-    assert end_offsets(bootstrap, topic) == [12]
+    assert end_offsets(bootstrap, back) == [7]
+    assert end_offsets(bootstrap, topic) == [5]
     assert committed_offsets(bootstrap, redrive_group, dlq, 1) == [7]
 
 

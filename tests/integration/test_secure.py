@@ -319,18 +319,20 @@ def test_consumer_runner_with_retry_and_dlq_then_groups_describe(secured: Secure
 
 def test_dlq_redrive_with_the_app_user(secured: Secured) -> None:
     """`dlq redrive`: read + describe on the dead-letter topic, read on its group
-    evstream-redrive.<dlq>, write + describe on the source topic."""
+    evstream-redrive.<dlq>, write + describe on the failing group's redrive topic."""
     topic = new_topic(secured)
     group = f"g-{uuid.uuid4().hex[:8]}"
     settings = ConsumerSettings.model_validate(FAST_RETRY)
-    for spec in failure_topic_specs(group, {topic: 2}, settings):
+    for spec in failure_topic_specs(group, {topic: 2}, settings, redrive=True):
         new_topic(secured, 2, spec.name)
+    back = f"{topic}.{group}.redrive"
     dlq = f"{topic}.dlq"
     grant(
         secured,
         *producer_acls(topic),
         *consumer_acls(group, topic, settings),
         {"group": f"evstream-redrive.{dlq}", "operations": ["read", "describe"]},
+        {"topic": back, "operations": ["read", "write", "describe"]},
     )
     events = [e for e in mixed_events(30) if e.topic == "orders"][:5]
     publish(secured, topic, events)
@@ -352,7 +354,8 @@ def test_dlq_redrive_with_the_app_user(secured: Secured) -> None:
     before = sum(end_offsets(secured, topic))
     proc = cli("dlq", "redrive", "--dlq", dlq, "-o", "json", env=secured.env())
     assert proc.returncode == 0, proc.stderr
-    assert sum(end_offsets(secured, topic)) == before + len(events)
+    assert sum(end_offsets(secured, back)) == len(events)
+    assert sum(end_offsets(secured, topic)) == before  # not the shared source topic
 
 
 def test_request_reply_with_the_app_user(secured: Secured) -> None:

@@ -26,7 +26,7 @@ from prometheus_client import REGISTRY
 from evstream import KafkaSettings, RegistrySettings, RegistryUnavailableError
 from evstream.consumers import ConsumerRunner, ConsumerSettings, Handlers, MessageContext
 from evstream.consumers.failures import header_pairs
-from evstream.consumers.replay.deadletters import redrive
+from evstream.consumers.replay.redrives import redrive
 from evstream.producers import EventProducer
 from evstream.schemas.domain import PaymentCaptured
 from evstream.schemas.events import envelope_headers
@@ -192,10 +192,17 @@ def produce_ahead_of_registry(
 
 
 def solo_runner(
-    solo: Private, group: str, topic: str, handlers: Handlers, settings: ConsumerSettings
+    solo: Private,
+    group: str,
+    topic: str,
+    handlers: Handlers,
+    settings: ConsumerSettings,
+    *,
+    redrive: bool = False,
 ) -> ConsumerRunner:
-    """A runner of ``group`` over ``topic`` on the private stack, its failure topics declared."""
-    declare_failure_topics(solo.endpoints, group, topic, settings)
+    """A runner of ``group`` over ``topic`` on the private stack, its failure topics declared
+    (``redrive``: its redrive topic too)."""
+    declare_failure_topics(solo.endpoints, group, topic, settings, redrive=redrive)
     return ConsumerRunner(
         group,
         handlers,
@@ -214,7 +221,7 @@ def grace_runner(solo: Private, topic: str, handlers: Handlers, grace_s: float) 
         unknown_schema_retry_wait_s=0.2,
         unknown_schema_retry_wait_max_s=1.0,
     )
-    return solo_runner(solo, group, topic, handlers, settings)
+    return solo_runner(solo, group, topic, handlers, settings, redrive=True)  # dlq redrive goes there
 
 
 def test_an_id_the_registry_learns_later_is_held_not_dead_lettered(

@@ -571,6 +571,7 @@ def test_an_undecodable_record_goes_to_the_dead_letter_topic() -> None:
         assert h.written["unit-app-dlq"] == [dead]
         assert (dead.key, dead.value) == (b"o-1", b"not avro at all")
         assert dead.header("evstream.dlq.reason") == "undecodable"
+        assert dead.header("evstream.dlq.group") == "unit-app"  # a stream app's group: its app id
         assert app.processor.dead_lettered == 1
         assert [e.customer_id for e in seen] == ["A"]
 
