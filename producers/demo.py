@@ -2,13 +2,16 @@
 
 Applies the demo topics, registers the committed schema history, publishes a small order story
 (customers register, orders are placed, paid, shipped or cancelled) with :class:`EventProducer`,
-then reads exactly those offsets back with the Avro codec and prints what happened.
+then reads exactly those offsets back with the Avro codec and prints what happened. Last, a
+consumer group ``demo-mailer`` reads part of ``orders`` and dead-letters one record, so the web
+console's Groups, Dead letters and Replay pages have something to show (:func:`leave_for_console`).
 """
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -18,8 +21,10 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
+from evstream.consumers import ConsumerRunner, ConsumerSettings, Handlers
+from evstream.consumers.groups import describe_group, list_groups
 from evstream.endpoints import kafka_settings, registry_settings
-from evstream.errors import EvstreamError
+from evstream.errors import DeadLetter, EvstreamError
 from evstream.output import console, table
 from evstream.producers.delivery import Delivery
 from evstream.producers.producer import EventProducer
@@ -36,10 +41,13 @@ from evstream.schemas.domain import (
 )
 from evstream.schemas.history import DEMO_ROOT
 from evstream.schemas.story import demo_story
-from evstream.settings import librdkafka_config
+from evstream.settings import KafkaSettings, RegistrySettings, librdkafka_config
 from evstream.topics import apply_changes, describe_topics, load_topics_file, plan_changes
 
-__all__ = ["demo", "run_demo"]
+__all__ = ["DEMO_DEAD_LETTER_REASON", "DEMO_GROUP", "MailerLeft", "demo", "leave_for_console", "run_demo"]
+
+DEMO_GROUP = "demo-mailer"
+DEMO_DEAD_LETTER_REASON = "demo: a dead letter to look at"
 
 
 def _check_registry(url: str) -> None:
@@ -82,6 +90,79 @@ def _read_back(
     return got
 
 
+@dataclass(frozen=True)
+class MailerLeft:
+    """What :func:`leave_for_console` left: the group, its lag, and whether it ran now."""
+
+    group: str
+    topic: str
+    handled: int
+    dead_lettered: int
+    lag: int
+    earlier: bool  # the group was there already (an earlier demo run): nothing was consumed now
+
+
+def leave_for_console(
+    kafka: KafkaSettings,
+    registry: RegistrySettings,
+    *,
+    topic: str = "orders",
+    group: str = DEMO_GROUP,
+    most: int = 20,
+) -> MailerLeft:
+    """Run consumer group ``group`` (a pretend mailer) over part of ``topic``: it handles half of
+    the topic's records (at most ``most``), dead-letters the first order it sees (reason
+    :data:`DEMO_DEAD_LETTER_REASON`, to ``<topic>.dlq``, which must exist), commits and stops,
+    leaving the rest as lag. When ``group`` exists already (an earlier run) it consumes nothing."""
+    admin = AdminClient(librdkafka_config(kafka))
+    if any(g.group_id == group for g in list_groups(admin)):
+        lag = describe_group(admin, group).total_lag
+        return MailerLeft(group, topic, 0, 0, lag, earlier=True)
+    metadata = admin.list_topics(topic, timeout=10).topics.get(topic)
+    if metadata is None or metadata.error is not None:
+        raise EvstreamError(f"demo: no topic {topic!r}: apply the topics file first")
+    conf = {**librdkafka_config(kafka), "group.id": group, "enable.auto.commit": False}
+    consumer = Consumer(conf)
+    try:
+        marks = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), 10) for p in metadata.partitions}
+    finally:
+        consumer.close()
+    wanted = min(most, max(1, sum(high - low for low, high in marks.values()) // 2))
+    handled: list[Event] = []
+    dead: list[Event] = []
+    handlers = Handlers()
+
+    @handlers.on(OrderPlaced, PaymentCaptured, OrderShipped, OrderCancelled, CustomerRegistered)
+    def mail(event: Event) -> None:
+        handled.append(event)
+        if len(handled) >= wanted:
+            runner.stop()  # this record is finished and committed; the rest stays as lag
+        if not dead and isinstance(event, OrderPlaced):
+            dead.append(event)
+            raise DeadLetter(DEMO_DEAD_LETTER_REASON)
+
+    runner = ConsumerRunner(
+        group,
+        handlers,
+        topics=[topic],
+        kafka=kafka,
+        registry=registry,
+        settings=ConsumerSettings(auto_offset_reset="earliest", retry_attempts=1),
+    )
+    runner.run(until_idle_s=5)
+    # the partitions it did not get to: committed at their start, so their lag shows (not "-")
+    started = {p.partition for p in describe_group(admin, group).partitions if p.committed is not None}
+    rest = [TopicPartition(topic, p, low) for p, (low, _high) in sorted(marks.items()) if p not in started]
+    if rest:
+        consumer = Consumer(conf)
+        try:
+            consumer.commit(offsets=rest, asynchronous=False)
+        finally:
+            consumer.close()
+    lag = describe_group(admin, group).total_lag
+    return MailerLeft(group, topic, len(handled), len(dead), lag, earlier=False)
+
+
 def run_demo(topics_file: Path, *, orders: int = 3) -> list[tuple[Delivery, Event]]:
     """Apply topics, register schemas, publish the story for ``orders`` orders, read it back."""
     kafka, registry_conf = kafka_settings(), registry_settings()
@@ -109,6 +190,18 @@ def run_demo(topics_file: Path, *, orders: int = 3) -> list[tuple[Delivery, Even
             for d, e in sorted(consumed, key=lambda de: (de[0].topic, de[0].partition, de[0].offset))
         ],
     )
+    left = leave_for_console(kafka, registry_conf)
+    if left.earlier:
+        console.print(
+            f"consumer group {left.group} (left by an earlier demo run) is {left.lag} behind on "
+            f"{left.topic}; its dead letter is in {left.topic}.dlq"
+        )
+    else:
+        console.print(
+            f"for the web console: consumer group {left.group} read {left.handled} of {left.topic} "
+            f"and is {left.lag} behind; it dead-lettered {left.dead_lettered} record to "
+            f'{left.topic}.dlq ("{DEMO_DEAD_LETTER_REASON}")'
+        )
     return consumed
 
 

@@ -16,7 +16,7 @@ import secrets
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -26,7 +26,18 @@ from starlette.routing import Route
 
 from evstream.consumers.console.auth import AuditLog, Principal, Signer, TokenCheck, new_csrf
 from evstream.consumers.console.backend import Backend, BrowseQuery, LagSampler, RecordView
-from evstream.consumers.console.html import esc, field, form, hidden, lag_chart, layout, link, pre, table
+from evstream.consumers.console.html import (
+    esc,
+    field,
+    form,
+    hidden,
+    lag_chart,
+    layout,
+    link,
+    pre,
+    record_details,
+    table,
+)
 from evstream.consumers.console.settings import ConsoleSettings
 from evstream.consumers.replay.apply import apply_plan
 from evstream.consumers.replay.deadletters import read_dead_letters
@@ -53,7 +64,7 @@ class Console:
         self.settings = settings
         self.tokens = TokenCheck(settings.all_tokens())
         self.signer = Signer()
-        self.audit = AuditLog()
+        self.audit = AuditLog()  # actions: "login", "logout", "dlq redrive", "replay apply" (lowercase)
         self.sampler = LagSampler(backend, settings.sample_interval_s)
         self._sampling = sampler
         self._used: set[str] = set()  # single-use redrive confirmations
@@ -112,23 +123,28 @@ class Console:
         return response
 
     async def _guarded(
-        self, request: Request, title: str, action: Callable[[Principal, dict[str, str]], str]
+        self,
+        request: Request,
+        title: str,
+        audit: str,
+        action: Callable[[Principal, dict[str, str]], str],
     ) -> Response:
-        """Run a mutating action: admin principal, CSRF, same origin; log who and what."""
+        """Run a mutating action: admin principal, CSRF, same origin; log who and what (``audit``:
+        the action's name in the audit log, lowercase like every other)."""
         form = _form(await request.body())
         try:
             principal = self._authorize(request, form)
         except Forbidden as exc:
-            self.audit.record("anonymous", title, f"refused {exc.status}", reason=exc.reason)
+            self.audit.record("anonymous", audit, f"refused {exc.status}", reason=exc.reason)
             return self._page(request, title, f'<p class="err">{esc(exc.reason)}</p>', exc.status)
         try:
             body = await run_in_threadpool(action, principal, form)
         except Forbidden as exc:
-            self.audit.record(principal.name, title, f"refused {exc.status}", reason=exc.reason)
+            self.audit.record(principal.name, audit, f"refused {exc.status}", reason=exc.reason)
             return self._page(request, title, f'<p class="err">{esc(exc.reason)}</p>', exc.status)
         except EvstreamError as exc:
             status = 409 if isinstance(exc, ReplayError) else 400
-            self.audit.record(principal.name, title, f"failed {status}", reason=str(exc))
+            self.audit.record(principal.name, audit, f"failed {status}", reason=str(exc))
             return self._page(request, title, f'<p class="err" id="error">{esc(exc)}</p>', status)
         return self._page(request, title, body)
 
@@ -313,17 +329,21 @@ class Console:
                 r.timestamp,
                 r.key,
                 r.event_type + (" (foreign)" if r.foreign else ""),
-                pre(r.envelope) + (f'<p class="err">{esc(r.error)}</p>' if r.error else ""),
-                pre(r.data),
-                pre("\n".join(f"{k}: {v}" for k, v in r.headers))
-                + (f"schema id {r.schema_id}" if r.schema_id else ""),
+                record_details(
+                    event_id=r.event_id,
+                    schema_id=r.schema_id,
+                    headers=r.headers,
+                    envelope=r.envelope,
+                    data=r.data,
+                    error=r.error,
+                ),
             ]
             for r in result.records
         ]
         body += table(
-            ["partition", "offset", "timestamp", "key", "event type", "envelope", "event", "headers"],
+            ["partition", "offset", "timestamp", "key", "event type", "event · envelope · headers"],
             rows,
-            html_cols=(5, 6, 7),
+            html_cols=(5,),
             id_="records",
         )
         return self._page(request, f"Records of {name}", body)
@@ -341,13 +361,17 @@ class Console:
     def group(self, request: Request) -> Response:
         group_id = request.path_params["group_id"]
         d = self.backend.group(group_id)
-        self.sampler.record(d)
+        self.sampler.record(d, viewed=True)
         since = self.sampler.behind_since(group_id)
+        topics = sorted({p.topic for p in d.partitions})
+        replay_links = ", ".join(
+            f'<a class="replay" href="{esc(_replay_url(group_id, t))}">{esc(t)}</a>' for t in topics
+        ) or link("/replay", "this group", group=group_id)
         body = (
             f'<p id="group-state">state <strong>{esc(d.state)}</strong>, coordinator {esc(d.coordinator)}, '
             f"total lag <strong>{d.total_lag}</strong>"
             + (f", behind since {esc(since)}" if since else "")
-            + f" · {link('/replay', 'plan a replay', group=group_id)}</p>"
+            + f" · plan a replay of {replay_links}</p>"
         )
         body += "<h2>Members</h2>" + table(
             ["member", "client", "host", "assignment"],
@@ -398,7 +422,7 @@ class Console:
 
     def subject(self, request: Request) -> Response:
         subject = request.path_params["subject"]
-        versions = self.backend.registry.get_versions(subject)
+        versions = sorted(self.backend.registry.get_versions(subject))
         latest = versions[-1]
         q = request.query_params
         a = int(q.get("a") or (versions[-2] if len(versions) > 1 else latest))
@@ -406,17 +430,20 @@ class Console:
         schema_id, text = self.backend.schema_text(subject, b)
         body = f'<p id="compat">compatibility: <strong>{esc(self.backend.compatibility(subject))}</strong>; '
         body += f"versions: {esc(', '.join(f'v{v}' for v in versions))}</p>"
-        body += form(
-            f"/schemas/subject/{subject}",
-            "",
-            field("diff from", "a", a, size=3) + field("to", "b", b, size=3) + "<button>diff</button>",
-            method="get",
-        )
-        lines = self.backend.diff(subject, a, b) if a != b else []
-        kinds = {"+": "add", "-": "del"}
-        diff = "".join(f'<span class="{kinds.get(x[:1], "")}">{esc(x)}</span>\n' for x in lines)
-        body += f'<h2>v{a} → v{b}</h2><pre id="diff">{diff or "(identical)"}</pre>'
-        body += f"<h2>v{b} (schema id {schema_id})</h2>{pre(text)}"
+        if len(versions) > 1:  # opens on the last change: v(N-1) -> vN
+            body += form(
+                f"/schemas/subject/{subject}",
+                "",
+                field("diff from", "a", a, size=3) + field("to", "b", b, size=3) + "<button>diff</button>",
+                method="get",
+            )
+            lines = self.backend.diff(subject, a, b) if a != b else []
+            kinds = {"+": "add", "-": "del"}
+            diff = "".join(f'<span class="{kinds.get(x[:1], "")}">{esc(x)}</span>\n' for x in lines)
+            body += f'<h2 id="diff-heading">diff v{a} → v{b}</h2><pre id="diff">{diff or "(identical)"}</pre>'
+        else:
+            body += f'<p class="muted" id="diff-heading">one version: v{latest}, nothing to diff</p>'
+        body += f'<h2 id="schema-heading">v{b} (schema id {schema_id})</h2>{pre(text)}'
         return self._page(request, f"Subject {subject}", body)
 
     def usage(self, request: Request) -> Response:
@@ -603,12 +630,17 @@ class Console:
                 body += form(f"/dlq/{topic}/redrive", csrf, inner)
             return body + f"<p>{link(f'/dlq/{topic}', 'back to the dead letters')}</p>"
 
-        return await self._guarded(request, f"Redrive {topic}", act)
+        return await self._guarded(request, f"Redrive {topic}", "dlq redrive", act)
 
     # -- replay -------------------------------------------------------------------------------
     def replay(self, request: Request) -> Response:
         q = request.query_params
         group, topic = q.get("group", ""), q.get("topic", "")
+        suggested: list[str] = []
+        if group and not topic:  # the group's topics: the only one filled in, several offered
+            with contextlib.suppress(EvstreamError):
+                suggested = sorted({p.topic for p in self.backend.group(group).partitions})
+            topic = suggested[0] if len(suggested) == 1 else ""
         kind, value = q.get("kind", "earliest"), q.get("value", "")
         parts = q.get("partitions", "")
         kinds = "".join(
@@ -620,7 +652,7 @@ class Console:
             "",
             "<fieldset>"
             + field("group", "group", group)
-            + field("topic", "topic", topic)
+            + field("topic", "topic", topic, options=suggested)
             + f'<label>target <select name="kind">{kinds}</select></label>'
             + field("value (offset, ISO time, PT1H, -N)", "value", value)
             + field("partitions (1,2)", "partitions", parts, size=6)
@@ -709,7 +741,7 @@ class Console:
                 + table(["partition", "committed now"], rows, id_="committed")
             )
 
-        return await self._guarded(request, "Replay apply", act)
+        return await self._guarded(request, "Replay apply", "replay apply", act)
 
     # -- audit, login -------------------------------------------------------------------------
     def audit_page(self, request: Request) -> Response:
@@ -787,6 +819,10 @@ def _selection(text: str) -> list[list[int]]:
     return [list(p) for p in sorted(pairs)]
 
 
+def _replay_url(group: str, topic: str) -> str:
+    return f"/replay?{urlencode({'group': group, 'topic': topic})}"
+
+
 def _positions(positions: dict[int, int]) -> str:
     return ",".join(f"{p}:{o}" for p, o in sorted(positions.items()))
 
@@ -798,6 +834,8 @@ def _record_json(r: RecordView) -> dict[str, Any]:
         "timestamp": r.timestamp.isoformat() if r.timestamp else None,
         "key": r.key,
         "event_type": r.event_type,
+        "event_id": r.event_id,
+        "schema_id": r.schema_id,
         "envelope": r.envelope,
         "data": r.data,
         "headers": r.headers,

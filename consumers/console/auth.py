@@ -112,7 +112,8 @@ class AuditLog:
         self.entries: deque[dict[str, Any]] = deque(maxlen=200)
 
     def record(self, who: str, action: str, outcome: str, **details: Any) -> None:
-        entry = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "who": who, "action": action}
-        entry |= {"outcome": outcome, **details}
+        """One entry; ``action`` is kept lowercase ("dlq redrive", "replay apply", "login")."""
+        entry = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "who": who}
+        entry |= {"action": action.lower(), "outcome": outcome, **details}
         self.entries.appendleft(entry)
         audit_logger.info("%s", json.dumps(entry, default=str, sort_keys=True))

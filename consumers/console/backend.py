@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
-from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
+from confluent_kafka.admin import AdminClient, ConfigResource, ConfigSource, ResourceType
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from evstream.consumers.failures import header_pairs
@@ -39,7 +39,7 @@ from evstream.topics.admin import describe_topics
 from evstream.topics.plan import TopicChange, plan_changes
 from evstream.topics.spec import load_topics_file
 
-__all__ = ["Backend", "BrowseQuery", "BrowseResult", "LagSampler", "RecordView"]
+__all__ = ["Backend", "BrowseQuery", "BrowseResult", "LagSampler", "RecordView", "config_source"]
 
 _TIMEOUT = 10.0
 Key = tuple[str, int]
@@ -248,7 +248,7 @@ class Backend:
             {
                 "name": c.name,
                 "value": "(hidden)" if c.is_sensitive else c.value,
-                "source": str(getattr(c.source, "name", c.source)).removesuffix("_CONFIG"),
+                "source": config_source(c.source),
                 "default": bool(c.is_default),
             }
             for c in sorted(described.values(), key=lambda c: c.name)
@@ -517,6 +517,20 @@ class Backend:
         return rows, result.scanned
 
 
+def config_source(source: object) -> str:
+    """A config entry's source as its name (``DYNAMIC_TOPIC_CONFIG``, ``DEFAULT_CONFIG``, ...).
+
+    ``describe_configs`` gives ``ConfigEntry.source`` as librdkafka's plain int, not the
+    :class:`ConfigSource` enum its signature names, so ``.name`` is not there to read: look the
+    number up in the enum (an unknown one is shown as ``source N``)."""
+    if isinstance(source, ConfigSource):
+        return source.name
+    try:
+        return ConfigSource(int(str(source))).name
+    except ValueError:
+        return f"source {source}"
+
+
 def _uuid7_ms(text: str | None) -> int | None:
     try:
         value = uuid.UUID(text or "")
@@ -548,6 +562,7 @@ class LagSampler:
         self.max_groups = max_groups
         self.samples: dict[str, deque[tuple[float, int]]] = {}
         self._keep = keep
+        self._viewed: dict[str, None] = {}  # groups pages showed, the latest last (insertion order)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -560,18 +575,29 @@ class LagSampler:
         if self._thread is not None:
             self._thread.join(timeout=self.interval_s + _TIMEOUT)
 
-    def record(self, description: GroupDescription) -> None:
+    def record(self, description: GroupDescription, *, viewed: bool = False) -> None:
+        """One sample; ``viewed``: a page showed the group, so it is sampled before the others."""
+        if viewed:
+            self._viewed.pop(description.group_id, None)
+            self._viewed[description.group_id] = None
+            while len(self._viewed) > self.max_groups:
+                del self._viewed[next(iter(self._viewed))]
         series = self.samples.setdefault(description.group_id, deque(maxlen=self._keep))
         series.append((time.time(), description.total_lag))
 
     def sample_once(self) -> None:
         try:
-            groups = list_groups(self.backend.admin)[: self.max_groups]
+            listed = [g.group_id for g in list_groups(self.backend.admin)]
         except EvstreamError:
             return
-        for g in groups:
+        # the groups a page showed first (the latest first), then the rest by name
+        present, seen = set(listed), list(self._viewed)  # a copy: pages add to it meanwhile
+        viewed = [g for g in reversed(seen) if g in present]
+        first = set(viewed)
+        chosen = viewed + [g for g in listed if g not in first]
+        for group_id in chosen[: self.max_groups]:
             with contextlib.suppress(EvstreamError, KafkaException):
-                self.record(describe_group(self.backend.admin, g.group_id))
+                self.record(describe_group(self.backend.admin, group_id))
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -9,7 +9,7 @@ from html import escape
 from typing import Any
 from urllib.parse import urlencode
 
-__all__ = ["esc", "field", "form", "hidden", "lag_chart", "layout", "link", "pre", "table"]
+__all__ = ["esc", "field", "form", "hidden", "lag_chart", "layout", "link", "pre", "record_details", "table"]
 
 NAV = [
     ("/", "Overview"),
@@ -35,6 +35,14 @@ pre{background:#fff;border:1px solid #dde1e8;padding:6px;margin:2px 0;max-width:
 form.inline{display:inline}fieldset{border:1px solid #dde1e8;background:#fff;margin:8px 0}
 input,select{font:inherit;margin:2px 4px 2px 0}.note{background:#fff8e1;border:1px solid #f0d58c;padding:6px}
 .err{background:#fdecee;border:1px solid #f3a8b3;padding:6px}.add{color:#17803d}.del{color:#b00020}
+#records{width:100%;table-layout:fixed}#records td{overflow-wrap:anywhere}
+#records th:nth-child(1){width:64px}#records th:nth-child(2){width:80px}
+#records th:nth-child(3){width:200px}#records th:nth-child(4){width:160px}
+#records th:nth-child(5){width:170px}
+#records summary{cursor:pointer;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
+#records .parts{display:grid;grid-template-columns:repeat(auto-fit,minmax(260px,1fr));gap:6px;margin-top:4px}
+#records .parts h4{margin:2px 0;font-size:12px}
+#records pre{max-width:none;white-space:pre-wrap;overflow-wrap:anywhere;max-height:420px}
 """
 
 FOLLOW_JS = """
@@ -44,6 +52,7 @@ FOLLOW_JS = """
   const map={'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;',"'":'&#39;'};
   const esc=s=>String(s??'').replace(/[&<>"']/g,c=>map[c]);
   const js=v=>`<pre>${esc(JSON.stringify(v,null,1))}</pre>`;
+  const part=(cls,title,inner)=>`<div class="${cls}"><h4>${title}</h4>${inner}</div>`;
   async function tick(){
     const u=new URL(box.dataset.url,location.href);u.searchParams.set('after',box.dataset.after);
     const r=await fetch(u,{headers:{'Accept':'application/json'}});if(!r.ok)return;
@@ -52,9 +61,14 @@ FOLLOW_JS = """
     for(const rec of d.records.reverse()){
       const tr=document.createElement('tr');tr.className='live';
       const heads=esc(rec.headers.map(h=>h.join(': ')).join('\\n'));
+      const sid=rec.schema_id?` · schema id ${rec.schema_id}`:'';
+      const err=rec.error?`<p class="err">${esc(rec.error)}</p>`:'';
       tr.innerHTML=`<td class=n>${rec.partition}</td><td class=n>${rec.offset}</td>`+
         `<td>${esc(rec.timestamp)}</td><td>${esc(rec.key)}</td><td>${esc(rec.event_type)}</td>`+
-        `<td>${js(rec.envelope)}</td><td>${js(rec.data)}</td><td><pre>${heads}</pre></td>`;
+        `<td><details><summary>${esc(rec.event_id)}${sid} · ${rec.headers.length} header(s)`+
+        `${rec.error?' · error':''}</summary><div class="parts">`+part('event','event',js(rec.data))+
+        part('envelope','envelope',js(rec.envelope)+err)+part('headers','headers',`<pre>${heads}</pre>`)+
+        `</div></details></td>`;
       body.prepend(tr);
     }
   }
@@ -82,6 +96,30 @@ def link(path: str, text: Any, **params: Any) -> str:
 def pre(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, indent=1, default=str, ensure_ascii=False)
     return f"<pre>{esc(text)}</pre>"
+
+
+def record_details(
+    *,
+    event_id: str,
+    schema_id: int | None,
+    headers: Sequence[tuple[str, str]],
+    envelope: Any,
+    data: Any,
+    error: str | None,
+) -> str:
+    """One record's cell: a one-line summary that opens (``<details>``) on the decoded event, the
+    envelope and the headers (FOLLOW_JS renders live records the same way)."""
+    summary = esc(event_id)
+    summary += f" · schema id {schema_id}" if schema_id else ""
+    summary += f" · {len(headers)} header(s)" + (" · error" if error else "")
+    err = f'<p class="err">{esc(error)}</p>' if error else ""
+    heads = pre("\n".join(f"{k}: {v}" for k, v in headers))
+    return (
+        f'<details><summary>{summary}</summary><div class="parts">'
+        f'<div class="event"><h4>event</h4>{pre(data)}</div>'
+        f'<div class="envelope"><h4>envelope</h4>{pre(envelope)}{err}</div>'
+        f'<div class="headers"><h4>headers</h4>{heads}</div></div></details>'
+    )
 
 
 def table(
@@ -113,10 +151,20 @@ def form(action: str, csrf: str, inner: str, *, method: str = "post", cls: str =
     return f'<form method="{method}" action="{esc(action)}"{klass}{ident}>{token}{inner}</form>'
 
 
-def field(label: str, name: str, value: Any = "", *, kind: str = "text", size: int = 14) -> str:
+def field(
+    label: str, name: str, value: Any = "", *, kind: str = "text", size: int = 14, options: Sequence[str] = ()
+) -> str:
+    """A labelled input; ``options`` are offered as suggestions (a datalist)."""
+    listed = ""
+    if options:
+        listed = f' list="{esc(name)}-options"'
+        choices = "".join(f'<option value="{esc(o)}">' for o in options)
+        listed_html = f'<datalist id="{esc(name)}-options">{choices}</datalist>'
+    else:
+        listed_html = ""
     return (
         f'<label>{esc(label)} <input type="{kind}" name="{esc(name)}" value="{esc(value)}" '
-        f'size="{size}"></label>'
+        f'size="{size}"{listed}>{listed_html}</label>'
     )
 
 

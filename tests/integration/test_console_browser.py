@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import threading
@@ -24,18 +25,20 @@ import httpx
 import pytest
 import uvicorn
 from confluent_kafka import Consumer, KafkaError, Message, SerializingProducer
-from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import StringSerializer
-from playwright.sync_api import Browser, Locator, Page, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from evstream import DeadLetter, KafkaSettings, RegistrySettings
 from evstream.consumers import Handlers, MessageContext
 from evstream.consumers.console import Backend, ConsoleSettings, ConsoleToken, hash_token, new_token
 from evstream.consumers.replay.deadletters import read_dead_letters
+from evstream.producers.demo import DEMO_DEAD_LETTER_REASON, leave_for_console
 from evstream.schemas import derived_event_id
 from evstream.schemas.domain import CATALOG, OrderPlaced
 from evstream.schemas.events import Event
+from evstream.schemas.story import demo_story
 from tests.conftest import Endpoints, TopicFactory
 from tests.consumer_helpers import ALL, publish, runner
 from tests.factories import mixed_events
@@ -49,6 +52,7 @@ if not Path(CHROMIUM).exists():
     pytest.skip("chromium is not installed (apt-get install chromium)", allow_module_level=True)
 
 ADMIN, READER = new_token(), new_token()
+WIDTH = 1400  # the records table fits a window this wide
 SHOTS = os.environ.get("EVSTREAM_CONSOLE_SCREENSHOTS")
 
 
@@ -107,7 +111,7 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1200, "height": 800})
+    context = browser.new_context(viewport={"width": WIDTH, "height": 900})
     try:
         yield context.new_page()
     finally:
@@ -118,6 +122,29 @@ def shot(page: Page, name: str) -> None:
     if SHOTS:
         Path(SHOTS).mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(Path(SHOTS) / f"console-{name}.png"))
+
+
+def fits_the_window(page: Page) -> None:
+    """The records table, its last column (event, envelope, headers) included, is inside the
+    window: nothing scrolls sideways."""
+    width = page.viewport_size["width"] if page.viewport_size else WIDTH
+    assert width == WIDTH
+    for locator in (page.locator("#records"), page.locator("#records thead th").last):
+        box = locator.bounding_box()
+        assert box is not None
+        assert box["x"] >= 0
+        assert box["x"] + box["width"] <= width, (box, width)
+    opened = page.locator("#records details[open] .headers")
+    for i in range(opened.count()):
+        box = opened.nth(i).bounding_box()
+        assert box is not None
+        assert box["x"] + box["width"] <= width, (box, width)
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+
+
+def audit_actions(page: Page, url: str) -> list[str]:
+    page.goto(f"{url}/audit")
+    return [td.inner_text() for td in page.locator("#audit tbody tr td:nth-child(3)").all()]
 
 
 def login(page: Page, url: str, token: str = ADMIN) -> None:
@@ -144,9 +171,9 @@ def consumed_group(
 
 
 def test_every_page_renders_real_data_and_the_browser_finds_an_event_by_id(
-    console: Served, page: Page, endpoints: Endpoints, new_topic: TopicFactory
+    console: Served, page: Page, endpoints: Endpoints, new_topic: TopicFactory, registry: SchemaRegistryClient
 ) -> None:
-    topic = new_topic(partitions=3)
+    topic = new_topic(partitions=3, config={"retention.ms": "86400000"})
     group, ids = consumed_group(endpoints, topic, 90, seed=51)
     publish(endpoints, topic, mixed_events(12, seed=52))  # the group is now 12 behind
     url = console.url
@@ -166,16 +193,28 @@ def test_every_page_renders_real_data_and_the_browser_finds_an_event_by_id(
     assert sum(int(rows.nth(i).locator("td").nth(5).inner_text()) for i in range(3)) == 102
     assert "records/s" in page.inner_text("#rate")
     assert page.inner_text("#plan")  # declared vs actual (this topic is not declared)
+    sources = {
+        row.locator("td").nth(0).inner_text(): row.locator("td").nth(2).inner_text()
+        for row in page.locator("#configs tbody tr").all()
+    }
+    assert sources["retention.ms"] == "DYNAMIC_TOPIC_CONFIG"  # the source's name, not 1
+    assert all(re.fullmatch(r"[A-Z_]+_CONFIG", s) for s in sources.values()), sources
+    shot(page, "topic")
 
     page.goto(f"{url}/topics/{topic}/records")
     assert "scanned" in page.inner_text("#summary")
     assert page.locator("#records tbody tr").count() == 50  # the newest page
+    fits_the_window(page)  # compact rows: every column, headers too, inside 1,400 px
+    page.locator("#records summary").first.click()
+    expect(page.locator("#records .headers").first).to_be_visible(timeout=5000)
+    fits_the_window(page)  # and a record opened on its event, envelope and headers as well
     wanted = ids[37]
     page.fill("input[name=event_id]", str(wanted))
     page.locator("button", has_text="show").click()
     page.wait_for_load_state()
     found = page.locator("#records tbody tr")
     assert found.count() == 1
+    found.locator("summary").click()
     text = found.inner_text()
     assert str(wanted) in text  # the envelope's event id
     assert '"order_id"' in text  # a decoded field of the catalog model
@@ -191,11 +230,34 @@ def test_every_page_renders_real_data_and_the_browser_finds_an_event_by_id(
     page.reload()
     assert page.locator("#lag-chart polyline").count() == 1
     shot(page, "group")
+    page.locator("#group-state a.replay", has_text=topic).click()  # plan a replay of this group
+    page.wait_for_url(re.compile(r"/replay\?"))
+    assert page.input_value("input[name=group]") == group
+    assert page.input_value("input[name=topic]") == topic  # its topic filled in too
+    assert page.locator("#replay-plan tbody tr").count() == 3
 
     page.goto(f"{url}/schemas?q=OrderPlaced")
     assert "OrderPlaced" in page.inner_text("#subjects")
     page.locator("#subjects a").first.click()
     assert "compatibility" in page.inner_text("#compat")
+    # a subject opens on its last change (v1 -> v2), one with a single version on that version
+    subject = f"console-{uuid.uuid4().hex[:8]}-value"
+    second = json.loads(INVOICE)
+    second["fields"].append({"name": "note", "type": ["null", "string"], "default": None})
+    for schema in (INVOICE, json.dumps(second)):
+        registry.register_schema(subject, Schema(schema, "AVRO"))
+    single = f"console-{uuid.uuid4().hex[:8]}-value"
+    registry.register_schema(single, Schema(INVOICE, "AVRO"))
+    page.goto(f"{url}/schemas?q={subject}")
+    page.locator("#subjects a", has_text=subject).click()
+    assert page.inner_text("#diff-heading") == "diff v1 → v2"
+    assert '+      "name": "note",' in page.inner_text("#diff")
+    assert "identical" not in page.inner_text("main")
+    shot(page, "schema-diff")
+    page.goto(f"{url}/schemas/subject/{single}")
+    assert "one version: v1" in page.inner_text("#diff-heading")
+    assert page.locator("#diff").count() == 0
+    assert "invoice_no" in page.inner_text("main")
     page.goto(f"{url}/schemas/usage?topic={topic}")
     assert "OrderPlaced" in page.inner_text("#usage")
     shot(page, "schemas")
@@ -249,6 +311,10 @@ def test_dlq_redrive_through_the_ui_moves_records_and_the_loop_guard_refuses_the
     assert sum(end_offsets(endpoints.bootstrap_servers, dlq)) == dlq_end
     page.goto(f"{console.url}/audit")
     assert "ops-admin" in page.inner_text("#audit")
+    shot(page, "audit")
+    actions = audit_actions(page, console.url)
+    assert {"login", "dlq redrive (dry run)", "dlq redrive"} <= set(actions)
+    assert all(a == a.lower() for a in actions), actions  # one capitalisation: lowercase
 
 
 def test_dlq_redrive_of_two_ticked_records_sends_exactly_those_once(
@@ -366,6 +432,17 @@ def test_mutations_without_an_admin_token_are_refused_and_change_nothing(
         [f"/dlq/{dlq}/redrive"],
     )
     assert status == 403
+    # the refusals are audited under the same lowercase action names as the successes
+    actions = audit_actions(page, console.url)
+    assert {"dlq redrive", "replay apply"} <= set(actions)
+    assert all(a == a.lower() for a in actions), actions
+    refused = page.locator("#audit tbody tr", has_text="refused 401")
+    assert refused.count() >= 2
+    assert {refused.nth(i).locator("td").nth(2).inner_text() for i in range(refused.count())} <= {
+        "dlq redrive",
+        "replay apply",
+        "login",
+    }
     assert committed_offsets(endpoints.bootstrap_servers, group, topic, 1) == before
     assert end_offsets(endpoints.bootstrap_servers, topic) == ends
 
@@ -419,8 +496,12 @@ def only_row(page: Page) -> dict[str, Locator]:
     """The single row of the records table, by column name."""
     rows = page.locator("#records tbody tr")
     assert rows.count() == 1, page.inner_text("#records")
-    names = ["partition", "offset", "timestamp", "key", "type", "envelope", "event", "headers"]
-    return {name: rows.first.locator("td").nth(i) for i, name in enumerate(names)}
+    row = rows.first
+    row.locator("summary").click()  # open the record: event, envelope and headers
+    expect(row.locator(".headers")).to_be_visible(timeout=5000)
+    names = ["partition", "offset", "timestamp", "key", "type"]
+    found = {name: row.locator("td").nth(i) for i, name in enumerate([*names, "record"])}
+    return found | {name: row.locator(f".{name}") for name in ("envelope", "event", "headers")}
 
 
 def test_the_browser_decodes_a_foreign_confluent_record_found_by_key_or_offset(
@@ -469,7 +550,8 @@ def test_the_browser_decodes_a_foreign_confluent_record_found_by_key_or_offset(
     envelope = json.loads(row["envelope"].locator("pre").inner_text())
     assert envelope["event_id"] == str(derived_event_id(topic, 0, placed_at))  # from its position
     assert envelope["event_type"] == "OrderPlaced"
-    assert row["headers"].inner_text().strip() == f"schema id {placed_id}"
+    assert f"schema id {placed_id}" in row["record"].locator("summary").inner_text()
+    assert row["headers"].locator("pre").inner_text().strip() == ""  # no headers at all
     shot(page, "browser-foreign")
 
     # by offset: a record type the catalog does not know, shown with its writer schema
@@ -484,4 +566,40 @@ def test_the_browser_decodes_a_foreign_confluent_record_found_by_key_or_offset(
         "amount_cents": 98765,
     }
     assert "writer schema shown" in row["envelope"].inner_text()
-    assert row["headers"].inner_text().strip() == f"schema id {invoice_id}"
+    assert f"schema id {invoice_id}" in row["record"].locator("summary").inner_text()
+
+
+def test_what_the_demo_leaves_shows_on_the_groups_dead_letters_and_replay_pages(
+    console: Served, page: Page, endpoints: Endpoints, new_topic: TopicFactory
+) -> None:
+    topic = new_topic(partitions=3)
+    dlq = new_topic(partitions=1, name=f"{topic}.dlq")
+    publish(endpoints, topic, demo_story(3))  # 10 events
+    group = f"demo-mailer-{uuid.uuid4().hex[:6]}"
+    kafka = KafkaSettings(bootstrap_servers=endpoints.bootstrap_servers)
+    left = leave_for_console(kafka, RegistrySettings(url=endpoints.registry_url), topic=topic, group=group)
+    assert (left.handled, left.dead_lettered, left.lag, left.earlier) == (5, 1, 5, False)
+    again = leave_for_console(kafka, RegistrySettings(url=endpoints.registry_url), topic=topic, group=group)
+    assert (again.handled, again.lag, again.earlier) == (0, 5, True)  # a second run consumes nothing
+    assert sum(end_offsets(endpoints.bootstrap_servers, dlq)) == 1
+
+    page.goto(f"{console.url}/groups")
+    page.locator("#groups a", has_text=group).click()
+    assert "total lag 5" in page.inner_text("#group-state")
+    lags = [r.locator("td").nth(4).inner_text() for r in page.locator("#lag tbody tr").all()]
+    assert len(lags) == 3
+    assert "-" not in lags  # every partition has a committed offset: the lag is a number
+    shot(page, "demo-group")
+    page.locator("#group-state a.replay", has_text=topic).click()
+    page.wait_for_url(re.compile(r"/replay\?"))
+    assert page.input_value("input[name=topic]") == topic
+    assert "event(s) will be replayed" in page.inner_text("#plan-summary")
+    shot(page, "demo-replay")
+
+    page.goto(f"{console.url}/dlq")
+    page.locator("#dlqs a", has_text=dlq).click()
+    letters = page.locator("#dead-letters tbody tr")
+    assert letters.count() == 1
+    assert DEMO_DEAD_LETTER_REASON in letters.inner_text()
+    assert group in letters.inner_text()
+    shot(page, "demo-dlq")
