@@ -107,6 +107,7 @@ def private_stack(tmp_path: Path) -> Iterator[LocalStack]:
         stack.down(purge=True)
 
 
+@pytest.mark.long  # a SIGKILL fault scenario (87 s with its restarts): make reliability keeps it
 def test_down_up_and_sigkill_keep_records_offsets_and_schema_ids(private_stack: LocalStack) -> None:
     began = time.monotonic()
     state = private_stack.up(nodes=1)
