@@ -111,23 +111,17 @@ def retry_headers(msg: Message, origin: Origin, error: BaseException, *, tier: i
     error_type, message = _error(error, "handler")
     return [
         *_original(msg),
-        (f"{RETRY_PREFIX}topic", origin.topic.encode()),
-        (f"{RETRY_PREFIX}partition", str(origin.partition).encode()),
-        (f"{RETRY_PREFIX}offset", str(origin.offset).encode()),
-        (f"{RETRY_PREFIX}timestamp", str(origin.timestamp_ms).encode()),
-        (f"{RETRY_PREFIX}first-failure-at", origin.first_failure.isoformat().encode()),
-        (f"{RETRY_PREFIX}attempts", str(origin.attempts).encode()),
-        (f"{RETRY_PREFIX}tier", str(tier).encode()),
+        *origin_headers(origin, tier=tier),
         (f"{RETRY_PREFIX}due-at-ms", str(due_ms).encode()),
         (f"{RETRY_PREFIX}error-type", error_type),
         (f"{RETRY_PREFIX}error-message", message),
     ]
 
 
-def origin_headers(origin: Origin) -> list[tuple[str, bytes]]:
-    """``evstream.retry.*`` origin headers of tier 0 (no due time, attempts as given): what a
-    redriven copy carries, so :meth:`Origin.of` reads the original coordinates back (a new
-    failure is dead-lettered with them; a foreign record keeps its derived event id)."""
+def origin_headers(origin: Origin, *, tier: int = 0) -> list[tuple[str, bytes]]:
+    """``evstream.retry.*`` origin headers (no due time, attempts as given): what a retry record
+    carries, and a redriven copy with tier 0, so :meth:`Origin.of` reads the original coordinates
+    back (a new failure is dead-lettered with them; a foreign record keeps its derived event id)."""
     return [
         (f"{RETRY_PREFIX}topic", origin.topic.encode()),
         (f"{RETRY_PREFIX}partition", str(origin.partition).encode()),
@@ -135,7 +129,7 @@ def origin_headers(origin: Origin) -> list[tuple[str, bytes]]:
         (f"{RETRY_PREFIX}timestamp", str(origin.timestamp_ms).encode()),
         (f"{RETRY_PREFIX}first-failure-at", origin.first_failure.isoformat().encode()),
         (f"{RETRY_PREFIX}attempts", str(origin.attempts).encode()),
-        (f"{RETRY_PREFIX}tier", b"0"),
+        (f"{RETRY_PREFIX}tier", str(tier).encode()),
     ]
 
 

@@ -11,7 +11,6 @@ mode after rebalances); supervisors restart it.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import shutil
@@ -19,7 +18,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import faust
 from faust.sensors import Sensor
@@ -36,6 +35,8 @@ from evstream.streams.metrics import (
     STREAM_LATENCY,
 )
 from evstream.streams.transport import refused
+from evstream.streams.worker import _LOCKS as _LOCKS  # noqa: PLC0414 - re-exported: one list of held locks
+from evstream.streams.worker import lock_data_dir
 
 __all__ = [
     "STALLED",
@@ -203,9 +204,6 @@ def run_faust(app: faust.App, settings: WorkerSettings) -> int:
     return code
 
 
-_LOCKS: list[TextIO] = []  # held for the life of the process
-
-
 def prepare_table_files(app: faust.App) -> Path | None:
     """Local table files (``rocksdb://``) are a cache of the changelogs, trusted only after a
     clean stop; returns the marker a clean stop leaves (None for in-memory tables).
@@ -218,17 +216,7 @@ def prepare_table_files(app: faust.App) -> Path | None:
     if not str(app.conf.store).startswith("rocksdb"):
         return None
     tables = Path(app.conf.tabledir)
-    tables.parent.mkdir(parents=True, exist_ok=True)
-    lock = (tables.parent / ".evstream-worker.lock").open("w")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.close()
-        raise ConfigError(
-            f"another worker uses the table files in {tables.parent}: give each worker its own "
-            "EVSTREAM_STREAMS_DATA_DIR"
-        ) from None
-    _LOCKS.append(lock)
+    lock_data_dir(tables.parent)  # one worker per data dir, as for the native engine
     marker = tables / ".evstream-clean-stop"
     if tables.exists() and not marker.exists():
         log.warning(
